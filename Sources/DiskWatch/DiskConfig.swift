@@ -1,0 +1,111 @@
+import Platform
+
+/// Disk guardian settings (`disk:` in the configuration).
+public struct DiskConfig: Sendable, Equatable {
+    /// How often every watched mount is sampled.
+    public var interval: Duration
+    /// Usage levels in percent (of bytes or inodes, whichever is higher).
+    public var warn: Double
+    public var critical: Double
+    public var emergency: Double
+    /// A level is left only once usage falls this many points below it.
+    public var hysteresis: Double
+    /// Extra paths whose mounts are watched (the databases' and replicas' are added automatically).
+    public var paths: [String]
+    public var ballast: BallastConfig?
+    public var logs: [LogRotationConfig]
+    public var cleanup: [CleanupRule]
+
+    public init(
+        interval: Duration = .seconds(1), warn: Double = 80, critical: Double = 90, emergency: Double = 95,
+        hysteresis: Double = 2, paths: [String] = [], ballast: BallastConfig? = nil,
+        logs: [LogRotationConfig] = [], cleanup: [CleanupRule] = []
+    ) {
+        self.interval = interval
+        self.warn = warn
+        self.critical = critical
+        self.emergency = emergency
+        self.hysteresis = hysteresis
+        self.paths = paths
+        self.ballast = ballast
+        self.logs = logs
+        self.cleanup = cleanup
+    }
+}
+
+/// A pre-allocated file released in an emergency to buy time.
+public struct BallastConfig: Sendable, Equatable {
+    public var path: String
+    public var size: Int64
+
+    public init(path: String, size: Int64) {
+        self.path = path
+        self.size = size
+    }
+}
+
+/// logrotate-style rotation of a set of log files.
+public struct LogRotationConfig: Sendable, Equatable {
+    public enum Frequency: String, Sendable, CaseIterable { case hourly, daily, weekly, monthly }
+
+    public var paths: [String]
+    public var rotate: Int
+    public var size: Int64?
+    public var minSize: Int64?
+    public var maxSize: Int64?
+    public var maxAge: Duration?
+    public var frequency: Frequency?
+    public var compress: Bool
+    public var delayCompress: Bool
+    public var dateExt: Bool
+    public var missingOK: Bool
+    public var notIfEmpty: Bool
+    public var copyTruncate: Bool
+    /// `create MODE OWNER GROUP`; nil mode keeps the old file's mode.
+    public var createMode: UInt16?
+    public var createOwner: String?
+    public var createGroup: String?
+    /// argv of a command run after rotation, without a shell.
+    public var postRotate: [String]
+    public var postRotateTimeout: Duration
+
+    public init(
+        paths: [String], rotate: Int = 7, size: Int64? = nil, minSize: Int64? = nil, maxSize: Int64? = nil,
+        maxAge: Duration? = nil, frequency: Frequency? = nil, compress: Bool = false, delayCompress: Bool = false,
+        dateExt: Bool = false, missingOK: Bool = false, notIfEmpty: Bool = false, copyTruncate: Bool = false,
+        createMode: UInt16? = nil, createOwner: String? = nil, createGroup: String? = nil,
+        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30)
+    ) {
+        self.paths = paths
+        self.rotate = rotate
+        self.size = size
+        self.minSize = minSize
+        self.maxSize = maxSize
+        self.maxAge = maxAge
+        self.frequency = frequency
+        self.compress = compress
+        self.delayCompress = delayCompress
+        self.dateExt = dateExt
+        self.missingOK = missingOK
+        self.notIfEmpty = notIfEmpty
+        self.copyTruncate = copyTruncate
+        self.createMode = createMode
+        self.createOwner = createOwner
+        self.createGroup = createGroup
+        self.postRotate = postRotate
+        self.postRotateTimeout = postRotateTimeout
+    }
+}
+
+/// Files under `path` older than `maxAge` may be deleted at the critical level.
+public struct CleanupRule: Sendable, Equatable {
+    public var path: String
+    public var pattern: String?
+    public var maxAge: Duration
+
+    public init(path: String, pattern: String? = nil, maxAge: Duration) {
+        self.path = path
+        self.pattern = pattern
+        self.maxAge = maxAge
+    }
+}

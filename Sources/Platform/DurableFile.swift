@@ -1,0 +1,88 @@
+import Foundation
+
+/// An error from a system call, with the path it concerned.
+public struct SystemError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let path: String
+    public let code: Int32
+
+    public init(_ operation: String, path: String, code: Int32 = errno) {
+        self.operation = operation
+        self.path = path
+        self.code = code
+    }
+
+    public var description: String {
+        "\(operation) \(path): \(String(cString: strerror(code)))"
+    }
+
+    public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }
+}
+
+/// Crash-safe file writes: temp file → fsync → rename → fsync of the directory.
+/// After `write` returns, the file exists under its final name with its full
+/// content, or (if the machine died before) not at all.
+public enum DurableFile {
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, mtime: Date? = nil) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SystemError("open", path: tmp) }
+        do {
+            try writeAll(fd: fd, bytes, path: tmp)
+            guard fsync(fd) == 0 else { throw SystemError("fsync", path: tmp) }
+            if let mtime { try setMTime(fd: fd, mtime, path: tmp) }
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        close(fd)
+        guard rename(tmp, path) == 0 else {
+            let err = SystemError("rename", path: path)
+            unlink(tmp)
+            throw err
+        }
+        try syncDirectory(dir)
+    }
+
+    public static func writeAll(fd: Int32, _ bytes: [UInt8], path: String) throws {
+        try bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("write", path: path)
+                }
+                offset += n
+            }
+        }
+    }
+
+    public static func setMTime(fd: Int32, _ date: Date, path: String) throws {
+        let seconds = date.timeIntervalSince1970
+        var times = [timespec](repeating: timespec(), count: 2)
+        times[0] = timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2)  // UTIME_OMIT: leave atime alone
+        let whole = floor(seconds)
+        times[1] = timespec(tv_sec: Int(whole), tv_nsec: Int((seconds - whole) * 1e9))
+        guard futimens(fd, times) == 0 else { throw SystemError("futimens", path: path) }
+    }
+
+    public static func syncDirectory(_ dir: String) throws {
+        let fd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: dir) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SystemError("fsync", path: dir) }
+    }
+
+    /// Creates `path` and its parents (mode 0755), fsyncing each directory created.
+    public static func makeDirectories(_ path: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { return }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path { try makeDirectories(parent) }
+        if mkdir(path, 0o755) != 0, errno != EEXIST { throw SystemError("mkdir", path: path) }
+        if !parent.isEmpty { try? syncDirectory(parent) }
+    }
+}

@@ -1,0 +1,194 @@
+import CSQLite
+import Foundation
+
+/// A value read from or bound to SQLite.
+public enum SQLiteValue: Sendable, Equatable, CustomStringConvertible {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+    case blob([UInt8])
+
+    public var description: String {
+        switch self {
+        case .null: "NULL"
+        case .integer(let v): "\(v)"
+        case .real(let v): "\(v)"
+        case .text(let v): v
+        case .blob(let v): "<\(v.count) bytes>"
+        }
+    }
+
+    public var int64: Int64? {
+        switch self {
+        case .integer(let v): v
+        case .real(let v): Int64(v)
+        case .text(let v): Int64(v)
+        default: nil
+        }
+    }
+}
+
+public struct SQLiteError: Error, CustomStringConvertible, Sendable {
+    /// The primary result code (SQLITE_BUSY, SQLITE_CORRUPT, ...).
+    public let code: Int32
+    public let extendedCode: Int32
+    public let message: String
+    public let sql: String?
+
+    public var description: String {
+        let name = String(cString: sqlite3_errstr(code))
+        return sql.map { "\(message) (\(name), code \(extendedCode)) in \($0)" } ?? "\(message) (\(name), code \(extendedCode))"
+    }
+
+    public var isBusy: Bool { code == SQLITE_BUSY || code == SQLITE_LOCKED }
+    public var isCorrupt: Bool { code == SQLITE_CORRUPT || code == SQLITE_NOTADB }
+    public var isFull: Bool { code == SQLITE_FULL }
+    public var isIOError: Bool { code == SQLITE_IOERR }
+}
+
+/// A thin wrapper over one sqlite3 connection. Debian's libsqlite3 is built
+/// in serialized threading mode, so the handle is safe to share; guardian
+/// still confines each connection to one actor or thread. All calls block:
+/// use it from a dedicated thread (`ThreadExecutor`, `BlockingPool`), never
+/// from the cooperative pool.
+public final class SQLiteConnection: @unchecked Sendable {
+    public let path: String
+    private let handle: OpaquePointer
+
+    public enum Mode: Sendable { case readOnly, readWrite, readWriteCreate }
+
+    public init(path: String, mode: Mode = .readWrite, busyTimeout: Duration = .seconds(5)) throws {
+        self.path = path
+        var db: OpaquePointer?
+        let flags: Int32
+        switch mode {
+        case .readOnly: flags = SQLITE_OPEN_READONLY
+        case .readWrite: flags = SQLITE_OPEN_READWRITE
+        case .readWriteCreate: flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+        }
+        let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let db { sqlite3_close_v2(db) }
+            throw SQLiteError(code: rc & 0xff, extendedCode: rc, message: "cannot open \(path): \(message)", sql: nil)
+        }
+        handle = db
+        sqlite3_extended_result_codes(db, 1)
+        _ = csqlite_busy_timeout(db, Int32(clamping: busyTimeout.milliseconds))
+    }
+
+    deinit { sqlite3_close_v2(handle) }
+
+    public static var libraryVersion: String { String(cString: sqlite3_libversion()) }
+
+    private func error(_ rc: Int32, sql: String?) -> SQLiteError {
+        SQLiteError(
+            code: rc & 0xff, extendedCode: sqlite3_extended_errcode(handle),
+            message: String(cString: sqlite3_errmsg(handle)), sql: sql)
+    }
+
+    /// Runs one or more statements that return no rows of interest.
+    public func execute(_ sql: String) throws {
+        let rc = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw error(rc, sql: sql) }
+    }
+
+    /// Runs one statement and returns every row.
+    @discardableResult
+    public func query(_ sql: String, _ arguments: [SQLiteValue] = []) throws -> [[SQLiteValue]] {
+        var rows: [[SQLiteValue]] = []
+        try forEachRow(sql, arguments) { rows.append($0) }
+        return rows
+    }
+
+    /// Runs one statement, calling `body` for each row as it is produced.
+    public func forEachRow(_ sql: String, _ arguments: [SQLiteValue] = [], _ body: ([SQLiteValue]) throws -> Void) throws {
+        var statement: OpaquePointer?
+        var rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw error(rc, sql: sql) }
+        defer { sqlite3_finalize(statement) }
+        for (i, argument) in arguments.enumerated() {
+            let index = Int32(i + 1)
+            switch argument {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .real(let v): rc = sqlite3_bind_double(statement, index, v)
+            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, csqlite_transient())
+            case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
+            }
+            guard rc == SQLITE_OK else { throw error(rc, sql: sql) }
+        }
+        let columns = sqlite3_column_count(statement)
+        while true {
+            rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw error(rc, sql: sql) }
+            var row: [SQLiteValue] = []
+            row.reserveCapacity(Int(columns))
+            for c in 0..<columns {
+                switch sqlite3_column_type(statement, c) {
+                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, c)))
+                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, c)))
+                case SQLITE_TEXT: row.append(.text(String(cString: sqlite3_column_text(statement, c))))
+                case SQLITE_BLOB:
+                    let n = Int(sqlite3_column_bytes(statement, c))
+                    if n > 0, let p = sqlite3_column_blob(statement, c) {
+                        row.append(.blob(Array(UnsafeRawBufferPointer(start: p, count: n))))
+                    } else {
+                        row.append(.blob([]))
+                    }
+                default: row.append(.null)
+                }
+            }
+            try body(row)
+        }
+    }
+
+    /// The first column of the first row, if any.
+    public func scalar(_ sql: String, _ arguments: [SQLiteValue] = []) throws -> SQLiteValue? {
+        try query(sql, arguments).first?.first
+    }
+
+    /// `PRAGMA wal_checkpoint(MODE)` → (busy, log frames, checkpointed frames).
+    public func checkpoint(_ mode: CheckpointMode) throws -> CheckpointResult {
+        var log: Int32 = 0
+        var done: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(handle, nil, mode.cValue, &log, &done)
+        if rc == SQLITE_BUSY { return CheckpointResult(busy: true, logFrames: Int(log), checkpointedFrames: Int(done)) }
+        guard rc == SQLITE_OK else { throw error(rc, sql: "PRAGMA wal_checkpoint(\(mode))") }
+        return CheckpointResult(busy: false, logFrames: Int(log), checkpointedFrames: Int(done))
+    }
+
+    /// Keep the -wal file when this connection closes (SQLITE_FCNTL_PERSIST_WAL).
+    public func persistWAL() { _ = csqlite_persist_wal(handle, 1) }
+
+    public var isAutocommit: Bool { sqlite3_get_autocommit(handle) != 0 }
+}
+
+public enum CheckpointMode: String, Sendable, CustomStringConvertible {
+    case passive = "PASSIVE", full = "FULL", restart = "RESTART", truncate = "TRUNCATE"
+
+    var cValue: Int32 {
+        switch self {
+        case .passive: SQLITE_CHECKPOINT_PASSIVE
+        case .full: SQLITE_CHECKPOINT_FULL
+        case .restart: SQLITE_CHECKPOINT_RESTART
+        case .truncate: SQLITE_CHECKPOINT_TRUNCATE
+        }
+    }
+
+    public var description: String { rawValue }
+}
+
+public struct CheckpointResult: Sendable, Equatable, Codable {
+    public let busy: Bool
+    public let logFrames: Int
+    public let checkpointedFrames: Int
+
+    public init(busy: Bool, logFrames: Int, checkpointedFrames: Int) {
+        self.busy = busy
+        self.logFrames = logFrames
+        self.checkpointedFrames = checkpointedFrames
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// A unix stream socket server for guardian's status socket. A dedicated
+/// thread blocks in accept(2) and hands each connection to `connections`;
+/// the owning service reads that stream inside its own structured task.
+public final class UnixSocketServer: @unchecked Sendable {
+    public let path: String
+    private let fd: Int32
+    public let connections: AsyncStream<Int32>
+    private let continuation: AsyncStream<Int32>.Continuation
+
+    /// Binds `path` (replacing a stale socket file) with the given mode.
+    public init(path: String, mode: mode_t = 0o660) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        try DurableFile.makeDirectories(dir)
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                throw SystemError("bind (a non-socket file is in the way)", path: path, code: EEXIST)
+            }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", path: path) }
+        self.fd = fd
+        var addr = try UnixSocketServer.address(path)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let e = SystemError("bind", path: path)
+            close(fd)
+            throw e
+        }
+        chmod(path, mode)
+        guard listen(fd, 16) == 0 else {
+            let e = SystemError("listen", path: path)
+            close(fd)
+            throw e
+        }
+        (connections, continuation) = AsyncStream.makeStream(of: Int32.self)
+        let thread = Thread { [fd, continuation] in
+            while true {
+                let client = accept(fd, nil, nil)
+                if client < 0 {
+                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    break
+                }
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+                if case .terminated = continuation.yield(client) {
+                    close(client)
+                    break
+                }
+            }
+            continuation.finish()
+        }
+        thread.name = "guardian-status-accept"
+        thread.start()
+    }
+
+    /// Stops accepting and removes the socket file.
+    public func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+        unlink(path)
+        continuation.finish()
+    }
+
+    static func address(_ path: String) throws -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw SystemError("bind (path too long)", path: path, code: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        return addr
+    }
+
+    /// Reads one request line (up to 4 KiB) from a connection. Blocking.
+    public static func readLine(fd: Int32, timeoutMS: Int32 = 2000) -> String? {
+        var buffer = [UInt8]()
+        var byte: UInt8 = 0
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while buffer.count < 4096 {
+            guard poll(&p, 1, timeoutMS) == 1 else { return nil }
+            let n = read(fd, &byte, 1)
+            if n <= 0 { break }
+            if byte == UInt8(ascii: "\n") { break }
+            buffer.append(byte)
+        }
+        return String(decoding: buffer, as: UTF8.self)
+    }
+
+    /// Connects, sends `request` and a newline, and reads the whole reply. Blocking.
+    public static func request(path: String, _ request: String, timeoutMS: Int32 = 10_000) throws -> [UInt8] {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", path: path) }
+        defer { close(fd) }
+        var addr = try address(path)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { throw SystemError("connect", path: path) }
+        try DurableFile.writeAll(fd: fd, Array((request + "\n").utf8), path: path)
+        var reply = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            guard poll(&p, 1, timeoutMS) == 1 else { throw SystemError("read (timed out)", path: path, code: ETIMEDOUT) }
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path)
+            }
+            if n == 0 { break }
+            reply.append(contentsOf: chunk[0..<n])
+        }
+        return reply
+    }
+}

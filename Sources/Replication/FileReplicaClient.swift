@@ -1,0 +1,125 @@
+import Foundation
+import Platform
+
+/// A replica in a local directory, in Litestream's file layout:
+/// `<root>/ltx/<level>/<min>-<max>.ltx`, mtime = the LTX timestamp. Writes
+/// are durable (temp → fsync → rename → fsync dir).
+public struct FileReplicaClient: ReplicaClient {
+    public let root: String
+    public var target: ReplicaTarget { .file(path: root) }
+
+    public init(root: String) { self.root = root }
+
+    public func directory(level: Int) -> String { "\(root)/ltx/\(level)" }
+
+    public func path(of file: LTXFileInfo) -> String { "\(directory(level: file.level))/\(file.name)" }
+
+    public func listFiles(level: Int, exactTimestamps: Bool) async throws -> [LTXFileInfo] {
+        let dir = directory(level: level)
+        return try await BlockingPool.shared.run { try Self.list(dir: dir, level: level) }
+    }
+
+    static func list(dir: String, level: Int) throws -> [LTXFileInfo] {
+        guard let d = opendir(dir) else {
+            if errno == ENOENT { return [] }
+            throw SystemError("opendir", path: dir)
+        }
+        defer { closedir(d) }
+        var files: [LTXFileInfo] = []
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard let (lo, hi) = LTXNaming.parse(fileName: name) else { continue }
+            var st = stat()
+            guard stat("\(dir)/\(name)", &st) == 0 else { continue }
+            let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
+            files.append(LTXFileInfo(level: level, minTXID: lo, maxTXID: hi, size: Int64(st.st_size), createdAt: mtime))
+        }
+        return files.sorted()
+    }
+
+    public func writeFile(level: Int, minTXID: UInt64, maxTXID: UInt64, contents: LTXPayload, createdAt: Date) async throws -> LTXFileInfo {
+        let dir = directory(level: level)
+        let info = LTXFileInfo(level: level, minTXID: minTXID, maxTXID: maxTXID, size: try contents.size(), createdAt: createdAt)
+        let path = "\(dir)/\(info.name)"
+        try await BlockingPool.shared.run {
+            try DurableFile.makeDirectories(dir)
+            switch contents {
+            case .bytes(let bytes):
+                try DurableFile.write(bytes, to: path, mtime: createdAt)
+            case .file(let source):
+                try Self.copyDurably(from: source, to: path, mtime: createdAt)
+            }
+        }
+        return info
+    }
+
+    /// Copies a local file into place durably.
+    static func copyDurably(from source: String, to path: String, mtime: Date) throws {
+        let tmp = path + ".tmp"
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw SystemError("open", path: source) }
+        defer { close(input) }
+        let output = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw SystemError("open", path: tmp) }
+        do {
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let n = read(input, &buffer, buffer.count)
+                if n < 0 { if errno == EINTR { continue }; throw SystemError("read", path: source) }
+                if n == 0 { break }
+                try DurableFile.writeAll(fd: output, Array(buffer[0..<n]), path: tmp)
+            }
+            guard fsync(output) == 0 else { throw SystemError("fsync", path: tmp) }
+            try DurableFile.setMTime(fd: output, mtime, path: tmp)
+        } catch {
+            close(output)
+            unlink(tmp)
+            throw error
+        }
+        close(output)
+        guard rename(tmp, path) == 0 else { throw SystemError("rename", path: path) }
+        try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent)
+    }
+
+    public func downloadFile(_ file: LTXFileInfo, to localPath: String) async throws {
+        let source = path(of: file)
+        try await BlockingPool.shared.run {
+            guard FileManager.default.fileExists(atPath: source) else {
+                throw ReplicaError(.notFound, "\(source) does not exist")
+            }
+            if FileManager.default.fileExists(atPath: localPath) { try FileManager.default.removeItem(atPath: localPath) }
+            try FileManager.default.copyItem(atPath: source, toPath: localPath)
+        }
+    }
+
+    public func readFile(_ file: LTXFileInfo) async throws -> [UInt8] {
+        let source = path(of: file)
+        return try await BlockingPool.shared.run {
+            guard let data = FileManager.default.contents(atPath: source) else {
+                throw ReplicaError(.notFound, "\(source) does not exist or cannot be read")
+            }
+            return [UInt8](data)
+        }
+    }
+
+    public func deleteFiles(_ files: [LTXFileInfo]) async throws {
+        let paths = files.map(path(of:))
+        try await BlockingPool.shared.run {
+            var dirs: Set<String> = []
+            for p in paths {
+                if unlink(p) != 0, errno != ENOENT { throw SystemError("unlink", path: p) }
+                dirs.insert((p as NSString).deletingLastPathComponent)
+            }
+            for d in dirs { try? DurableFile.syncDirectory(d) }
+        }
+    }
+
+    public func deleteAll() async throws {
+        let dir = "\(root)/ltx"
+        try await BlockingPool.shared.run {
+            if FileManager.default.fileExists(atPath: dir) { try FileManager.default.removeItem(atPath: dir) }
+        }
+    }
+}

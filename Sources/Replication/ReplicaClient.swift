@@ -1,0 +1,137 @@
+import Foundation
+import Platform
+
+/// One LTX file on a replica, as a listing sees it.
+public struct LTXFileInfo: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// 0 = per-transaction files, 1...8 = compactions, 9 = snapshots.
+    public var level: Int
+    public var minTXID: UInt64
+    public var maxTXID: UInt64
+    public var size: Int64
+    /// When the newest transaction in the file was observed committing (the
+    /// LTX header Timestamp; file mtime / `litestream-timestamp` metadata).
+    public var createdAt: Date
+
+    public init(level: Int, minTXID: UInt64, maxTXID: UInt64, size: Int64, createdAt: Date) {
+        self.level = level
+        self.minTXID = minTXID
+        self.maxTXID = maxTXID
+        self.size = size
+        self.createdAt = createdAt
+    }
+
+    /// `0000000000000001-0000000000000005.ltx`
+    public var name: String { LTXNaming.fileName(minTXID: minTXID, maxTXID: maxTXID) }
+
+    public static func < (a: LTXFileInfo, b: LTXFileInfo) -> Bool {
+        (a.level, a.minTXID, a.maxTXID) < (b.level, b.minTXID, b.maxTXID)
+    }
+
+    public var description: String { "L\(level)/\(name)" }
+}
+
+public enum LTXNaming {
+    public static let snapshotLevel = 9
+    /// Levels in the order a restore considers them.
+    public static let allLevels = Array(0...9)
+
+    public static func fileName(minTXID: UInt64, maxTXID: UInt64) -> String {
+        "\(hex(minTXID))-\(hex(maxTXID)).ltx"
+    }
+
+    /// 16 lower-case hex digits.
+    public static func hex(_ txid: UInt64) -> String {
+        let s = String(txid, radix: 16)
+        return String(repeating: "0", count: max(0, 16 - s.count)) + s
+    }
+
+    /// Parses `<16 hex>-<16 hex>.ltx` exactly as Litestream does; anything
+    /// else (upper case, other widths, `.tmp`) is not an LTX file.
+    public static func parse(fileName: String) -> (min: UInt64, max: UInt64)? {
+        let b = Array(fileName.utf8)
+        guard b.count == 37, b[16] == UInt8(ascii: "-"), fileName.hasSuffix(".ltx") else { return nil }
+        func isHex(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 97 && c <= 102) }
+        guard b[0..<16].allSatisfy(isHex), b[17..<33].allSatisfy(isHex) else { return nil }
+        guard let lo = UInt64(String(decoding: b[0..<16], as: UTF8.self), radix: 16),
+              let hi = UInt64(String(decoding: b[17..<33], as: UTF8.self), radix: 16), lo >= 1, hi >= lo
+        else { return nil }
+        return (lo, hi)
+    }
+
+    /// Parses a 16-hex-digit TXID (`--txid`).
+    public static func parse(txid: String) -> UInt64? {
+        guard txid.count == 16, txid.allSatisfy(\.isHexDigit) else { return nil }
+        return UInt64(txid.lowercased(), radix: 16)
+    }
+}
+
+/// The seam between guardian and a place that stores replicas. One file per
+/// backend (`FileReplicaClient`, `S3ReplicaClient`, `SFTPReplicaClient`);
+/// every backend passes the same conformance suite. The layout is Litestream
+/// 0.5's, so either tool can restore what the other wrote.
+///
+/// Implementations do their blocking I/O off the cooperative pool.
+public protocol ReplicaClient: Sendable {
+    var target: ReplicaTarget { get }
+
+    /// The LTX files at `level`, ascending by TXID. With `exactTimestamps`,
+    /// `createdAt` is the file's LTX timestamp (for S3 this costs a HEAD per
+    /// object; without it LastModified is used).
+    func listFiles(level: Int, exactTimestamps: Bool) async throws -> [LTXFileInfo]
+
+    /// Writes one LTX file so that it appears whole or not at all, and sets
+    /// its timestamp (mtime or metadata) to `createdAt`. Returns what was stored.
+    @discardableResult
+    func writeFile(level: Int, minTXID: UInt64, maxTXID: UInt64, contents: LTXPayload, createdAt: Date) async throws -> LTXFileInfo
+
+    /// Copies one LTX file into a local file (created or truncated).
+    func downloadFile(_ file: LTXFileInfo, to localPath: String) async throws
+
+    /// Reads one LTX file fully into memory (small files: L0, compactions).
+    func readFile(_ file: LTXFileInfo) async throws -> [UInt8]
+
+    /// Deletes the given files; files already gone are not an error.
+    func deleteFiles(_ files: [LTXFileInfo]) async throws
+
+    /// Deletes every LTX file of this replica.
+    func deleteAll() async throws
+}
+
+/// The bytes of an LTX file to store: in memory, or in a local file (large snapshots).
+public enum LTXPayload: Sendable {
+    case bytes([UInt8])
+    case file(path: String)
+
+    public func size() throws -> Int64 {
+        switch self {
+        case .bytes(let b): return Int64(b.count)
+        case .file(let path):
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw SystemError("stat", path: path) }
+            return Int64(st.st_size)
+        }
+    }
+}
+
+/// A replica that failed in a way worth telling an operator about.
+public struct ReplicaError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case notFound, transient, permanent }
+    public let kind: Kind
+    public let description: String
+
+    public init(_ kind: Kind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
+public enum ReplicaClients {
+    /// Builds the client for a replica target.
+    public static func make(_ target: ReplicaTarget) throws -> any ReplicaClient {
+        switch target {
+        case .file(let path): return FileReplicaClient(root: path)
+        case .s3, .sftp:
+            return try makeRemote(target)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import DiskWatch
+import Foundation
+import Platform
+import Remediate
+import Replication
+
+struct CheckConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration and print it as guardian understands it (secrets masked)."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = try options.load()
+        print(config.effectiveDescription, terminator: "")
+    }
+}
+
+extension GuardianConfig {
+    /// The configuration as parsed, with every default filled in, in the YAML
+    /// shape of the file. Secrets are printed as `******`.
+    var effectiveDescription: String {
+        var out = "# effective configuration of \(file)\n"
+        func d(_ v: Duration) -> String { Units.formatDuration(v) }
+        func q(_ s: String) -> String { "\"\(s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\"" }
+        out += "state-dir: \(q(stateDir))\n"
+        out += "status:\n  socket: \(q(status.socket))\n  metrics: \(status.metrics.map(q) ?? "off")\n"
+        out += "log:\n  level: \(log.level)\n  target: \(log.target.rawValue)\n"
+        out += "dbs:\n"
+        if dbs.isEmpty { out += "  []\n" }
+        for db in dbs {
+            let r = db.replication
+            out += "  - path: \(q(db.path))\n"
+            out += "    monitor-interval: \(d(r.monitorInterval))\n"
+            out += "    checkpoint-size: \(r.checkpointSize)\n"
+            out += "    max-wal-size: \(r.maxWALSize)\n"
+            out += "    snapshot-interval: \(d(r.snapshotInterval))\n"
+            out += "    compaction-levels: [\(r.compactionLevels.map(d).joined(separator: ", "))]\n"
+            out += "    replicas:\n"
+            if r.replicas.isEmpty { out += "      []\n" }
+            for replica in r.replicas {
+                out += "      - name: \(q(replica.name))\n"
+                out += "        type: \(replica.target.typeName)\n"
+                switch replica.target {
+                case .file(let path):
+                    out += "        path: \(q(path))\n"
+                case .s3(let s3):
+                    out += "        bucket: \(q(s3.bucket))\n        path: \(q(s3.path))\n        region: \(q(s3.region))\n"
+                    out += "        endpoint: \(s3.endpoint.map(q) ?? "default")\n        force-path-style: \(s3.forcePathStyle)\n"
+                    out += "        access-key-id: \(s3.accessKeyID.map { q(Self.maskKeyID($0)) } ?? "unset")\n"
+                    out += "        secret-access-key: \(s3.secretAccessKey.map { "\($0)" } ?? "unset")\n"
+                    out += "        skip-verify: \(s3.skipVerify)\n"
+                case .sftp(let sftp):
+                    out += "        host: \(q("\(sftp.host):\(sftp.port)"))\n        user: \(q(sftp.user))\n        path: \(q(sftp.path))\n"
+                    out += "        key-path: \(sftp.keyPath.map(q) ?? "unset")\n        known-hosts: \(sftp.knownHosts.map(q) ?? "unset")\n"
+                    out += "        password: \(sftp.password.map { "\($0)" } ?? "unset")\n"
+                }
+                out += "        sync-interval: \(d(replica.syncInterval))\n"
+                out += "        retention: \(d(replica.retention))\n"
+            }
+            let m = db.remediation
+            out += "    remediate: \(m.mode.rawValue)\n"
+            out += "    unit: \(m.unit.map(q) ?? "none")\n"
+            if !m.stopCommand.isEmpty { out += "    stop-command: [\(m.stopCommand.map(q).joined(separator: ", "))]\n" }
+            if !m.startCommand.isEmpty { out += "    start-command: [\(m.startCommand.map(q).joined(separator: ", "))]\n" }
+            out += "    integrity-interval: \(d(m.integrityInterval))\n"
+            out += "    integrity-budget: \(d(m.integrityBudget))\n"
+            out += "    health-interval: \(d(m.checkpointInterval))\n"
+            out += "    cooldown: \(d(m.cooldown))\n"
+            if let drill = db.drill {
+                out += "    drill:\n      interval: \(d(drill.interval))\n      budget: \(d(drill.budget))\n"
+                for query in drill.queries { out += "      - sql: \(q(query.sql))\n" }
+            }
+        }
+        let k = disk
+        out += "disk:\n  interval: \(d(k.interval))\n  warn: \(k.warn)%\n  critical: \(k.critical)%\n  emergency: \(k.emergency)%\n"
+        out += "  paths: [\(k.paths.map(q).joined(separator: ", "))]\n"
+        if let b = k.ballast { out += "  ballast:\n    path: \(q(b.path))\n    size: \(b.size)\n" }
+        if !k.logs.isEmpty {
+            out += "  logs:\n"
+            for l in k.logs {
+                out += "    - paths: [\(l.paths.map(q).joined(separator: ", "))]\n      rotate: \(l.rotate)\n"
+                if let s = l.size { out += "      size: \(s)\n" }
+                if let f = l.frequency { out += "      frequency: \(f.rawValue)\n" }
+                out += "      compress: \(l.compress)\n      copytruncate: \(l.copyTruncate)\n"
+            }
+        }
+        out += "alerts:\n"
+        if alerts.isEmpty { out += "  []\n" }
+        for a in alerts {
+            out += "  - type: \(a.kind.rawValue)\n    url: \(a.url)\n    min-severity: \(a.minSeverity)\n"
+            if let key = a.key { out += "    key: \(key)\n" }
+        }
+        return out
+    }
+
+    /// `AKIAIOSFODNN7EXAMPLE` → `AKIA…MPLE`: enough to tell keys apart.
+    static func maskKeyID(_ id: String) -> String {
+        id.count <= 8 ? "****" : "\(id.prefix(4))…\(id.suffix(4))"
+    }
+}

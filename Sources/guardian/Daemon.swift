@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import Platform
+import ServiceLifecycle
+import UnixSignals
+
+/// `guardian run`: one ServiceGroup per configuration "generation". SIGHUP
+/// loads the file again; a valid new configuration ends the current group
+/// gracefully and starts the next, a bad one is refused (and logged) while
+/// the old one keeps running. SIGTERM/SIGINT stop guardian gracefully.
+struct Daemon {
+    let configPath: String
+    let logger: Logger
+    let notifier = SystemdNotifier()
+
+    /// Set by the SIGHUP handler when a new configuration was accepted.
+    final class ReloadBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var pending: GuardianConfig?
+        func set(_ c: GuardianConfig) { lock.withLock { pending = c } }
+        func take() -> GuardianConfig? { lock.withLock { defer { pending = nil }; return pending } }
+    }
+
+    func run(initial: GuardianConfig) async throws {
+        var config = initial
+        var generation = 0
+        logger.event(.daemonStarted, ["version": "\(GuardianVersion.string)", "config": "\(configPath)", "pid": "\(getpid())"])
+        while true {
+            let box = ReloadBox()
+            try await runGeneration(config, isReload: generation > 0, box: box)
+            guard let next = box.take() else { break }
+            config = next
+            generation += 1
+        }
+        logger.event(.daemonStopped)
+    }
+
+    private func runGeneration(_ config: GuardianConfig, isReload: Bool, box: ReloadBox) async throws {
+        let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        for db in config.dbs {
+            services.append(.init(service: DatabaseWatchService(path: db.path, interval: db.replication.monitorInterval, board: board, logger: logger), serviceName: "db \(db.path)"))
+        }
+        services.append(.init(service: StatusSocketService(path: config.status.socket, board: board, logger: logger), serviceName: "status socket"))
+        services.append(.init(service: NotifyService(board: board, notifier: notifier, logger: logger, isReload: isReload), serviceName: "sd_notify"))
+
+        var groupConfig = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        // systemd's TimeoutStopSec in packaging/ is 30 s: finish well inside it.
+        groupConfig.maximumGracefulShutdownDuration = .seconds(20)
+        groupConfig.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: groupConfig)
+
+        try await withThrowingDiscardingTaskGroup { tasks in
+            tasks.addTask {
+                // Reload on SIGHUP for as long as this generation runs.
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    do {
+                        let next = try GuardianConfig.load(path: configPath)
+                        notifier.reloading()
+                        await board.setState(.reloading)
+                        box.set(next)
+                        await group.triggerGracefulShutdown()
+                        return
+                    } catch {
+                        logger.event(.configReloadRefused, level: .error, ["error": "\(error)"])
+                    }
+                }
+            }
+            do {
+                try await group.run()
+            } catch {
+                logger.event(.internalError, level: .critical, ["error": "\(error)"])
+                tasks.cancelAll()
+                throw error
+            }
+            if box.take().map({ box.set($0); return true }) != true {
+                await board.setState(.stopping)
+                notifier.stopping(status: "stopping")
+                logger.event(.daemonStopping)
+            }
+            tasks.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Platform
+
+@main
+struct GuardianCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "guardian",
+        abstract: "Keeps a production SQLite database alive: replication, disk guard, remediation.",
+        version: GuardianVersion.string,
+        subcommands: [
+            RunCommand.self, StatusCommand.self, CheckConfigCommand.self,
+        ]
+    )
+}
+
+/// Options shared by the commands that read the configuration file.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file.")
+    var config: String = GuardianConfig.defaultPath
+
+    /// Loads the configuration or exits 2 with `file:line: key: what is wrong`.
+    func load() throws -> GuardianConfig {
+        do {
+            return try GuardianConfig.load(path: config)
+        } catch let error as ConfigError {
+            CLI.fail(error.description, code: 2)
+        }
+    }
+}
+
+enum CLI {
+    /// Prints `guardian: message` on stderr and exits with `code`.
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("guardian: \(message)\n".utf8))
+        exit(code)
+    }
+
+    static var stdoutIsTTY: Bool { isatty(1) != 0 }
+}

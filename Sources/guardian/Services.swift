@@ -1,0 +1,124 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Platform
+import Replication
+import ServiceLifecycle
+
+/// Serves the status socket: one request line (`status`), one JSON reply.
+struct StatusSocketService: Service {
+    let path: String
+    let board: StatusBoard
+    let logger: Logger
+
+    func run() async throws {
+        let server: UnixSocketServer
+        do {
+            server = try UnixSocketServer(path: path, mode: 0o660)
+        } catch {
+            logger.event(.statusServerFailed, level: .error, ["socket": "\(path)", "error": "\(error)"])
+            throw error
+        }
+        logger.event(.statusServerListening, ["socket": "\(path)"])
+        try await withGracefulShutdownHandler {
+            for await fd in server.connections.cancelOnGracefulShutdown() {
+                let request = await BlockingPool.shared.run { UnixSocketServer.readLine(fd: fd) }
+                let reply: [UInt8]
+                switch request?.trimmingCharacters(in: .whitespaces) {
+                case "status", "":
+                    let doc = await board.document()
+                    reply = (try? Array(StatusDocument.encoder().encode(doc))) ?? []
+                default:
+                    reply = Array("{\"error\":\"unknown request\"}".utf8)
+                }
+                await BlockingPool.shared.run {
+                    try? DurableFile.writeAll(fd: fd, reply, path: "status client")
+                    close(fd)
+                }
+            }
+        } onGracefulShutdown: {
+            server.stop()
+        }
+        server.stop()
+    }
+}
+
+/// Talks to systemd: READY once every database is open, STATUS when the
+/// summary changes, and WATCHDOG at half the watchdog interval — but only
+/// while every service loop has beaten recently, so a hung loop is caught.
+struct NotifyService: Service {
+    let board: StatusBoard
+    let notifier: SystemdNotifier
+    let logger: Logger
+    /// Sent with READY=1 after a reload.
+    let isReload: Bool
+
+    func run() async throws {
+        await board.waitUntilDatabasesSettled()
+        await board.setState(.ready)
+        var last = await board.summary()
+        notifier.ready(status: last)
+        logger.event(isReload ? .configReloaded : .daemonReady, ["status": "\(last)"])
+        let watchdog = notifier.watchdogInterval
+        if let watchdog { logger.event(.watchdogEnabled, ["interval_ms": "\(watchdog.milliseconds)"]) }
+        let tick = watchdog.map { min($0 / 2, .seconds(1)) } ?? .seconds(1)
+        for await _ in AsyncTimerSequence(interval: tick, clock: .continuous).cancelOnGracefulShutdown() {
+            let summary = await board.summary()
+            if summary != last {
+                notifier.status(summary)
+                last = summary
+            }
+            if let watchdog {
+                let stale = await board.staleLoops(limit: watchdog)
+                if stale.isEmpty {
+                    notifier.watchdog()
+                } else {
+                    logger.event(.internalError, level: .error, ["stalled_loops": "\(stale.joined(separator: ","))"])
+                }
+            }
+        }
+    }
+}
+
+/// Until replication takes over a database, this loop opens it, checks it is
+/// SQLite, and publishes its size and WAL size.
+struct DatabaseWatchService: Service {
+    let path: String
+    let interval: Duration
+    let board: StatusBoard
+    let logger: Logger
+
+    func run() async throws {
+        var reported = ""
+        for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
+            await board.beat("db:\(path)")
+            let status = await BlockingPool.shared.run { [path] in Self.inspect(path) }
+            if status.state != reported {
+                if status.state == "open" {
+                    logger.event(.databaseOpened, ["db": "\(path)", "page_size": "\(status.pageSize ?? 0)"])
+                } else {
+                    logger.event(.databaseOpenFailed, level: .error, ["db": "\(path)", "error": "\(status.error ?? status.state)"])
+                }
+                reported = status.state
+            }
+            await board.update(status)
+        }
+        await board.forget("db:\(path)")
+    }
+
+    static func inspect(_ path: String) -> DatabaseStatus {
+        guard FileManager.default.fileExists(atPath: path) else {
+            return DatabaseStatus(path: path, state: "missing", error: "no such file")
+        }
+        do {
+            let db = try SQLiteConnection(path: path, mode: .readOnly)
+            let pageSize = try db.scalar("PRAGMA page_size")?.int64 ?? 0
+            let pages = try db.scalar("PRAGMA page_count")?.int64 ?? 0
+            var st = stat()
+            let wal = stat(path + "-wal", &st) == 0 ? Int64(st.st_size) : 0
+            return DatabaseStatus(path: path, state: "open", pageSize: Int(pageSize), dbSize: pageSize * pages, walSize: wal)
+        } catch {
+            return DatabaseStatus(path: path, state: "error", error: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Platform
+import Replication
+
+/// The daemon's shared view of itself: each service publishes its status
+/// here, the status socket reads it, and the watchdog checks the services'
+/// heartbeats before telling systemd that guardian is alive.
+actor StatusBoard {
+    enum State: String, Sendable { case starting, ready, reloading, stopping }
+
+    let startedAt = Date()
+    let configPath: String
+    private(set) var state: State = .starting
+    private var databases: [String: DatabaseStatus] = [:]
+    private var order: [String] = []
+    private var heartbeats: [String: ContinuousClock.Instant] = [:]
+    private var readyWaiters: [CheckedContinuation<Void, Never>] = []
+
+    init(configPath: String, databasePaths: [String]) {
+        self.configPath = configPath
+        order = databasePaths
+        for path in databasePaths { databases[path] = DatabaseStatus(path: path, state: "opening") }
+    }
+
+    func setState(_ state: State) { self.state = state }
+
+    func update(_ status: DatabaseStatus) {
+        databases[status.path] = status
+        if allDatabasesSettled {
+            for w in readyWaiters { w.resume() }
+            readyWaiters.removeAll()
+        }
+    }
+
+    /// Every database has been opened (or has reported why it cannot be).
+    var allDatabasesSettled: Bool { databases.values.allSatisfy { $0.state != "opening" } }
+
+    func waitUntilDatabasesSettled() async {
+        if allDatabasesSettled { return }
+        await withCheckedContinuation { readyWaiters.append($0) }
+    }
+
+    func beat(_ name: String) { heartbeats[name] = .now }
+
+    /// Names of loops whose last heartbeat is older than `limit`.
+    func staleLoops(limit: Duration) -> [String] {
+        let now = ContinuousClock.now
+        return heartbeats.filter { now - $0.value > limit }.map(\.key).sorted()
+    }
+
+    func forget(_ name: String) { heartbeats.removeValue(forKey: name) }
+
+    func document() -> StatusDocument {
+        StatusDocument(
+            version: GuardianVersion.string, pid: getpid(), startedAt: Timestamps.iso8601(startedAt),
+            uptimeSeconds: (Date().timeIntervalSince(startedAt) * 1000).rounded() / 1000,
+            config: configPath, state: state.rawValue,
+            databases: order.compactMap { databases[$0] })
+    }
+
+    /// One line for systemd's STATUS=.
+    func summary() -> String {
+        let dbs = order.compactMap { databases[$0] }
+        let open = dbs.filter { $0.state == "open" }.count
+        var text = "\(state.rawValue): \(open)/\(dbs.count) databases open"
+        let failing = dbs.flatMap(\.replicas).filter { $0.state == "Failing" }.count
+        if failing > 0 { text += ", \(failing) replicas failing" }
+        return text
+    }
+}
+
+/// The document `guardian status --json` prints; the README documents it.
+struct StatusDocument: Codable, Sendable {
+    var version: String
+    var pid: Int32
+    var startedAt: String
+    var uptimeSeconds: Double
+    var config: String
+    var state: String
+    var databases: [DatabaseStatus]
+
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+
+    static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+}

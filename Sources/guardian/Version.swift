@@ -1,0 +1,3 @@
+enum GuardianVersion {
+    static let string = "0.1.0"
+}
