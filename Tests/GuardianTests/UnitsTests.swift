@@ -16,8 +16,8 @@ import Testing
 
     @Test func sizes() {
         #expect(Units.bytes("100MB") == 100_000_000)
-        #expect(Units.bytes("1GiB") == 1 << 30)
-        #expect(Units.bytes("512K") == 512 * 1024)
+        #expect(Units.bytes("1GiB") == Int64(1) << 30)
+        #expect(Units.bytes("512K") == Int64(524_288))
         #expect(Units.bytes("4096") == 4096)
         #expect(Units.bytes("12 parsecs") == nil)
     }

@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+@testable import guardian
+@testable import Replication
+
+@Suite struct ConfigTests {
+    let env = ["HOME": "/root", "AWS_SECRET_ACCESS_KEY": "s3cr3t-from-env", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY123"]
+
+    func parse(_ text: String) throws -> GuardianConfig {
+        try GuardianConfig.parse(text: text, file: "g.yml", environment: env)
+    }
+
+    func error(_ text: String) -> String? {
+        do {
+            _ = try parse(text)
+            return nil
+        } catch let e as ConfigError {
+            return e.description
+        } catch {
+            return "unexpected: \(error)"
+        }
+    }
+
+    @Test func litestreamStyleConfigParses() throws {
+        let c = try parse("""
+            dbs:
+              - path: /data/app.db
+                replicas:
+                  - type: s3
+                    bucket: my-backup-bucket
+                    path: app-db
+                    region: ap-southeast-1
+                    retention: 72h
+                    sync-interval: 1s
+                  - type: sftp
+                    host: backup-server:22
+                    user: backup
+                    key-path: /etc/litestream/backup-key
+                    known-hosts: /etc/guardian/known_hosts
+                    path: /backups/app.db
+            """)
+        #expect(c.dbs.count == 1)
+        let r = c.dbs[0].replication.replicas
+        #expect(r.count == 2)
+        guard case .s3(let s3) = r[0].target else { Issue.record("not s3"); return }
+        #expect(s3.bucket == "my-backup-bucket" && s3.path == "app-db" && s3.region == "ap-southeast-1")
+        #expect(s3.secretAccessKey?.value == "s3cr3t-from-env")
+        #expect(r[0].syncInterval == .seconds(1) && r[0].retention == .seconds(72 * 3600))
+        guard case .sftp(let sftp) = r[1].target else { Issue.record("not sftp"); return }
+        #expect(sftp.host == "backup-server" && sftp.port == 22 && sftp.user == "backup")
+        #expect(r.map(\.name) == ["s3", "sftp1"])
+    }
+
+    @Test func environmentExpansion() throws {
+        let c = try GuardianConfig.parse(
+            text: "dbs:\n  - path: ${DATA:-/data}/app.db\n    replicas:\n      - url: file://${BACKUP}/app\n",
+            file: "g.yml", environment: ["BACKUP": "/backups"])
+        #expect(c.dbs[0].path == "/data/app.db")
+        #expect(c.dbs[0].replication.replicas[0].target == .file(path: "/backups/app"))
+    }
+
+    @Test func durationsSizesPercentages() throws {
+        let c = try parse("""
+            dbs:
+              - path: /d/a.db
+                monitor-interval: 250ms
+                checkpoint-size: 2MB
+                max-wal-size: 16MiB
+            disk:
+              warn: 70%
+              critical: 85%
+              emergency: 93%
+            """)
+        #expect(c.dbs[0].replication.monitorInterval == .milliseconds(250))
+        #expect(c.dbs[0].replication.checkpointSize == 2_000_000)
+        #expect(c.dbs[0].replication.maxWALSize == 16 * 1024 * 1024)
+        #expect(c.disk.warn == 70 && c.disk.critical == 85 && c.disk.emergency == 93)
+    }
+
+    /// Each bad configuration exits with exactly this `file:line: key: what is wrong`.
+    @Test(arguments: [
+        ("dbs:\n  - path: /a.db\n    sync-intervall: 1s\n", "g.yml:3: dbs[0].sync-intervall: unknown key"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n        sync-interval: fast\n",
+         "g.yml:5: dbs[0].replicas[0].sync-interval: \"fast\" is not a duration (use 1s, 250ms, 72h)"),
+        ("dbs:\n  - replicas: []\n", "g.yml:2: dbs[0].path: is required"),
+        ("dbs:\n  - path: relative.db\n", "g.yml:2: dbs[0].path: \"relative.db\" must be an absolute path"),
+        ("dbs: /a.db\n", "g.yml:1: dbs: must be a list, not a single value"),
+        ("disk:\n  warn: lots\n", "g.yml:2: disk.warn: \"lots\" is not a percentage between 0% and 100%"),
+        ("disk:\n  ballast:\n    path: /b\n    size: huge\n", "g.yml:4: disk.ballast.size: \"huge\" is not a size (use 100MB, 1GiB, 512K)"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - url: ftp://x/y\n",
+         "g.yml:4: dbs[0].replicas[0].url: unsupported replica URL scheme ftp:// (use file, s3 or sftp)"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - type: sftp\n        host: h\n        user: u\n        path: /p\n        key-path: /k\n",
+         "g.yml:4: dbs[0].replicas[0]: an sftp replica needs known-hosts: (host keys are always verified; create it with ssh-keyscan)"),
+        ("status:\n  socket: /run/g.sock\n  metrics: 9090\n", "g.yml:3: status.metrics: \"9090\" must be HOST:PORT, e.g. 127.0.0.1:9090"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n        bucket: b\n", "g.yml:5: dbs[0].replicas[0].bucket: does not apply to a file replica"),
+        ("dbs:\n  - path: ${NOPE}/a.db\n", "g.yml:2: environment variable NOPE is not set (use ${NOPE:-default} for a default)"),
+        ("dbs:\n  - path: /a.db\n  - path: /a.db\n", "g.yml:1: dbs[1].path: /a.db is listed twice"),
+        ("log:\n  level: loud\n", "g.yml:2: log.level: \"loud\" must be one of trace, debug, info, notice, warning, error, critical"),
+        ("dbs:\n  - path: /a.db\n   bad: indent\n", "g.yml:3: YAML syntax: did not find expected '-' indicator while parsing a block collection"),
+        ("dbs:\n  - path: /a.db\n    remediate: maybe\n", "g.yml:3: dbs[0].remediate: \"maybe\" must be one of auto, alert-only, off"),
+    ])
+    func badConfigs(text: String, expected: String) {
+        #expect(error(text) == expected)
+    }
+
+    @Test func checkConfigMasksSecretsAndExitsTwoOnError() async throws {
+        let dir = try TestSupport.makeTempDir("cfg")
+        defer { TestSupport.cleanup(dir) }
+        let good = dir + "/good.yml"
+        try TestSupport.write("""
+            dbs:
+              - path: /data/app.db
+                replicas:
+                  - url: s3://bucket/app?endpoint=http://127.0.0.1:9000
+                    access-key-id: AKIAIOSFODNN7EXAMPLE
+                    secret-access-key: ${SECRET}
+            alerts:
+              - type: slack
+                url: https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX
+            """, to: good)
+        let ok = try await guardian(["check-config", "--config", good], environment: ["SECRET": "wJalrXUtnFEMI-very-secret"])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("secret-access-key: ******"))
+        #expect(!ok.stdout.contains("wJalrXUtnFEMI-very-secret"))
+        #expect(!ok.stdout.contains("XXXXSECRETXXXX"))
+        #expect(!ok.stdout.contains("AKIAIOSFODNN7EXAMPLE"))
+
+        let bad = dir + "/bad.yml"
+        try TestSupport.write("dbs:\n  - path: /a.db\n    retention: forever\n", to: bad)
+        let r = try await guardian(["check-config", "--config", bad])
+        #expect(r.status == 2)
+        #expect(r.stderr == "guardian: \(bad):3: dbs[0].retention: \"forever\" is not a duration (use 1s, 250ms, 72h)\n")
+
+        let missing = try await guardian(["check-config", "--config", dir + "/nope.yml"])
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("nope.yml:0: cannot read the file"))
+    }
+}
