@@ -104,6 +104,21 @@ public struct FileReplicaClient: ReplicaClient {
         }
     }
 
+    public func readPrefix(_ file: LTXFileInfo, count: Int) async throws -> [UInt8] {
+        let source = path(of: file)
+        return try await BlockingPool.shared.run {
+            let fd = open(source, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw errno == ENOENT ? ReplicaError(.notFound, "\(source) does not exist") : SystemError("open", path: source)
+            }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: count)
+            let n = pread(fd, &buffer, count, 0)
+            guard n >= 0 else { throw SystemError("pread", path: source) }
+            return Array(buffer[0..<n])
+        }
+    }
+
     public func deleteFiles(_ files: [LTXFileInfo]) async throws {
         let paths = files.map(path(of:))
         try await BlockingPool.shared.run {

@@ -90,11 +90,21 @@ public protocol ReplicaClient: Sendable {
     /// Reads one LTX file fully into memory (small files: L0, compactions).
     func readFile(_ file: LTXFileInfo) async throws -> [UInt8]
 
+    /// Reads the first `count` bytes of one LTX file (its header).
+    func readPrefix(_ file: LTXFileInfo, count: Int) async throws -> [UInt8]
+
     /// Deletes the given files; files already gone are not an error.
     func deleteFiles(_ files: [LTXFileInfo]) async throws
 
     /// Deletes every LTX file of this replica.
     func deleteAll() async throws
+}
+
+extension ReplicaClient {
+    /// Backends without ranged reads fall back to reading the whole file.
+    public func readPrefix(_ file: LTXFileInfo, count: Int) async throws -> [UInt8] {
+        Array(try await readFile(file).prefix(count))
+    }
 }
 
 /// The bytes of an LTX file to store: in memory, or in a local file (large snapshots).
