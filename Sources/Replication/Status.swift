@@ -12,9 +12,11 @@ public struct DatabaseStatus: Codable, Sendable, Equatable {
     public var txid: String?
     /// Time of the newest commit guardian observed.
     public var lastCommit: String?
+    public var checkpoint: CheckpointStatus?
     public var replicas: [ReplicaStatus]
 
-    public init(path: String, state: String, error: String? = nil, pageSize: Int? = nil, dbSize: Int64? = nil, walSize: Int64? = nil, txid: String? = nil, lastCommit: String? = nil, replicas: [ReplicaStatus] = []) {
+    public init(path: String, state: String, error: String? = nil, pageSize: Int? = nil, dbSize: Int64? = nil, walSize: Int64? = nil, txid: String? = nil, lastCommit: String? = nil, checkpoint: CheckpointStatus? = nil, replicas: [ReplicaStatus] = []) {
+        self.checkpoint = checkpoint
         self.path = path
         self.state = state
         self.error = error
@@ -40,8 +42,13 @@ public struct ReplicaStatus: Codable, Sendable, Equatable {
     public var lastSync: String?
     public var error: String?
     public var consecutiveFailures: Int
+    /// Requests made to the replica and LTX bytes stored since start.
+    public var requests: Int
+    public var bytes: Int64
 
-    public init(name: String, type: String, destination: String, state: String, position: String? = nil, lagMs: Int64 = 0, lastSync: String? = nil, error: String? = nil, consecutiveFailures: Int = 0) {
+    public init(name: String, type: String, destination: String, state: String, position: String? = nil, lagMs: Int64 = 0, lastSync: String? = nil, error: String? = nil, consecutiveFailures: Int = 0, requests: Int = 0, bytes: Int64 = 0) {
+        self.requests = requests
+        self.bytes = bytes
         self.name = name
         self.type = type
         self.destination = destination
@@ -51,5 +58,22 @@ public struct ReplicaStatus: Codable, Sendable, Equatable {
         self.lastSync = lastSync
         self.error = error
         self.consecutiveFailures = consecutiveFailures
+    }
+}
+
+/// The outcome of guardian's newest checkpoint of a database.
+public struct CheckpointStatus: Codable, Sendable, Equatable {
+    public var mode: String
+    public var busy: Bool
+    public var logFrames: Int
+    public var checkpointedFrames: Int
+    public var at: String
+
+    public init(mode: String, busy: Bool, logFrames: Int, checkpointedFrames: Int, at: String) {
+        self.mode = mode
+        self.busy = busy
+        self.logFrames = logFrames
+        self.checkpointedFrames = checkpointedFrames
+        self.at = at
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Platform
+import Replication
 import ServiceLifecycle
 import UnixSignals
 
@@ -39,7 +40,12 @@ struct Daemon {
         let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         for db in config.dbs {
-            services.append(.init(service: DatabaseWatchService(path: db.path, interval: db.replication.monitorInterval, board: board, logger: logger), serviceName: "db \(db.path)"))
+            let loop = "db:\(db.path)"
+            let service = ReplicationService(
+                config: db.replication, stateDir: config.stateDir, logger: logger,
+                onStatus: { await board.update($0) }, heartbeat: { await board.beat(loop) })
+            // A database that cannot be replicated must not take the others down.
+            services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
         }
         services.append(.init(service: StatusSocketService(path: config.status.socket, board: board, logger: logger), serviceName: "status socket"))
         services.append(.init(service: NotifyService(board: board, notifier: notifier, logger: logger, isReload: isReload), serviceName: "sd_notify"))

@@ -1,0 +1,180 @@
+import Foundation
+import Logging
+import Platform
+
+/// Ships LTX files from the replicator to one replica, on its own task, so a
+/// slow or failing replica never holds back the others. Failures retry with
+/// capped exponential backoff and jitter; the replica's position only moves
+/// when a file is safely stored, so nothing is ever skipped.
+actor ReplicaShipper {
+    let config: ReplicaConfig
+    let client: any ReplicaClient
+    let replicator: Replicator
+    let positions: PositionBook
+    let logger: Logger
+
+    private(set) var position: UInt64?
+    private(set) var lastSync: Date?
+    private(set) var lastError: String?
+    private(set) var failures = 0
+    private(set) var requests = 0
+    private(set) var bytesShipped: Int64 = 0
+
+    init(config: ReplicaConfig, client: any ReplicaClient, replicator: Replicator, positions: PositionBook, logger: Logger) {
+        self.config = config
+        self.client = client
+        self.replicator = replicator
+        self.positions = positions
+        self.logger = logger
+    }
+
+    /// The replica's newest TXID across all levels, plus the header of its
+    /// newest L0 file (to resume without a full image).
+    func discover() async throws -> (position: UInt64, newestL0: LTXHeader?) {
+        var best: UInt64 = 0
+        var newestL0: LTXFileInfo?
+        for level in LTXNaming.allLevels {
+            let files = try await client.listFiles(level: level, exactTimestamps: false)
+            requests += 1
+            if let last = files.max(by: { $0.maxTXID < $1.maxTXID }), last.maxTXID >= best {
+                best = last.maxTXID
+                if level == 0 { newestL0 = last }
+            }
+        }
+        var header: LTXHeader?
+        if let f = newestL0, f.maxTXID == best {
+            let bytes = try await client.readPrefix(f, count: LTXHeader.size)
+            requests += 1
+            header = try? LTXHeader.decode(bytes)
+        }
+        position = best
+        await positions.set(config.name, best)
+        return (best, header)
+    }
+
+    /// Ships until `wakeups` ends (after the final sync on shutdown).
+    func run(wakeups: AsyncStream<Void>) async {
+        for await _ in wakeups {
+            if config.syncInterval > .zero {
+                try? await Task.sleep(for: config.syncInterval)
+            }
+            await shipAll()
+        }
+        await shipAll()
+    }
+
+    /// Ships everything pending, retrying with backoff while the replica fails.
+    func shipAll(maxAttempts: Int = .max) async {
+        var attempt = 0
+        while attempt < maxAttempts {
+            do {
+                try await shipOnce()
+                return
+            } catch {
+                attempt += 1
+                failures += 1
+                lastError = "\(error)"
+                logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
+                if Task.isCancelled || attempt >= maxAttempts { return }
+                let base = min(30.0, 0.1 * pow(2.0, Double(min(attempt, 10))))
+                try? await Task.sleep(for: .milliseconds(Int64(base * 1000 * Double.random(in: 0.5...1.0))))
+                if Task.isCancelled { return }
+            }
+        }
+    }
+
+    private func shipOnce() async throws {
+        if position == nil { _ = try await discover() }
+        while let current = position {
+            let work = try await replicator.work(after: current)
+            switch work {
+            case .none:
+                return
+            case .files(let files):
+                for file in files where file.info.maxTXID > (position ?? 0) {
+                    try await client.writeFile(level: 0, minTXID: file.info.minTXID, maxTXID: file.info.maxTXID, contents: file.payload, createdAt: file.info.createdAt)
+                    requests += 1
+                    bytesShipped += file.info.size
+                    stored(file.info.maxTXID)
+                }
+            case .snapshot(let snap):
+                try await client.writeFile(level: snap.info.level, minTXID: snap.info.minTXID, maxTXID: snap.info.maxTXID, contents: .file(path: snap.path), createdAt: snap.info.createdAt)
+                requests += 1
+                bytesShipped += snap.info.size
+                stored(snap.info.maxTXID)
+            }
+            let all = await positions.set(config.name, position ?? 0)
+            await replicator.acknowledge(upTo: position ?? 0, allPositions: all)
+        }
+    }
+
+    private func stored(_ txid: UInt64) {
+        position = txid
+        lastSync = Date()
+        if failures > 0 {
+            logger.event(.replicaRecovered, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "failures": "\(failures)"])
+        }
+        failures = 0
+        lastError = nil
+    }
+
+    /// Writes a level-9 snapshot now (on schedule), then applies retention.
+    func shipSnapshot(_ snap: SnapshotFile) async throws {
+        try await client.writeFile(level: snap.info.level, minTXID: snap.info.minTXID, maxTXID: snap.info.maxTXID, contents: .file(path: snap.path), createdAt: snap.info.createdAt)
+        requests += 1
+        bytesShipped += snap.info.size
+        try await enforceRetention()
+    }
+
+    /// Deletes what no restore point inside the retention window needs: the
+    /// newest snapshot taken before the window opened is the base for its
+    /// earliest points, so it stays, and everything it covers goes. The
+    /// newest file of each level always stays (the next start-up reads it).
+    func enforceRetention(now: Date = Date()) async throws {
+        let windowStart = now.addingTimeInterval(-config.retention.seconds)
+        let snapshots = try await client.listFiles(level: LTXNaming.snapshotLevel, exactTimestamps: true)
+        requests += 1
+        guard let base = snapshots.last(where: { $0.createdAt <= windowStart }) else { return }
+        var doomed = snapshots.filter { $0.maxTXID < base.maxTXID }
+        for level in 0..<LTXNaming.snapshotLevel {
+            let files = try await client.listFiles(level: level, exactTimestamps: false)
+            requests += 1
+            guard let newest = files.max(by: { $0.maxTXID < $1.maxTXID }) else { continue }
+            doomed += files.filter { $0.maxTXID <= base.maxTXID && $0 != newest }
+        }
+        guard !doomed.isEmpty else { return }
+        try await client.deleteFiles(doomed)
+        requests += 1
+        logger.event(.retentionApplied, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "files": "\(doomed.count)", "base_txid": "\(LTXNaming.hex(base.maxTXID))"])
+    }
+
+    func status() async -> ReplicaStatus {
+        let oldest = await replicator.oldestUnshipped(after: position ?? 0)
+        let lag = oldest.map { max(0, Int64(Date().timeIntervalSince($0) * 1000)) } ?? 0
+        let state: String
+        if position == nil && lastError == nil {
+            state = "Starting"
+        } else if failures > 0 {
+            state = "Failing"
+        } else if lag > max(1000, config.syncInterval.milliseconds * 2 + 1000) {
+            state = "Lagging"
+        } else {
+            state = "Syncing"
+        }
+        return ReplicaStatus(
+            name: config.name, type: config.target.typeName, destination: config.target.destination, state: state,
+            position: position.map(LTXNaming.hex), lagMs: lag, lastSync: lastSync.map(Timestamps.iso8601),
+            error: lastError, consecutiveFailures: failures, requests: requests, bytes: bytesShipped)
+    }
+}
+
+/// Every replica's position, so the replicator can drop what all have.
+actor PositionBook {
+    private var positions: [String: UInt64] = [:]
+
+    @discardableResult
+    func set(_ name: String, _ position: UInt64) -> [UInt64] {
+        positions[name] = position
+        return Array(positions.values)
+    }
+}

@@ -1,0 +1,169 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Platform
+import ServiceLifecycle
+
+/// Replicates one database for as long as it runs: opens it (retrying while
+/// it is missing), finds where each replica stands, then syncs on every WAL
+/// write (inotify) or poll tick, checkpoints, snapshots on schedule, and
+/// ships to every replica on its own task. On graceful shutdown it makes a
+/// final sync and lets the replicas catch up before returning.
+public struct ReplicationService: Service {
+    public let config: DatabaseConfig
+    let stagingDir: String
+    let logger: Logger
+    let onStatus: @Sendable (DatabaseStatus) async -> Void
+    let heartbeat: @Sendable () async -> Void
+
+    public init(
+        config: DatabaseConfig, stateDir: String, logger: Logger,
+        onStatus: @escaping @Sendable (DatabaseStatus) async -> Void = { _ in },
+        heartbeat: @escaping @Sendable () async -> Void = {}
+    ) {
+        self.config = config
+        // One staging folder per database for snapshots on their way out.
+        let key = config.path.replacingOccurrences(of: "/", with: "_")
+        stagingDir = "\(stateDir)/staging/\(key)"
+        self.logger = logger
+        self.onStatus = onStatus
+        self.heartbeat = heartbeat
+    }
+
+    public func run() async throws {
+        let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
+        // 1. Open, retrying while the database is missing or not in WAL mode.
+        var reported = ""
+        while true {
+            do {
+                try await replicator.open()
+                break
+            } catch {
+                let text = "\(error)"
+                if text != reported {
+                    logger.event(.databaseOpenFailed, level: .error, ["db": "\(config.path)", "error": "\(text)"])
+                    reported = text
+                }
+                let missing = !FileManager.default.fileExists(atPath: config.path)
+                await onStatus(DatabaseStatus(path: config.path, state: missing ? "missing" : "error", error: text))
+                await heartbeat()
+                try? await Task.sleep(for: config.monitorInterval)
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            }
+        }
+        logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
+
+        // 2. Where do the replicas stand? At least one must answer before
+        // guardian numbers new files (the pin keeps every frame meanwhile).
+        let book = PositionBook()
+        var shippers: [ReplicaShipper] = []
+        for replica in config.replicas {
+            let client = try ReplicaClients.make(replica.target)
+            shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger))
+        }
+        var positions: [UInt64] = []
+        var newestL0: LTXHeader?
+        while !shippers.isEmpty {
+            for s in shippers {
+                do {
+                    let (p, h) = try await s.discover()
+                    positions.append(p)
+                    if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) { newestL0 = h }
+                } catch {
+                    logger.event(.replicaSyncFailed, level: .warning, ["db": "\(config.path)", "replica": "\(s.config.name)", "error": "\(error)"])
+                }
+            }
+            if !positions.isEmpty { break }
+            await publishStatus(replicator, shippers)
+            await heartbeat()
+            try? await Task.sleep(for: .seconds(1))
+            if Task.isCancelled || Task.isShuttingDownGracefully { await replicator.closeConnections(); return }
+        }
+        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0)
+        if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
+        try await replicator.sync()
+        await publishStatus(replicator, shippers)
+
+        // 3. Run the shippers and the sync loop.
+        let watcher = WALWatcher(walPath: config.path + "-wal")
+        let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            for s in shippers {
+                let stream = await replicator.subscribe()
+                group.addTask { await s.run(wakeups: stream) }
+            }
+            await withDiscardingTaskGroup { wakers in
+                wakers.addTask {
+                    for await _ in watcher.events { wake.yield(()) }
+                }
+                wakers.addTask {
+                    for await _ in AsyncTimerSequence(interval: config.monitorInterval, clock: .continuous) {
+                        wake.yield(())
+                    }
+                }
+                var lastStatus = ContinuousClock.now - .seconds(10)
+                var failing = false
+                for await _ in wakeups.cancelOnGracefulShutdown() {
+                    await heartbeat()
+                    do {
+                        try await replicator.sync()
+                        try await replicator.checkpointIfNeeded()
+                        if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
+                        failing = false
+                    } catch {
+                        if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
+                        failing = true
+                    }
+                    if ContinuousClock.now - lastStatus > .milliseconds(200) {
+                        await publishStatus(replicator, shippers)
+                        lastStatus = .now
+                    }
+                }
+                // Final sync; the shippers then drain what is pending and stop.
+                do { try await replicator.sync() } catch {
+                    logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "final sync: \(error)"])
+                }
+                watcher.stop()
+                wake.finish()
+                wakers.cancelAll()
+            }
+            await replicator.finishSubscribers()
+        }
+        await publishStatus(replicator, shippers)
+        await replicator.closeConnections()
+    }
+
+    private func newestSnapshotDate(_ shippers: [ReplicaShipper]) async throws -> Date? {
+        for s in shippers {
+            if let files = try? await s.client.listFiles(level: LTXNaming.snapshotLevel, exactTimestamps: false), let last = files.last {
+                return last.createdAt
+            }
+        }
+        return nil
+    }
+
+    private func shipSnapshot(_ replicator: Replicator, _ shippers: [ReplicaShipper]) async {
+        do {
+            let snap = try await replicator.snapshot()
+            for s in shippers {
+                do { try await s.shipSnapshot(snap) } catch {
+                    logger.event(.replicaSyncFailed, level: .warning, ["db": "\(config.path)", "replica": "\(s.config.name)", "error": "snapshot: \(error)"])
+                }
+            }
+        } catch {
+            logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "snapshot: \(error)"])
+        }
+    }
+
+    private func publishStatus(_ replicator: Replicator, _ shippers: [ReplicaShipper]) async {
+        let state = await replicator.snapshotOfState()
+        let sizes = await replicator.fileSizes()
+        var replicas: [ReplicaStatus] = []
+        for s in shippers { replicas.append(await s.status()) }
+        let checkpoint = state.checkpoint
+        await onStatus(DatabaseStatus(
+            path: config.path, state: "open", pageSize: Int(state.pageSize), dbSize: sizes.db, walSize: sizes.wal,
+            txid: LTXNaming.hex(state.txid), lastCommit: state.lastCommit.map(Timestamps.iso8601), checkpoint: checkpoint,
+            replicas: replicas))
+    }
+}

@@ -1,0 +1,517 @@
+import Foundation
+import Logging
+import Platform
+
+/// Continuous replication of one WAL-mode database.
+///
+/// How no frame is ever lost to a checkpoint guardian has not seen: guardian
+/// always holds a read transaction ("pin") on one of two connections. A
+/// checkpoint cannot copy WAL frames beyond the oldest reader's snapshot into
+/// the database, and the WAL cannot restart while a reader still uses it, so
+/// every frame in the WAL is either already copied by guardian or protected
+/// by the pin. On each sync guardian begins a pin on the spare connection,
+/// copies every committed frame up to the end of the WAL (at least up to the
+/// new pin's snapshot), and only then ends the old pin. After copying it runs
+/// a PASSIVE checkpoint itself and re-pins, so the WAL restarts from its
+/// beginning and stays small; the application's own checkpoints keep working.
+/// A WAL restart shows up as a new header with salt-1 incremented by one; any
+/// other change (guardian was not running, an outside TRUNCATE while guardian
+/// was down) cannot be proven complete, so guardian writes a full image.
+///
+/// The actor runs on its own thread (`ThreadExecutor`): its sqlite3 and pread
+/// calls block that thread only, never the cooperative pool.
+public actor Replicator {
+    public nonisolated let config: DatabaseConfig
+    nonisolated let executor: ThreadExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    let logger: Logger
+    let walPath: String
+
+    // Connections: two pins that hand over to each other, one for checkpoints.
+    private var pins: [SQLiteConnection] = []
+    private var activePin = -1
+    private var checkpointer: SQLiteConnection?
+    private var wal: WALFile
+    private var dbFD: Int32 = -1
+
+    // Position.
+    private(set) var pageSize: UInt32 = 0
+    private(set) var txid: UInt64 = 0
+    private var commit: UInt32 = 0
+    private var cursor: WALCursor?
+    /// Newest frame of every page in the current WAL generation, up to the cursor.
+    private var pageIndex: [UInt32: Int64] = [:]
+    private(set) var lastCommitObserved: Date?
+    private(set) var walBytes: Int64 = 0
+    private(set) var lastCheckpoint: CheckpointResult?
+    private(set) var lastCheckpointMode: CheckpointMode = .passive
+    private(set) var lastCheckpointAt: Date?
+    private var writer: SQLiteConnection?
+    private var needsFullImage = false
+    private var lastSnapshotAt: Date?
+
+    /// Recent LTX files not yet on every replica, oldest first.
+    private var pending: [PendingLTX] = []
+    private var pendingBytes = 0
+    static let pendingLimit = 256 << 20
+    private var subscribers: [AsyncStream<Void>.Continuation] = []
+    private var snapshotCache: SnapshotFile?
+
+    /// Under heavy load several transactions found by one sync go into one file.
+    static let batchThreshold = 32
+
+    /// Where full images and snapshots are staged on their way to the replicas.
+    let stagingDir: String
+
+    public init(config: DatabaseConfig, stagingDir: String, logger: Logger) {
+        self.config = config
+        self.stagingDir = stagingDir
+        self.logger = logger
+        executor = ThreadExecutor(name: "guardian-repl")
+        walPath = config.path + "-wal"
+        wal = WALFile(path: config.path + "-wal")
+    }
+
+    deinit {
+        if dbFD >= 0 { close(dbFD) }
+    }
+
+    // MARK: - Opening
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case missing(String)
+        case notWAL(String, String)
+
+        public var description: String {
+            switch self {
+            case .missing(let p): "\(p) does not exist"
+            case .notWAL(let p, let mode): "\(p) is in journal_mode=\(mode), not WAL (run PRAGMA journal_mode=WAL in the application)"
+            }
+        }
+    }
+
+    /// Opens the connections and takes the first pin. Throws when the
+    /// database is missing or not in WAL mode.
+    func open() throws {
+        guard FileManager.default.fileExists(atPath: config.path) else { throw OpenError.missing(config.path) }
+        let first = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .seconds(5))
+        let mode = (try first.scalar("PRAGMA journal_mode")).map { "\($0)" } ?? "?"
+        guard mode.lowercased() == "wal" else { throw OpenError.notWAL(config.path, mode) }
+        let second = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .seconds(5))
+        let ckpt = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .milliseconds(50))
+        for c in [first, second, ckpt] {
+            try c.execute("PRAGMA wal_autocheckpoint=0")
+            c.persistWAL()
+        }
+        pins = [first, second]
+        checkpointer = ckpt
+        try beginPin(0)
+        activePin = 0
+        pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
+        dbFD = Foundation.open(config.path, O_RDONLY | O_CLOEXEC)
+        guard dbFD >= 0 else { throw SystemError("open", path: config.path) }
+    }
+
+    private func beginPin(_ index: Int) throws {
+        let c = pins[index]
+        try c.execute("BEGIN")
+        do {
+            _ = try c.scalar("SELECT count(*) FROM sqlite_schema")
+        } catch {
+            try? c.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private func endPin(_ index: Int) {
+        try? pins[index].execute("ROLLBACK")
+    }
+
+    /// Releases every lock guardian holds on the database.
+    func closeConnections() {
+        for i in pins.indices where !pins[i].isAutocommit { endPin(i) }
+        pins = []
+        checkpointer = nil
+        writer = nil
+        activePin = -1
+    }
+
+    // MARK: - Start-up position
+
+    /// Decides where replication continues: after the newest LTX file on the
+    /// replicas when the WAL still holds exactly what that file recorded,
+    /// otherwise with a full image at the next TXID.
+    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?) throws {
+        txid = replicaPositions.max() ?? 0
+        let header = wal.header()
+        if let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
+            last.walOffset >= Int64(WALHeader.size), last.pageSize == pageSize
+        {
+            let end = last.walOffset + last.walSize
+            let start = WALCursor(header: header)
+            let (txs, c) = try wal.readTransactions(from: start, limit: end - start.offset)
+            if c.offset == end {
+                for t in txs { pageIndex.merge(t.pages) { $1 } }
+                cursor = c
+                commit = last.commit
+                logger.event(.replicaSynced, level: .debug, ["db": "\(config.path)", "resumed_txid": "\(LTXNaming.hex(txid))"])
+                return
+            }
+        }
+        if let last = newestL0 { commit = last.commit }
+        needsFullImage = true
+        if txid > 0 {
+            logger.event(.walGapDetected, level: .warning, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "reason": "the WAL no longer matches the newest LTX file on the replicas"])
+        }
+    }
+
+    // MARK: - Sync
+
+    public struct SyncResult: Sendable {
+        public var files: Int
+        public var transactions: Int
+    }
+
+    /// Copies every committed transaction from the WAL into LTX files, hands
+    /// them to the replicas, and moves the pin forward.
+    @discardableResult
+    func sync() throws -> SyncResult {
+        guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
+        let spare = 1 - activePin
+        try beginPin(spare)
+        // On failure keep the old pin (it protects everything not yet copied)
+        // and put the position back as it was.
+        let saved = (txid, commit, cursor, pageIndex, needsFullImage)
+        do {
+            let result = try copyCommittedFrames()
+            endPin(activePin)
+            activePin = spare
+            return result
+        } catch {
+            endPin(spare)
+            (txid, commit, cursor, pageIndex, needsFullImage) = saved
+            throw error
+        }
+    }
+
+    private func copyCommittedFrames() throws -> SyncResult {
+        var produced: [PendingLTX] = []
+        var transactions = 0
+        let now = Date()
+        if let header = wal.header() {
+            if let c = cursor, c.salt1 != header.salt1 || c.salt2 != header.salt2 {
+                if header.salt1 == c.salt1 &+ 1 {
+                    // One restart after a complete checkpoint: everything before it was copied.
+                    logger.event(.walRestarted, level: .debug, ["db": "\(config.path)", "salt1": "\(header.salt1)"])
+                } else {
+                    needsFullImage = true
+                    logger.event(.walGapDetected, level: .warning, ["db": "\(config.path)", "reason": "WAL salts changed by more than one restart"])
+                }
+                cursor = WALCursor(header: header)
+                pageIndex.removeAll(keepingCapacity: true)
+            } else if cursor == nil {
+                // The first generation seen since the pin was taken: all of it is protected.
+                cursor = WALCursor(header: header)
+                pageIndex.removeAll(keepingCapacity: true)
+            }
+            guard let start = cursor else { return SyncResult(files: 0, transactions: 0) }
+            let (txs, next) = try wal.readTransactions(from: start)
+            transactions = txs.count
+            if needsFullImage {
+                for t in txs { pageIndex.merge(t.pages) { $1 } }
+                commit = txs.last?.commit ?? (commit == 0 ? dbFilePages() : commit)
+                cursor = next
+                produced.append(try fullImage(at: now, walOffset: Int64(WALHeader.size), walSize: next.offset - Int64(WALHeader.size)))
+                needsFullImage = false
+            } else if !txs.isEmpty {
+                let groups: [[WALTransaction]] = txs.count > Self.batchThreshold ? [txs] : txs.map { [$0] }
+                for group in groups { produced.append(try incremental(group, cursor: start, at: now)) }
+                cursor = next
+            }
+            if !txs.isEmpty { lastCommitObserved = now }
+            walBytes = next.offset
+        } else {
+            // No WAL (or an empty one): the database file holds everything.
+            if needsFullImage {
+                commit = dbFilePages()
+                produced.append(try fullImage(at: now, walOffset: 0, walSize: 0))
+                needsFullImage = false
+            }
+            walBytes = 0
+        }
+        if !produced.isEmpty { publish(produced) }
+        return SyncResult(files: produced.count, transactions: transactions)
+    }
+
+    private func dbFilePages() -> UInt32 {
+        var st = stat()
+        guard fstat(dbFD, &st) == 0, pageSize > 0 else { return 0 }
+        return UInt32(Int64(st.st_size) / Int64(pageSize))
+    }
+
+    var lockPage: UInt32 { UInt32(0x4000_0000 / Int(pageSize)) + 1 }
+
+    private func readPage(_ pgno: UInt32, into buffer: inout [UInt8]) throws {
+        if let frame = pageIndex[pgno] {
+            try wal.page(frameOffset: frame, pageSize: pageSize, into: &buffer)
+            return
+        }
+        let size = Int(pageSize)
+        if buffer.count < size { buffer = [UInt8](repeating: 0, count: size) }
+        let n = buffer.withUnsafeMutableBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return -1 }
+            return pread(dbFD, base, size, off_t(Int64(pgno - 1) * Int64(size)))
+        }
+        if n < size {
+            // Past the end of the file: a page the WAL will supply; zeros until then.
+            if n < 0 { throw SystemError("pread", path: config.path) }
+            for i in max(0, n)..<size { buffer[i] = 0 }
+        }
+    }
+
+    /// An LTX file with the pages of `group` (newest version of each page
+    /// wins) plus any pages the database grew by that no frame carried.
+    private func incremental(_ group: [WALTransaction], cursor: WALCursor, at now: Date) throws -> PendingLTX {
+        guard let first = group.first, let last = group.last else { throw SystemError("encode", path: config.path, code: EINVAL) }
+        var pages: [UInt32: Int64] = [:]
+        for t in group { pages.merge(t.pages) { $1 } }
+        let previousCommit = commit
+        commit = last.commit
+        // Apply to the index first so growth pages read the newest frame.
+        pageIndex.merge(pages) { $1 }
+        var numbers = Set(pages.keys.filter { $0 <= commit })
+        if commit > previousCommit {
+            for p in (previousCommit + 1)...commit where p != lockPage { numbers.insert(p) }
+        }
+        txid += 1
+        let header = LTXHeader(
+            pageSize: pageSize, commit: commit, minTXID: txid, maxTXID: txid,
+            timestamp: Int64((now.timeIntervalSince1970 * 1000).rounded(.down)),
+            walOffset: first.offset, walSize: last.offset + last.size - first.offset,
+            walSalt1: cursor.salt1, walSalt2: cursor.salt2)
+        let sink = LTXMemorySink()
+        let encoder = try LTXEncoder(header: header, sink: sink)
+        var buffer = [UInt8](repeating: 0, count: Int(pageSize))
+        for p in numbers.sorted() where p != lockPage {
+            try readPage(p, into: &buffer)
+            try encoder.writePage(pgno: p, buffer)
+        }
+        _ = try encoder.finish()
+        let info = LTXFileInfo(level: 0, minTXID: txid, maxTXID: txid, size: Int64(sink.bytes.count), createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        return PendingLTX(info: info, payload: .bytes(sink.bytes), observedAt: now)
+    }
+
+    /// Every page of the database as of the cursor, at the next TXID.
+    private func fullImage(at now: Date, walOffset: Int64, walSize: Int64) throws -> PendingLTX {
+        txid += 1
+        let header = LTXHeader(
+            pageSize: pageSize, commit: commit, minTXID: txid, maxTXID: txid,
+            timestamp: Int64((now.timeIntervalSince1970 * 1000).rounded(.down)),
+            walOffset: walSize > 0 ? walOffset : 0, walSize: walSize > 0 ? walSize : 0,
+            walSalt1: walSize > 0 ? (cursor?.salt1 ?? 0) : 0, walSalt2: walSize > 0 ? (cursor?.salt2 ?? 0) : 0)
+        // Streamed to a staging file: a full image can be as large as the database.
+        try DurableFile.makeDirectories(stagingDir)
+        let path = "\(stagingDir)/image-\(LTXNaming.hex(txid)).ltx"
+        let sink = try LTXFileSink(path: path)
+        try writeImage(header: header, sink: sink)
+        try sink.close(sync: false)
+        let info = LTXFileInfo(level: 0, minTXID: txid, maxTXID: txid, size: (try? LTXPayload.file(path: path).size()) ?? 0, createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        logger.event(.snapshotWritten, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "pages": "\(commit)", "level": "0"])
+        // A full image is a restore base like a scheduled snapshot.
+        lastSnapshotAt = now
+        return PendingLTX(info: info, payload: .file(path: path), observedAt: now)
+    }
+
+    private func writeImage(header: LTXHeader, sink: any LTXSink) throws {
+        let encoder = try LTXEncoder(header: header, sink: sink)
+        var buffer = [UInt8](repeating: 0, count: Int(pageSize))
+        let lock = lockPage
+        if header.commit > 0 {
+            for p in 1...header.commit where p != lock {
+                try readPage(p, into: &buffer)
+                try encoder.writePage(pgno: p, buffer)
+            }
+        }
+        _ = try encoder.finish()
+    }
+
+    /// A level-9 snapshot (`1-<txid>`) of the database as of the current
+    /// position, written to a file in `directory`. Reused while the position
+    /// has not moved.
+    func snapshot() throws -> SnapshotFile {
+        if let s = snapshotCache, s.info.maxTXID == txid, FileManager.default.fileExists(atPath: s.path) { return s }
+        try DurableFile.makeDirectories(stagingDir)
+        let path = "\(stagingDir)/snapshot-\(LTXNaming.hex(txid)).ltx"
+        let now = Date()
+        let header = LTXHeader(
+            pageSize: pageSize, commit: commit, minTXID: 1, maxTXID: txid,
+            timestamp: Int64(((lastCommitObserved ?? now).timeIntervalSince1970 * 1000).rounded(.down)))
+        let sink = try LTXFileSink(path: path)
+        try writeImage(header: header, sink: sink)
+        try sink.close(sync: false)
+        if let old = snapshotCache, old.path != path { unlink(old.path) }
+        let size = (try? LTXPayload.file(path: path).size()) ?? 0
+        let file = SnapshotFile(
+            info: LTXFileInfo(level: LTXNaming.snapshotLevel, minTXID: 1, maxTXID: txid, size: size, createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000)),
+            path: path)
+        snapshotCache = file
+        lastSnapshotAt = now
+        logger.event(.snapshotWritten, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "pages": "\(commit)", "level": "9"])
+        return file
+    }
+
+    var snapshotDue: Bool {
+        guard txid > 0 else { return false }
+        guard let last = lastSnapshotAt else { return true }
+        return Date().timeIntervalSince(last) >= config.snapshotInterval.seconds
+    }
+
+    func markSnapshotTaken(at date: Date) { lastSnapshotAt = date }
+
+    // MARK: - Checkpoints
+
+    /// Keeps the WAL small: once it holds `checkpointSize` bytes guardian runs
+    /// a PASSIVE checkpoint (everything up to its pin is already copied) and
+    /// re-pins so that the next writer can restart the WAL from the start.
+    func checkpointIfNeeded() throws {
+        guard let ckpt = checkpointer, walBytes >= config.checkpointSize else { return }
+        let result = try ckpt.checkpoint(.passive)
+        lastCheckpoint = result
+        lastCheckpointMode = .passive
+        lastCheckpointAt = Date()
+        logger.event(.checkpointDone, level: .debug, ["db": "\(config.path)", "mode": "PASSIVE", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+        // Hand the pin over once more: with the WAL fully copied into the
+        // database the new pin reads from the database file alone, which lets
+        // the application's next write start the WAL over.
+        try sync()
+        if walBytes >= config.maxWALSize { try forceRestart() }
+    }
+
+    /// Above `max-wal-size` (writers kept the WAL busy through every PASSIVE
+    /// checkpoint) guardian briefly takes the write lock: it copies the sealed
+    /// WAL, checkpoints it completely and re-pins, so the next write restarts
+    /// the WAL. Writers wait (their busy_timeout) for the length of one
+    /// checkpoint of at most `max-wal-size` bytes.
+    private func forceRestart() throws {
+        guard let ckpt = checkpointer else { return }
+        if writer == nil {
+            let w = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .milliseconds(200))
+            try w.execute("PRAGMA wal_autocheckpoint=0")
+            w.persistWAL()
+            writer = w
+        }
+        guard let w = writer else { return }
+        do { try w.execute("BEGIN IMMEDIATE") } catch let e as SQLiteError where e.isBusy { return }
+        defer { try? w.execute("ROLLBACK") }
+        try sync()
+        let result = try ckpt.checkpoint(.passive)
+        lastCheckpoint = result
+        lastCheckpointMode = .truncate
+        lastCheckpointAt = Date()
+        try sync()
+        logger.event(.checkpointDone, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+    }
+
+    // MARK: - Replicas
+
+    private func publish(_ files: [PendingLTX]) {
+        // With no replica there is nobody to hold files for.
+        guard !config.replicas.isEmpty else {
+            for f in files { f.discard() }
+            return
+        }
+        pending.append(contentsOf: files)
+        pendingBytes += files.reduce(0) { $0 + $1.memoryBytes }
+        while pendingBytes > Self.pendingLimit, pending.count > 1 {
+            let dropped = pending.removeFirst()
+            pendingBytes -= dropped.memoryBytes
+            dropped.discard()
+        }
+        for s in subscribers { s.yield(()) }
+    }
+
+    /// A stream that fires whenever new LTX files are ready to ship.
+    func subscribe() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        subscribers.append(continuation)
+        if !pending.isEmpty { continuation.yield(()) }
+        return stream
+    }
+
+    func finishSubscribers() {
+        for s in subscribers { s.finish() }
+        subscribers.removeAll()
+    }
+
+    enum Work: Sendable {
+        case none
+        case files([PendingLTX])
+        /// The replica is behind what guardian still holds: ship a snapshot.
+        case snapshot(SnapshotFile)
+    }
+
+    /// What a replica whose newest TXID is `position` should receive next.
+    func work(after position: UInt64) throws -> Work {
+        if position >= txid { return .none }
+        if let first = pending.first, first.info.minTXID <= position + 1 {
+            return .files(pending.filter { $0.info.maxTXID > position })
+        }
+        return .snapshot(try snapshot())
+    }
+
+    /// Drops pending files every replica already has.
+    func acknowledge(upTo position: UInt64, allPositions: [UInt64]) {
+        guard let floor = allPositions.min() else { return }
+        while let first = pending.first, first.info.maxTXID <= floor {
+            pendingBytes -= first.memoryBytes
+            pending.removeFirst()
+            first.discard()
+        }
+    }
+
+    /// Time of the oldest commit a replica at `position` does not have yet.
+    func oldestUnshipped(after position: UInt64) -> Date? {
+        if position >= txid { return nil }
+        return pending.first { $0.info.maxTXID > position }?.observedAt ?? lastCommitObserved
+    }
+
+    func snapshotOfState() -> (txid: UInt64, walBytes: Int64, lastCommit: Date?, pageSize: UInt32, commit: UInt32, checkpoint: CheckpointStatus?) {
+        let checkpoint = lastCheckpoint.map {
+            CheckpointStatus(
+                mode: lastCheckpointMode == .passive ? "PASSIVE" : "forced", busy: $0.busy, logFrames: $0.logFrames,
+                checkpointedFrames: $0.checkpointedFrames, at: lastCheckpointAt.map(Timestamps.iso8601) ?? "")
+        }
+        return (txid, walBytes, lastCommitObserved, pageSize, commit, checkpoint)
+    }
+
+    func fileSizes() -> (db: Int64, wal: Int64) {
+        var st = stat()
+        let db = fstat(dbFD, &st) == 0 ? Int64(st.st_size) : 0
+        return (db, wal.size())
+    }
+}
+
+/// An LTX file cut from the WAL, held until every replica has it: in memory,
+/// or (full images) in a staging file that is removed once shipped.
+struct PendingLTX: Sendable {
+    let info: LTXFileInfo
+    let payload: LTXPayload
+    /// When guardian saw the commit (for lag).
+    let observedAt: Date
+
+    /// Memory the file takes while pending.
+    var memoryBytes: Int {
+        if case .bytes(let b) = payload { return b.count }
+        return 0
+    }
+
+    func discard() {
+        if case .file(let path) = payload { unlink(path) }
+    }
+}
+
+/// A level-9 snapshot staged in a local file.
+struct SnapshotFile: Sendable {
+    let info: LTXFileInfo
+    let path: String
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Platform
+import Replication
+import ServiceLifecycle
+
+struct ReplicateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replicate",
+        abstract: "Replicate in the foreground: `guardian replicate DB_PATH REPLICA_URL...` or `guardian replicate --config PATH`.",
+        discussion: "Exits cleanly on SIGTERM or SIGINT after a final sync."
+    )
+
+    @Option(name: .long, help: "Replicate every database of this configuration file.")
+    var config: String?
+
+    @Option(name: .long, help: "Directory for staging snapshots (default: the configuration's state-dir, or /tmp/guardian-<uid>).")
+    var stateDir: String?
+
+    @Option(help: "Log level.")
+    var logLevel: Logger.Level = .info
+
+    @Argument(help: "DB_PATH followed by one or more replica URLs (file:///path, /path, s3://bucket/path, sftp://user@host:port/path).")
+    var arguments: [String] = []
+
+    func run() async throws {
+        var dbs: [DatabaseConfig] = []
+        var dir = stateDir ?? "/tmp/guardian-\(getuid())"
+        if let config {
+            guard arguments.isEmpty else { CLI.fail("give either --config or DB_PATH REPLICA_URL..., not both", code: 2) }
+            let c: GuardianConfig
+            do { c = try GuardianConfig.load(path: config) } catch { CLI.fail("\(error)", code: 2) }
+            dbs = c.dbs.map(\.replication)
+            if stateDir == nil { dir = c.stateDir }
+        } else {
+            guard arguments.count >= 2 else { CLI.fail("usage: guardian replicate DB_PATH REPLICA_URL... (or --config PATH)", code: 2) }
+            let path = URL(fileURLWithPath: arguments[0]).standardizedFileURL.path
+            var replicas: [ReplicaConfig] = []
+            for (i, url) in arguments.dropFirst().enumerated() {
+                do {
+                    let target = try ReplicaTarget.parse(url: url)
+                    replicas.append(ReplicaConfig(name: i == 0 ? target.typeName : "\(target.typeName)\(i)", target: target))
+                } catch {
+                    CLI.fail("\(error)", code: 2)
+                }
+            }
+            dbs = [DatabaseConfig(path: path, replicas: replicas)]
+        }
+        guard !dbs.isEmpty else { CLI.fail("no databases to replicate", code: 2) }
+        GuardianLogging.bootstrap(target: .auto, level: logLevel)
+        let logger = Logger(label: "guardian")
+        let services = dbs.map { ServiceGroupConfiguration.ServiceConfiguration(service: ReplicationService(config: $0, stateDir: dir, logger: logger)) }
+        var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .seconds(20)
+        try await ServiceGroup(configuration: groupConfig).run()
+    }
+}

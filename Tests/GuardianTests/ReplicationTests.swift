@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+@testable import Platform
+@testable import Replication
+
+/// End-to-end replication against real databases: the built `guardian
+/// replicate` process, a writer in this process, and restores by both
+/// `guardian restore` and the real `litestream restore` (0.5.17).
+@Suite(.serialized) struct ReplicationTests {
+    static var litestream: String { TestSupport.venvBin + "/litestream" }
+
+    final class Fixture: @unchecked Sendable {
+        let dir: String
+        let db: String
+        let replica: String
+        var replicator: ChildProcess?
+
+        init(_ label: String) async throws {
+            dir = try TestSupport.makeTempDir(label)
+            db = dir + "/app.db"
+            replica = dir + "/replica"
+            let c = try SQLiteConnection(path: db, mode: .readWriteCreate)
+            try c.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB)")
+        }
+
+        func startGuardian() throws {
+            replicator = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--state-dir", dir + "/state", db, "file://" + replica])
+        }
+
+        func stopGuardian(signal: Int32 = SIGTERM) async -> Int32? {
+            guard let r = replicator else { return nil }
+            r.signal(signal)
+            let status = await r.wait(timeout: .seconds(30))
+            replicator = nil
+            return status
+        }
+
+        /// The newest TXID on the replica (from file names).
+        func replicaTXID() -> UInt64 {
+            var best: UInt64 = 0
+            for level in 0...9 {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: "\(replica)/ltx/\(level)")) ?? []
+                for n in names { if let (_, hi) = LTXNaming.parse(fileName: n) { best = max(best, hi) } }
+            }
+            return best
+        }
+
+        func rows(_ path: String) async throws -> String {
+            try await sqlite3(path, "SELECT count(*), coalesce(sum(id),0), coalesce(max(v),'') FROM t")
+        }
+
+        deinit {
+            if let r = replicator { r.signal(SIGKILL) }
+            TestSupport.cleanup(dir)
+        }
+    }
+
+    /// Inserts `count` one-row transactions.
+    static func write(_ db: String, from start: Int, count: Int, padding: Int = 100) throws {
+        let c = try SQLiteConnection(path: db, mode: .readWrite)
+        for i in start..<(start + count) {
+            try c.query("INSERT INTO t(id, v, pad) VALUES (?, ?, randomblob(?))", [.integer(Int64(i)), .text("row-\(i)"), .integer(Int64(padding))])
+        }
+    }
+
+    static func waitForReplica(_ f: Fixture, atLeast txid: UInt64) async -> Bool {
+        await TestSupport.waitUntil(timeout: .seconds(20)) { f.replicaTXID() >= txid }
+    }
+
+    @Test func replicaRestoresToTheSameContentWithGuardianAndLitestream() async throws {
+        let f = try await Fixture("repl")
+        try f.startGuardian()
+        #expect(await Self.waitForReplica(f, atLeast: 1), "no snapshot: \(f.replicator?.stderr ?? "")")
+        try Self.write(f.db, from: 1, count: 200)
+        // One LTX file per transaction: TXID 1 is the first image, then 200 more.
+        #expect(await Self.waitForReplica(f, atLeast: 201), "replica at \(f.replicaTXID()): \(f.replicator?.stderr ?? "")")
+        let level0 = try FileManager.default.contentsOfDirectory(atPath: f.replica + "/ltx/0").filter { $0.hasSuffix(".ltx") }
+        #expect(level0.count >= 150, "expected about one L0 file per transaction, got \(level0.count)")
+        #expect(await f.stopGuardian() == 0)
+
+        let expected = try await f.rows(f.db)
+        let mine = f.dir + "/guardian-restored.db"
+        let r = try await guardian(["restore", "-o", mine, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(mine) == expected)
+        #expect(try await sqlite3(mine, "PRAGMA integrity_check") == "ok")
+
+        let theirs = f.dir + "/litestream-restored.db"
+        let l = try await run(Self.litestream, ["restore", "-o", theirs, "file://" + f.replica], environment: ["AWS_CA_BUNDLE": ""])
+        #expect(l.status == 0, "\(l.stderr)")
+        #expect(try await f.rows(theirs) == expected)
+        // guardian adds nothing to the application's database.
+        #expect(try await sqlite3(f.db, "SELECT group_concat(name) FROM sqlite_schema") == "t")
+        #expect(try await sqlite3(theirs, "SELECT group_concat(name) FROM sqlite_schema") == "t")
+    }
+
+    @Test func survivesKillNineAndResumesWithoutAGap() async throws {
+        let f = try await Fixture("crash")
+        try f.startGuardian()
+        #expect(await Self.waitForReplica(f, atLeast: 1))
+        try Self.write(f.db, from: 1, count: 100)
+        #expect(await Self.waitForReplica(f, atLeast: 101))
+        _ = await f.stopGuardian(signal: SIGKILL)
+        // Written while guardian is dead; the WAL still holds it.
+        try Self.write(f.db, from: 101, count: 50)
+        try f.startGuardian()
+        try Self.write(f.db, from: 151, count: 50)
+        let caughtUp = await TestSupport.waitUntil(timeout: .seconds(20)) {
+            let out = f.dir + "/probe-\(UUID().uuidString.prefix(6)).db"
+            let r = try? await guardian(["restore", "--integrity-check", "none", "-o", out, "file://" + f.replica])
+            defer { unlink(out) }
+            guard r?.status == 0 else { return false }
+            return (try? await sqlite3(out, "SELECT count(*) FROM t")) == "200"
+        }
+        #expect(caughtUp, "replica did not catch up: \(f.replicator?.stderr ?? "")")
+        #expect(await f.stopGuardian() == 0)
+        let out = f.dir + "/final.db"
+        let r = try await run(Self.litestream, ["restore", "-o", out, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(out) == f.rows(f.db))
+    }
+
+    @Test func outsideCheckpointWhileGuardianIsDownForcesAFullImage() async throws {
+        let f = try await Fixture("restart")
+        try f.startGuardian()
+        #expect(await Self.waitForReplica(f, atLeast: 1))
+        try Self.write(f.db, from: 1, count: 20)
+        #expect(await Self.waitForReplica(f, atLeast: 21))
+        _ = await f.stopGuardian(signal: SIGKILL)
+        // The application writes, checkpoints with TRUNCATE and writes again:
+        // frames guardian never saw are gone from the WAL.
+        try Self.write(f.db, from: 21, count: 30)
+        let c = try SQLiteConnection(path: f.db, mode: .readWrite)
+        let result = try c.checkpoint(.truncate)
+        #expect(!result.busy)
+        try Self.write(f.db, from: 51, count: 10)
+        try f.startGuardian()
+        #expect(await Self.waitForReplica(f, atLeast: 22))
+        try Self.write(f.db, from: 61, count: 5)
+        #expect(await Self.waitForReplica(f, atLeast: 27))
+        #expect(await f.stopGuardian() == 0)
+        let out = f.dir + "/out.db"
+        let r = try await guardian(["restore", "-o", out, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(out) == f.rows(f.db))
+        #expect(try await sqlite3(out, "SELECT count(*) FROM t") == "65")
+    }
+
+    @Test func applicationCheckpointsWhileReplicatingLoseNothingAndTheWALStaysSmall() async throws {
+        let f = try await Fixture("ckpt")
+        try f.startGuardian()
+        #expect(await Self.waitForReplica(f, atLeast: 1))
+        // 3000 transactions of ~2 KiB with the app checkpointing on its own
+        // (RESTART and TRUNCATE too, as some apps do).
+        let c = try SQLiteConnection(path: f.db, mode: .readWrite)
+        var peakWAL: Int64 = 0
+        for i in 1...3000 {
+            try c.query("INSERT INTO t(id, v, pad) VALUES (?, ?, randomblob(2000))", [.integer(Int64(i)), .text("row-\(i)")])
+            if i % 500 == 0 { _ = try c.checkpoint(i % 1000 == 0 ? .truncate : .restart) }
+            var st = stat()
+            if stat(f.db + "-wal", &st) == 0 { peakWAL = max(peakWAL, Int64(st.st_size)) }
+        }
+        #expect(peakWAL < 16 << 20, "peak WAL \(peakWAL) bytes")
+        let settled = await TestSupport.waitUntil(timeout: .seconds(30)) {
+            let out = f.dir + "/probe-\(UUID().uuidString.prefix(6)).db"
+            defer { unlink(out) }
+            let r = try? await run(Self.litestream, ["restore", "-o", out, "file://" + f.replica])
+            guard r?.status == 0 else { return false }
+            return (try? await sqlite3(out, "SELECT count(*) FROM t")) == "3000"
+        }
+        #expect(settled, "\(f.replicator?.stderr ?? "")")
+        #expect(await f.stopGuardian() == 0)
+        let out = f.dir + "/out.db"
+        let r = try await guardian(["restore", "-o", out, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(out) == f.rows(f.db))
+    }
+}
