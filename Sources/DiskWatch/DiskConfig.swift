@@ -15,11 +15,26 @@ public struct DiskConfig: Sendable, Equatable {
     public var ballast: BallastConfig?
     public var logs: [LogRotationConfig]
     public var cleanup: [CleanupRule]
+    /// How often the rotation criteria (size, hourly/daily/...) of every log are checked.
+    public var rotateInterval: Duration
+    /// The span of recent samples the time-to-full forecast is fitted to.
+    public var forecastWindow: Duration
+    /// A forecast to full shorter than this is logged (once, until it recovers).
+    public var forecastWarning: Duration
+    /// Under pressure, a log is rotated ahead of its schedule only when at
+    /// least this big; nil means 1 % of its filesystem (at least 64 KiB).
+    public var pressureMinSize: Int64?
+    /// At the emergency level, once everything else is done, delete rotated
+    /// logs oldest first (keeping the newest one of each log).
+    public var emergencyDeleteArchives: Bool
 
     public init(
         interval: Duration = .seconds(1), warn: Double = 80, critical: Double = 90, emergency: Double = 95,
         hysteresis: Double = 2, paths: [String] = [], ballast: BallastConfig? = nil,
-        logs: [LogRotationConfig] = [], cleanup: [CleanupRule] = []
+        logs: [LogRotationConfig] = [], cleanup: [CleanupRule] = [],
+        rotateInterval: Duration = .seconds(60), forecastWindow: Duration = .seconds(300),
+        forecastWarning: Duration = .seconds(3600), pressureMinSize: Int64? = nil,
+        emergencyDeleteArchives: Bool = true
     ) {
         self.interval = interval
         self.warn = warn
@@ -30,6 +45,11 @@ public struct DiskConfig: Sendable, Equatable {
         self.ballast = ballast
         self.logs = logs
         self.cleanup = cleanup
+        self.rotateInterval = rotateInterval
+        self.forecastWindow = forecastWindow
+        self.forecastWarning = forecastWarning
+        self.pressureMinSize = pressureMinSize
+        self.emergencyDeleteArchives = emergencyDeleteArchives
     }
 }
 
@@ -61,6 +81,9 @@ public struct LogRotationConfig: Sendable, Equatable {
     public var missingOK: Bool
     public var notIfEmpty: Bool
     public var copyTruncate: Bool
+    /// Without copytruncate: create a new, empty log after moving the old one
+    /// away (logrotate's `create`); `create: no` leaves that to the writer.
+    public var create: Bool
     /// `create MODE OWNER GROUP`; nil mode keeps the old file's mode.
     public var createMode: UInt16?
     public var createOwner: String?
@@ -74,7 +97,7 @@ public struct LogRotationConfig: Sendable, Equatable {
         maxAge: Duration? = nil, frequency: Frequency? = nil, compress: Bool = false, delayCompress: Bool = false,
         dateExt: Bool = false, missingOK: Bool = false, notIfEmpty: Bool = false, copyTruncate: Bool = false,
         createMode: UInt16? = nil, createOwner: String? = nil, createGroup: String? = nil,
-        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30)
+        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30), create: Bool = true
     ) {
         self.paths = paths
         self.rotate = rotate
@@ -94,18 +117,24 @@ public struct LogRotationConfig: Sendable, Equatable {
         self.createGroup = createGroup
         self.postRotate = postRotate
         self.postRotateTimeout = postRotateTimeout
+        self.create = create
     }
 }
 
 /// Files under `path` older than `maxAge` may be deleted at the critical level.
 public struct CleanupRule: Sendable, Equatable {
     public var path: String
+    /// A shell-style pattern (fnmatch) the file name must match; nil matches all.
     public var pattern: String?
     public var maxAge: Duration
+    /// Also look into subdirectories (never through symbolic links, never
+    /// onto another filesystem).
+    public var recursive: Bool
 
-    public init(path: String, pattern: String? = nil, maxAge: Duration) {
+    public init(path: String, pattern: String? = nil, maxAge: Duration, recursive: Bool = false) {
         self.path = path
         self.pattern = pattern
         self.maxAge = maxAge
+        self.recursive = recursive
     }
 }

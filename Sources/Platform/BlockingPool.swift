@@ -1,28 +1,44 @@
 import Foundation
 
-/// A small pool of dedicated OS threads for blocking calls (fsync, pread on big
+/// A pool of dedicated OS threads for blocking calls (fsync, pread on big
 /// files, sqlite3, libcurl, libssh2). Swift's cooperative pool has about one
 /// thread per core and must never block; code in `async` contexts hands
-/// blocking work to `BlockingPool.shared.run { ... }` instead.
+/// blocking work to `BlockingPool.shared.run { ... }` instead. The pool
+/// starts small and adds a thread whenever every thread is busy (up to
+/// `maxThreads`), so a slow network call never starves a quick file operation.
 public final class BlockingPool: @unchecked Sendable {
-    public static let shared = BlockingPool(name: "guardian-io", threads: 4)
+    public static let shared = BlockingPool(name: "guardian-io", threads: 2, maxThreads: 64)
 
     private let condition = NSCondition()
     private var jobs: [@Sendable () -> Void] = []
     private var head = 0
+    private let name: String
+    private let maxThreads: Int
+    private var threads = 0
+    private var idle = 0
 
-    public init(name: String, threads: Int) {
-        for index in 0..<max(1, threads) {
-            let thread = Thread { [unowned self] in self.loop() }
-            thread.name = "\(name)-\(index)"
-            thread.start()
-        }
+    public init(name: String, threads: Int, maxThreads: Int = 64) {
+        self.name = name
+        self.maxThreads = max(threads, maxThreads)
+        condition.lock()
+        for _ in 0..<max(1, threads) { spawn() }
+        condition.unlock()
+    }
+
+    /// Called with the lock held.
+    private func spawn() {
+        threads += 1
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "\(name)-\(threads)"
+        thread.start()
     }
 
     private func loop() {
         while true {
             condition.lock()
+            idle += 1
             while head == jobs.count { condition.wait() }
+            idle -= 1
             let job = jobs[head]
             head += 1
             if head > 1024, head * 2 > jobs.count {
@@ -37,6 +53,7 @@ public final class BlockingPool: @unchecked Sendable {
     private func submit(_ job: @escaping @Sendable () -> Void) {
         condition.lock()
         jobs.append(job)
+        if jobs.count - head > idle, threads < maxThreads { spawn() }
         condition.signal()
         condition.unlock()
     }

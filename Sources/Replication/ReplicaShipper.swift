@@ -59,8 +59,69 @@ actor ReplicaShipper {
                 try? await Task.sleep(for: config.syncInterval)
             }
             await shipAll()
+            await maintain()
         }
         await shipAll()
+    }
+
+    private var lastCompaction: [Int: Date] = [:]
+
+    /// Compaction and L0 retention, each level on its own interval.
+    func maintain(now: Date = Date()) async {
+        guard failures == 0, position != nil else { return }
+        let levels = replicator.config.compactionLevels
+        for (i, interval) in levels.enumerated() {
+            let level = i + 1
+            if lastCompaction[level] == nil { lastCompaction[level] = now }
+            guard let last = lastCompaction[level], now.timeIntervalSince(last) >= interval.seconds else { continue }
+            lastCompaction[level] = now
+            do {
+                try await compact(into: level)
+                if level == 1 { try await retainLevel0(now: now) }
+            } catch {
+                logger.event(.replicaSyncFailed, level: .warning, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "compaction L\(level): \(error)"])
+            }
+        }
+    }
+
+    /// Merges the files of `level - 1` newer than everything at `level` into
+    /// one file at `level` (a contiguous run of at least two files).
+    func compact(into level: Int) async throws {
+        let source = try await client.listFiles(level: level - 1, exactTimestamps: false)
+        let target = try await client.listFiles(level: level, exactTimestamps: false)
+        requests += 2
+        let floor = target.map(\.maxTXID).max() ?? 0
+        var run: [LTXFileInfo] = []
+        for f in source.sorted(by: { $0.minTXID < $1.minTXID }) where f.minTXID > floor {
+            if let last = run.last, f.minTXID != last.maxTXID + 1 { break }
+            run.append(f)
+        }
+        guard run.count >= 2, let first = run.first, let last = run.last else { return }
+        var inputs: [(name: String, bytes: [UInt8])] = []
+        for f in run {
+            inputs.append(("\(config.target.destination) \(f)", try await client.readFile(f)))
+            requests += 1
+        }
+        let sink = LTXMemorySink()
+        let header = try LTXCompactor.merge(inputs, into: sink)
+        try await client.writeFile(level: level, minTXID: first.minTXID, maxTXID: last.maxTXID, contents: .bytes(sink.bytes), createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        requests += 1
+        logger.event(.compactionDone, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "level": "\(level)", "files": "\(run.count)", "max_txid": "\(LTXNaming.hex(last.maxTXID))"])
+    }
+
+    /// Per-transaction files stay for `l0Retention` after L1 covers them,
+    /// then go; the newest L0 file always stays (start-up reads its header).
+    func retainLevel0(now: Date) async throws {
+        let l1max = try await client.listFiles(level: 1, exactTimestamps: false).map(\.maxTXID).max() ?? 0
+        let l0 = try await client.listFiles(level: 0, exactTimestamps: false)
+        requests += 2
+        guard let newest = l0.max(by: { $0.maxTXID < $1.maxTXID }) else { return }
+        let cutoff = now.addingTimeInterval(-replicator.config.l0Retention.seconds)
+        let doomed = l0.filter { $0.maxTXID <= l1max && $0.createdAt < cutoff && $0 != newest }
+        guard !doomed.isEmpty else { return }
+        try await client.deleteFiles(doomed)
+        requests += 1
+        logger.event(.retentionApplied, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "level": "0", "files": "\(doomed.count)"])
     }
 
     /// Ships everything pending, retrying with backoff while the replica fails.

@@ -111,13 +111,18 @@ public struct DatabaseConfig: Sendable, Equatable {
     public var snapshotInterval: Duration
     /// Compaction level intervals (L1, L2, ...).
     public var compactionLevels: [Duration]
+    /// How long per-transaction (L0) files stay once L1 covers them: the
+    /// window of transaction-exact point-in-time restores.
+    public var l0Retention: Duration
 
     public init(
         path: String, replicas: [ReplicaConfig], monitorInterval: Duration = .seconds(1),
         checkpointSize: Int64 = 4 * 1024 * 1024, maxWALSize: Int64 = 16 * 1024 * 1024,
         snapshotInterval: Duration = .seconds(24 * 3600),
-        compactionLevels: [Duration] = [.seconds(30), .seconds(300), .seconds(3600)]
+        compactionLevels: [Duration] = [.seconds(30), .seconds(300), .seconds(3600)],
+        l0Retention: Duration = .seconds(900)
     ) {
+        self.l0Retention = l0Retention
         self.path = path
         self.replicas = replicas
         self.monitorInterval = monitorInterval

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import DiskWatch
 import Platform
 import Replication
 import ServiceLifecycle
@@ -47,6 +48,21 @@ struct Daemon {
             // A database that cannot be replicated must not take the others down.
             services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
         }
+        let replicaDirs = config.dbs.flatMap { db in
+            db.replication.replicas.compactMap { r -> String? in
+                if case .file(let p) = r.target { return p }
+                return nil
+            }
+        }
+        let disk = DiskWatchService(
+            config: config.disk, protectedPaths: config.dbs.map(\.path),
+            extraWatchPaths: config.dbs.map(\.path) + replicaDirs, stateDir: config.stateDir, logger: logger,
+            onStatus: { mounts in
+                await board.updateDisk(mounts)
+                await board.beat("disk")
+            },
+            onEvent: { _ in })
+        services.append(.init(service: disk, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "disk"))
         services.append(.init(service: StatusSocketService(path: config.status.socket, board: board, logger: logger), serviceName: "status socket"))
         services.append(.init(service: NotifyService(board: board, notifier: notifier, logger: logger, isReload: isReload), serviceName: "sd_notify"))
 

@@ -1,5 +1,6 @@
 import Foundation
 import Platform
+import DiskWatch
 import Replication
 
 /// The daemon's shared view of itself: each service publishes its status
@@ -15,6 +16,7 @@ actor StatusBoard {
     private var order: [String] = []
     private var heartbeats: [String: ContinuousClock.Instant] = [:]
     private var readyWaiters: [CheckedContinuation<Void, Never>] = []
+    private var disk: [MountStatus] = []
 
     init(configPath: String, databasePaths: [String]) {
         self.configPath = configPath
@@ -42,6 +44,8 @@ actor StatusBoard {
 
     func beat(_ name: String) { heartbeats[name] = .now }
 
+    func updateDisk(_ mounts: [MountStatus]) { disk = mounts }
+
     /// Names of loops whose last heartbeat is older than `limit`.
     func staleLoops(limit: Duration) -> [String] {
         let now = ContinuousClock.now
@@ -55,7 +59,7 @@ actor StatusBoard {
             version: GuardianVersion.string, pid: getpid(), startedAt: Timestamps.iso8601(startedAt),
             uptimeSeconds: (Date().timeIntervalSince(startedAt) * 1000).rounded() / 1000,
             config: configPath, state: state.rawValue,
-            databases: order.compactMap { databases[$0] })
+            databases: order.compactMap { databases[$0] }, disk: disk)
     }
 
     /// One line for systemd's STATUS=.
@@ -65,6 +69,7 @@ actor StatusBoard {
         var text = "\(state.rawValue): \(open)/\(dbs.count) databases open"
         let failing = dbs.flatMap(\.replicas).filter { $0.state == "Failing" }.count
         if failing > 0 { text += ", \(failing) replicas failing" }
+        if let worst = disk.map(\.level).max(), worst != .normal { text += ", disk \(worst.rawValue)" }
         return text
     }
 }
@@ -78,6 +83,7 @@ struct StatusDocument: Codable, Sendable {
     var config: String
     var state: String
     var databases: [DatabaseStatus]
+    var disk: [MountStatus] = []
 
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Platform
+import DiskWatch
 import Replication
 
 struct StatusCommand: AsyncParsableCommand {
@@ -84,6 +85,17 @@ enum StatusTable {
             if db.replicas.isEmpty { out += "  no replicas configured\n" }
         }
         if doc.databases.isEmpty { out += "\nno databases configured\n" }
+        if !doc.disk.isEmpty {
+            out += "\ndisk\n"
+            for m in doc.disk {
+                let line = "  \(m.summary)"
+                switch m.level {
+                case .normal: out += line + "\n"
+                case .warn: out += paint(line, "33") + "\n"
+                default: out += paint(line, "31") + "\n"
+                }
+            }
+        }
         return out
     }
 }

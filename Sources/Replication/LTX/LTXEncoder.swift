@@ -2,146 +2,243 @@ import CLZ4
 import Foundation
 import Platform
 
-// Minimal LTX encoder (lead's fallback while the codec helper works).
-public struct LTXHeader: Sendable, Equatable {
-    public static let size = 100
-    public static let flagNoChecksum: UInt32 = 2
-    public var flags: UInt32 = 2
-    public var pageSize: UInt32
-    public var commit: UInt32
-    public var minTXID: UInt64
-    public var maxTXID: UInt64
-    public var timestamp: Int64
-    public var preApplyChecksum: UInt64 = 0
-    public var walOffset: Int64 = 0
-    public var walSize: Int64 = 0
-    public var walSalt1: UInt32 = 0
-    public var walSalt2: UInt32 = 0
-    public var nodeID: UInt64 = 0
+// Writing LTX files (the format is described in LTXFormat.swift). The encoder
+// streams: header, then each page as it is given (LZ4-compressed into one
+// reused buffer), then end marker, page index and trailer on `finish()`.
+// Memory: one compression buffer plus the page index (a few bytes per page).
 
-    public init(pageSize: UInt32, commit: UInt32, minTXID: UInt64, maxTXID: UInt64, timestamp: Int64, walOffset: Int64 = 0, walSize: Int64 = 0, walSalt1: UInt32 = 0, walSalt2: UInt32 = 0) {
-        self.pageSize = pageSize; self.commit = commit; self.minTXID = minTXID; self.maxTXID = maxTXID
-        self.timestamp = timestamp; self.walOffset = walOffset; self.walSize = walSize; self.walSalt1 = walSalt1; self.walSalt2 = walSalt2
-    }
-
-    public func encode() -> [UInt8] {
-        var b = [UInt8](); b.reserveCapacity(100)
-        func u32(_ v: UInt32) { for s in stride(from: 24, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: v >> UInt32(s))) } }
-        func u64(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { b.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
-        b += Array("LTX1".utf8); u32(flags); u32(pageSize); u32(commit); u64(minTXID); u64(maxTXID); u64(UInt64(bitPattern: timestamp))
-        u64(preApplyChecksum); u64(UInt64(bitPattern: walOffset)); u64(UInt64(bitPattern: walSize)); u32(walSalt1); u32(walSalt2); u64(nodeID)
-        b += [UInt8](repeating: 0, count: 100 - b.count)
-        return b
-    }
-
-    public static func decode(_ b: [UInt8]) throws -> LTXHeader {
-        guard b.count >= 100, b[0..<4].elementsEqual("LTX1".utf8) else { throw SystemError("ltx header", path: "", code: EINVAL) }
-        func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 << 8 | UInt32(b[o + $1]) } }
-        func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 << 8 | UInt64(b[o + $1]) } }
-        var h = LTXHeader(pageSize: u32(8), commit: u32(12), minTXID: u64(16), maxTXID: u64(24), timestamp: Int64(bitPattern: u64(32)),
-                          walOffset: Int64(bitPattern: u64(48)), walSize: Int64(bitPattern: u64(56)), walSalt1: u32(64), walSalt2: u32(68))
-        h.flags = u32(4); h.preApplyChecksum = u64(40); h.nodeID = u64(72)
-        return h
-    }
+/// Where an encoder's bytes go.
+public protocol LTXSink: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws
 }
 
-enum CRC64 {
-    static let table: [[UInt64]] = {
-        var t = [[UInt64]](repeating: [UInt64](repeating: 0, count: 256), count: 8)
-        for i in 0..<256 {
-            var c = UInt64(i)
-            for _ in 0..<8 { c = c & 1 == 1 ? (c >> 1) ^ 0xD800_0000_0000_0000 : c >> 1 }
-            t[0][i] = c
-        }
-        for i in 0..<256 { for k in 1..<8 { t[k][i] = (t[k - 1][i] >> 8) ^ t[0][Int(t[k - 1][i] & 0xff)] } }
-        return t
-    }()
-
-    static func update(_ crc: UInt64, _ data: UnsafeRawBufferPointer) -> UInt64 {
-        var c = ~crc
-        var i = 0
-        let n = data.count
-        let t = table
-        while i + 8 <= n {
-            let w = c ^ data.loadUnaligned(fromByteOffset: i, as: UInt64.self).littleEndian
-            c = t[7][Int(w & 0xff)] ^ t[6][Int((w >> 8) & 0xff)] ^ t[5][Int((w >> 16) & 0xff)] ^ t[4][Int((w >> 24) & 0xff)]
-                ^ t[3][Int((w >> 32) & 0xff)] ^ t[2][Int((w >> 40) & 0xff)] ^ t[1][Int((w >> 48) & 0xff)] ^ t[0][Int(w >> 56)]
-            i += 8
-        }
-        while i < n { c = t[0][Int((c ^ UInt64(data[i])) & 0xff)] ^ (c >> 8); i += 1 }
-        return ~c
-    }
-}
-
-public protocol LTXSink: AnyObject { func write(_ bytes: UnsafeRawBufferPointer) throws }
+/// Collects an LTX file in memory (small files: one transaction).
 public final class LTXMemorySink: LTXSink {
     public private(set) var bytes: [UInt8] = []
+
     public init() {}
-    public func write(_ b: UnsafeRawBufferPointer) throws { bytes.append(contentsOf: b) }
+
+    public func write(_ data: UnsafeRawBufferPointer) throws {
+        bytes.append(contentsOf: data)
+    }
 }
+
+/// Writes an LTX file to disk through a 1 MiB buffer. The file is created or
+/// truncated; `close(sync:)` flushes (and fsyncs when asked). The caller
+/// renames it into place; `discard()` removes a half-written file.
 public final class LTXFileSink: LTXSink {
-    let fd: Int32; let path: String; var buffer: [UInt8] = []
-    public init(path: String) throws {
+    public let path: String
+    private var fd: Int32
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var used = 0
+    /// Bytes handed to `write` so far.
+    public private(set) var bytesWritten: Int64 = 0
+
+    public init(path: String, bufferSize: Int = 1 << 20) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw SystemError("open", path: path) }
+        buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
     }
-    public func write(_ b: UnsafeRawBufferPointer) throws {
-        buffer.append(contentsOf: b)
-        if buffer.count >= 1 << 20 { try flush() }
+
+    deinit {
+        if fd >= 0 { Foundation.close(fd) }
+        buffer.deallocate()
     }
-    func flush() throws { try DurableFile.writeAll(fd: fd, buffer, path: path); buffer.removeAll(keepingCapacity: true) }
-    public func close(sync: Bool) throws {
+
+    public func write(_ data: UnsafeRawBufferPointer) throws {
+        guard fd >= 0 else { throw SystemError("write", path: path, code: EBADF) }
+        guard let source = data.baseAddress, data.count > 0, let base = buffer.baseAddress else { return }
+        bytesWritten += Int64(data.count)
+        if used + data.count <= buffer.count {
+            (base + used).copyMemory(from: source, byteCount: data.count)
+            used += data.count
+            return
+        }
         try flush()
-        if sync { fsync(fd) }
-        Foundation.close(fd)
+        if data.count >= buffer.count {
+            try Self.writeAll(fd: fd, source, data.count, path: path)
+        } else {
+            base.copyMemory(from: source, byteCount: data.count)
+            used = data.count
+        }
+    }
+
+    private func flush() throws {
+        guard used > 0, let base = buffer.baseAddress else { return }
+        try Self.writeAll(fd: fd, UnsafeRawPointer(base), used, path: path)
+        used = 0
+    }
+
+    /// Flushes, optionally fsyncs, and closes the file.
+    public func close(sync: Bool) throws {
+        guard fd >= 0 else { return }
+        defer {
+            Foundation.close(fd)
+            fd = -1
+        }
+        try flush()
+        if sync, fsync(fd) != 0 { throw SystemError("fsync", path: path) }
+    }
+
+    /// Closes and deletes the file (after a failed encode).
+    public func discard() {
+        if fd >= 0 {
+            Foundation.close(fd)
+            fd = -1
+        }
+        used = 0
+        unlink(path)
+    }
+
+    static func writeAll(fd: Int32, _ base: UnsafeRawPointer, _ count: Int, path: String) throws {
+        var offset = 0
+        while offset < count {
+            let n = Foundation.write(fd, base + offset, count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path: path)
+            }
+            offset += n
+        }
     }
 }
 
+/// Encodes one LTX file. Pages must come in strictly ascending page
+/// number, each exactly one page long, never the lock page, none above the
+/// header's commit; a snapshot (MinTXID 1) must hold every page 1...commit.
+/// Writers always use flags = 0x2 and zero database checksums (Litestream
+/// 0.5.17 cannot restore files that track them, issue #1427).
 public final class LTXEncoder {
-    let header: LTXHeader; let sink: any LTXSink
-    var crc: UInt64 = 0; var offset: Int64 = 0; var index: [(UInt32, Int64, Int64)] = []; var last: UInt32 = 0
-    var scratch: [UInt8]
-    public init(header: LTXHeader, sink: any LTXSink) throws {
-        self.header = header; self.sink = sink
-        scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(header.pageSize))))
-        try emit(header.encode(), hash: true)
-    }
-    func emit(_ b: [UInt8], hash: Bool) throws {
-        try b.withUnsafeBytes { if hash { crc = CRC64.update(crc, $0) }; try sink.write($0) }
-        offset += Int64(b.count)
-    }
-    public func writePage(pgno: UInt32, _ page: [UInt8]) throws { try page.withUnsafeBytes { try writePage(pgno: pgno, $0) } }
-    public func writePage(pgno: UInt32, _ page: UnsafeRawBufferPointer) throws {
-        guard pgno > last, page.count == Int(header.pageSize) else { throw SystemError("ltx page order", path: "", code: EINVAL) }
-        last = pgno
-        let n = scratch.withUnsafeMutableBytes { dst in
-            LZ4_compress_default(page.baseAddress?.assumingMemoryBound(to: CChar.self), dst.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(page.count), Int32(dst.count))
+    public let header: LTXHeader
+    /// Used in errors: by default the file's name (`<min>-<max>.ltx`).
+    public let name: String
+    private let sink: any LTXSink
+    private var crc = CRC64()
+    private var written: Int64 = 0
+    private var previousPgno: UInt32 = 0
+    private var index: [UInt8] = []
+    private var finished = false
+    private var failed = false
+    /// Frame header (10 bytes) followed by room for one compressed page.
+    private let frame: UnsafeMutableRawBufferPointer
+    public private(set) var pageCount = 0
+
+    public init(header: LTXHeader, sink: any LTXSink, name: String? = nil) throws {
+        let name = name ?? LTXNaming.fileName(minTXID: header.minTXID, maxTXID: header.maxTXID)
+        if let problem = header.problem { throw LTXError(.invalidInput, file: name, problem) }
+        guard header.flags == LTXHeader.flagNoChecksum, header.preApplyChecksum == 0 else {
+            throw LTXError(.invalidInput, file: name, "writers must set flags = 0x2 (NoChecksum) and a zero pre-apply checksum")
         }
-        let start = offset
-        var h: [UInt8] = [UInt8(pgno >> 24), UInt8((pgno >> 16) & 0xff), UInt8((pgno >> 8) & 0xff), UInt8(pgno & 0xff), 0, 1]
-        let size = UInt32(n)
-        h += [UInt8(size >> 24), UInt8((size >> 16) & 0xff), UInt8((size >> 8) & 0xff), UInt8(size & 0xff)]
-        try emit(h, hash: true)
-        crc = CRC64.update(crc, page)
-        try scratch.withUnsafeBytes { try sink.write(UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)])) }
-        offset += Int64(n)
-        index.append((pgno, start, offset - start))
+        self.header = header
+        self.name = name
+        self.sink = sink
+        frame = .allocate(byteCount: 10 + Int(LZ4_compressBound(Int32(header.pageSize))), alignment: 16)
+        do {
+            try emit(header.encode(), hash: true)
+        } catch {
+            frame.deallocate()
+            throw error
+        }
     }
+
+    deinit { frame.deallocate() }
+
+    /// Bytes written so far.
+    public var size: Int64 { written }
+
+    public func writePage(pgno: UInt32, _ page: [UInt8]) throws {
+        try page.withUnsafeBytes { try writePage(pgno: pgno, $0) }
+    }
+
+    public func writePage(pgno: UInt32, _ page: UnsafeRawBufferPointer) throws {
+        guard !finished else { throw LTXError(.invalidInput, file: name, "page \(pgno) written after finish()") }
+        guard !failed else { throw LTXError(.invalidInput, file: name, "the encoder is unusable after an earlier error") }
+        guard page.count == Int(header.pageSize), let source = page.baseAddress else {
+            throw LTXError(.invalidInput, file: name, "page \(pgno) is \(page.count) bytes; the page size is \(header.pageSize)")
+        }
+        guard pgno != 0 else { throw LTXError(.invalidInput, file: name, "page number 0 is invalid") }
+        guard pgno <= header.commit else {
+            throw LTXError(.invalidInput, file: name, "page \(pgno) is beyond the commit size of \(header.commit) pages")
+        }
+        let lock = header.lockPgno
+        guard pgno != lock else { throw LTXError(.invalidInput, file: name, "page \(pgno) is the lock page and cannot be stored") }
+        guard pgno > previousPgno else {
+            throw LTXError(.invalidInput, file: name, "page \(pgno) after page \(previousPgno): pages must be in ascending order")
+        }
+        if header.isSnapshot {
+            let expected = previousPgno + 1 == lock ? previousPgno + 2 : previousPgno + 1
+            guard pgno == expected else {
+                throw LTXError(.invalidInput, file: name, "a snapshot must hold every page: page \(pgno) after page \(previousPgno)")
+            }
+        }
+        guard let out = frame.baseAddress else { return }
+        let compressed = LZ4_compress_default(
+            source.assumingMemoryBound(to: CChar.self), (out + 10).assumingMemoryBound(to: CChar.self),
+            Int32(page.count), Int32(frame.count - 10))
+        guard compressed > 0 else {
+            failed = true
+            throw LTXError(.invalidInput, file: name, "LZ4 could not compress page \(pgno)")
+        }
+        let frameStart = written
+        out.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: UInt16(1).bigEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: UInt32(compressed).bigEndian, toByteOffset: 6, as: UInt32.self)
+        let total = 10 + Int(compressed)
+        do {
+            try sink.write(UnsafeRawBufferPointer(start: out, count: total))
+        } catch {
+            failed = true
+            throw error
+        }
+        crc.update(UnsafeRawBufferPointer(start: out, count: 10))
+        crc.update(page)
+        written += Int64(total)
+        LTXBytes.appendUvarint(&index, UInt64(pgno))
+        LTXBytes.appendUvarint(&index, UInt64(frameStart))
+        LTXBytes.appendUvarint(&index, UInt64(total))
+        previousPgno = pgno
+        pageCount += 1
+    }
+
+    /// Writes the end marker, page index and trailer. Returns the file's size
+    /// and its checksum (as stored, bit 63 set). The sink stays open.
+    @discardableResult
     public func finish() throws -> (size: Int64, checksum: UInt64) {
-        try emit([0, 0, 0, 0, 0, 0], hash: true)
-        var idx: [UInt8] = []
-        func uvarint(_ v: UInt64) { var x = v; while x >= 0x80 { idx.append(UInt8(x & 0x7f) | 0x80); x >>= 7 }; idx.append(UInt8(x)) }
-        for (p, o, s) in index { uvarint(UInt64(p)); uvarint(UInt64(o)); uvarint(UInt64(s)) }
-        uvarint(0)
-        let n = UInt64(idx.count)
-        for s in stride(from: 56, through: 0, by: -8) { idx.append(UInt8(truncatingIfNeeded: n >> UInt64(s))) }
-        try emit(idx, hash: true)
-        try emit([UInt8](repeating: 0, count: 8), hash: true)
-        let sum = crc | (1 << 63)
-        var t: [UInt8] = []
-        for s in stride(from: 56, through: 0, by: -8) { t.append(UInt8(truncatingIfNeeded: sum >> UInt64(s))) }
-        try emit(t, hash: false)
-        return (offset, sum)
+        guard !finished else { throw LTXError(.invalidInput, file: name, "finish() called twice") }
+        guard !failed else { throw LTXError(.invalidInput, file: name, "the encoder is unusable after an earlier error") }
+        if header.isSnapshot, header.commit > 0 {
+            let last = header.commit == header.lockPgno ? header.commit - 1 : header.commit
+            guard previousPgno == last else {
+                throw LTXError(.invalidInput, file: name, "the snapshot ends at page \(previousPgno) but the database has \(header.commit) pages")
+            }
+        }
+        finished = true
+        var tail = [UInt8](repeating: 0, count: 6)  // end marker
+        index.append(0)
+        tail.append(contentsOf: index)
+        var length = [UInt8](repeating: 0, count: 8)
+        LTXBytes.put64(&length, 0, UInt64(index.count))
+        tail.append(contentsOf: length)
+        tail.append(contentsOf: [UInt8](repeating: 0, count: 8))  // post-apply checksum
+        index = []
+        crc.update(tail)
+        let checksum = crc.value | (1 << 63)
+        var stored = [UInt8](repeating: 0, count: 8)
+        LTXBytes.put64(&stored, 0, checksum)
+        tail.append(contentsOf: stored)
+        try emit(tail, hash: false)
+        return (written, checksum)
+    }
+
+    private func emit(_ bytes: [UInt8], hash: Bool) throws {
+        do {
+            try bytes.withUnsafeBytes { try sink.write($0) }
+        } catch {
+            failed = true
+            throw error
+        }
+        if hash { crc.update(bytes) }
+        written += Int64(bytes.count)
     }
 }

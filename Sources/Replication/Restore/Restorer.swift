@@ -1,140 +1,330 @@
-import CSQLite
 import Foundation
+import Logging
 import Platform
 
+/// Which SQLite check a restore runs on the rebuilt copy before it is renamed
+/// into place.
 public enum IntegrityCheck: String, Sendable, CaseIterable {
     case none, quick, full
+
+    var pragma: String? {
+        switch self {
+        case .none: nil
+        case .quick: "PRAGMA quick_check"
+        case .full: "PRAGMA integrity_check"
+        }
+    }
 }
 
-public struct RestoreOptions: Sendable {
+public struct RestoreOptions: Sendable, Equatable {
+    /// Restore up to this TXID exactly (nil: the latest).
     public var txid: UInt64?
+    /// Restore the transactions committed at or before this instant.
     public var timestamp: Date?
-    /// Replace an existing output (and its -wal, -shm, -journal).
+    /// Replace an existing, non-empty output (its -wal, -shm and -journal go too).
     public var force: Bool
     public var integrityCheck: IntegrityCheck
+    /// Ask the replica for each file's own timestamp (S3: one HEAD per
+    /// object) rather than its upload time. Always on for timestamp restores.
+    public var exactTimestamps: Bool
+    /// How many files are downloaded ahead of the one being applied (remote replicas).
+    public var downloadAhead: Int
 
-    public init(txid: UInt64? = nil, timestamp: Date? = nil, force: Bool = false, integrityCheck: IntegrityCheck = .full) {
+    public init(
+        txid: UInt64? = nil, timestamp: Date? = nil, force: Bool = false, integrityCheck: IntegrityCheck = .full,
+        exactTimestamps: Bool = false, downloadAhead: Int = 4
+    ) {
         self.txid = txid
         self.timestamp = timestamp
         self.force = force
         self.integrityCheck = integrityCheck
+        self.exactTimestamps = exactTimestamps
+        self.downloadAhead = downloadAhead
+    }
+
+    /// `integrityCheck: true` runs the full `PRAGMA integrity_check`.
+    public init(txid: UInt64?, timestamp: Date?, force: Bool, integrityCheck: Bool) {
+        self.init(txid: txid, timestamp: timestamp, force: force, integrityCheck: integrityCheck ? .full : .none)
     }
 }
 
-public struct RestoreProgress: Sendable {
+public struct RestoreProgress: Sendable, Equatable {
+    public enum Phase: String, Sendable {
+        case applying, verifying
+    }
+
+    public var phase: Phase
+    /// Files fully applied, of the plan's.
     public var filesDone: Int
     public var filesTotal: Int
+    /// LTX bytes read, of the plan's total.
     public var bytesDone: Int64
     public var bytesTotal: Int64
 }
 
-public struct RestoreResult: Sendable {
+public struct RestoreResult: Sendable, Equatable {
+    /// The TXID the restored database is at.
     public var txid: UInt64
-    public var files: Int
+    /// When that transaction was recorded (the newest applied file's header timestamp).
+    public var timestamp: Date?
+    /// The files applied, oldest first.
+    public var plan: [LTXFileInfo]
+    public var files: Int { plan.count }
+    /// Pages written (a page changed by several files counts each time).
     public var pages: Int
+    /// Size of the restored database.
     public var bytes: Int64
+    public var pageSize: UInt32
+    public var integrityCheck: IntegrityCheck
     public var planSeconds: Double
+    /// Downloading overlaps applying; this is the time spent waiting for downloads.
+    public var downloadSeconds: Double
     public var applySeconds: Double
     public var verifySeconds: Double
+    public var totalSeconds: Double
 }
 
-/// Rebuilds a database from a replica: plan first, then stream every planned
-/// file's pages into `OUT.tmp` (checksums verified as it goes), check that
-/// every page is present, run the integrity check, fsync, rename into place.
-/// On any failure the temp file is removed and an existing OUT is untouched.
+/// Rebuilds a database from a replica (ltx.md §4): plan first; refuse an
+/// existing output unless forced, before anything else; stream every planned
+/// file's pages into `OUT.tmp` (checksums verified as each file is read),
+/// check that every page is present, fsync, run the integrity check, rename
+/// into place and fsync the directory. Files of remote replicas are
+/// downloaded a few ahead into a temp directory beside the output and
+/// deleted once applied; file replicas are read in place. Memory stays
+/// bounded (a 4 MiB write buffer and a bit per page). On any failure the
+/// temp files are removed and an existing output is untouched.
 public struct Restorer: Sendable {
-    public init() {}
+    public let logger: Logger?
+
+    public init(logger: Logger? = nil) {
+        self.logger = logger
+    }
+
+    /// Every LTX file of the replica, all levels (`guardian ltx`).
+    public func listRestorePoints(client: any ReplicaClient, exactTimestamps: Bool = false) async throws -> [LTXFileInfo] {
+        var files: [LTXFileInfo] = []
+        for level in LTXNaming.allLevels {
+            files += try await client.listFiles(level: level, exactTimestamps: exactTimestamps)
+        }
+        return files.sorted()
+    }
+
+    /// Plans a restore without doing it (`--dry-run`, drills, remediation).
+    public func plan(client: any ReplicaClient, options: RestoreOptions) async throws -> RestorePlan {
+        let files = try await listRestorePoints(client: client, exactTimestamps: options.exactTimestamps || options.timestamp != nil)
+        return try RestorePlanner.plan(files: files, txid: options.txid, timestamp: options.timestamp)
+    }
 
     public func restore(
         client: any ReplicaClient, to output: String, options: RestoreOptions,
         progress: (@Sendable (RestoreProgress) -> Void)? = nil
     ) async throws -> RestoreResult {
-        let started = ContinuousClock.now
+        let clock = ContinuousClock()
+        let started = clock.now
+        let destination = client.target.destination
         try await BlockingPool.shared.run { try Self.checkOutput(output, force: options.force) }
-        var files: [LTXFileInfo] = []
-        for level in LTXNaming.allLevels {
-            files += try await client.listFiles(level: level, exactTimestamps: options.timestamp != nil)
-        }
-        let plan = try RestorePlanner.plan(files: files, txid: options.txid, timestamp: options.timestamp)
-        let planned = ContinuousClock.now
-        let tmp = output + ".tmp"
-        let scratch = output + ".restore-files"
-        var result = RestoreResult(txid: plan.txid, files: plan.files.count, pages: 0, bytes: 0, planSeconds: (planned - started).seconds, applySeconds: 0, verifySeconds: 0)
+        logger?.event(.restoreStarted, ["replica": "\(destination)", "output": "\(output)"])
         do {
-            let local: FileReplicaClient? = client as? FileReplicaClient
-            let applier = try PageApplier(path: tmp)
-            let total = plan.files.reduce(Int64(0)) { $0 + $1.size }
-            for (i, file) in plan.files.enumerated() {
-                let path: String
-                if let local {
-                    path = local.path(of: file)
-                } else {
-                    try DurableFile.makeDirectories(scratch)
-                    path = "\(scratch)/\(file.level)-\(file.name)"
-                    try await client.downloadFile(file, to: path)
-                }
-                try await BlockingPool.shared.run { try applier.apply(path: path, name: "\(client.target.destination) \(file)") }
-                if local == nil { unlink(path) }
-                result.bytes += file.size
-                progress?(RestoreProgress(filesDone: i + 1, filesTotal: plan.files.count, bytesDone: result.bytes, bytesTotal: total))
-            }
-            result.pages = try await BlockingPool.shared.run { try applier.finish() }
-            let applied = ContinuousClock.now
-            result.applySeconds = (applied - planned).seconds
-            try await BlockingPool.shared.run { try Self.verify(tmp, options.integrityCheck) }
-            try await BlockingPool.shared.run {
-                if options.force { Self.removeDatabase(output) }
-                guard rename(tmp, output) == 0 else { throw SystemError("rename", path: output) }
-                try DurableFile.syncDirectory((output as NSString).deletingLastPathComponent)
-            }
-            result.verifySeconds = (ContinuousClock.now - applied).seconds
-            try? FileManager.default.removeItem(atPath: scratch)
+            let plan = try await self.plan(client: client, options: options)
+            let planned = clock.now
+            var result = try await apply(plan, client: client, output: output, options: options, progress: progress)
+            result.planSeconds = (planned - started).seconds
+            result.totalSeconds = (clock.now - started).seconds
+            logger?.event(.restoreFinished, [
+                "replica": "\(destination)", "output": "\(output)", "txid": "\(LTXNaming.hex(result.txid))",
+                "files": "\(result.files)", "bytes": "\(result.bytes)", "duration_ms": "\(Int(result.totalSeconds * 1000))",
+            ])
             return result
         } catch {
-            Self.removeDatabase(tmp)
-            try? FileManager.default.removeItem(atPath: scratch)
+            logger?.event(.restoreFailed, level: .error, ["replica": "\(destination)", "output": "\(output)", "error": "\(error)"])
             throw error
         }
     }
 
-    /// Refuses to touch an existing, non-empty output unless forced.
-    static func checkOutput(_ output: String, force: Bool) throws {
-        let dir = (output as NSString).deletingLastPathComponent
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir.isEmpty ? "." : dir, isDirectory: &isDir), isDir.boolValue else {
-            throw RestoreError("output directory \(dir) does not exist")
+    private func apply(
+        _ plan: RestorePlan, client: any ReplicaClient, output: String, options: RestoreOptions,
+        progress: (@Sendable (RestoreProgress) -> Void)?
+    ) async throws -> RestoreResult {
+        let clock = ContinuousClock()
+        let tmp = output + ".tmp"
+        let local = client as? FileReplicaClient
+        let scratch = local == nil ? Self.scratchDirectory(for: output) : nil
+        let files = plan.files
+        let totalBytes = files.reduce(Int64(0)) { $0 + $1.size }
+        let writer = try await BlockingPool.shared.run { try RestoreWriter(path: tmp) }
+        var waited = Duration.zero
+        var applying = Duration.zero
+        let verifyDuration: Duration
+        do {
+            if let scratch { try await BlockingPool.shared.run { try DurableFile.makeDirectories(scratch) } }
+            func sourcePath(_ i: Int) -> String {
+                if let local { return local.path(of: files[i]) }
+                return "\(scratch ?? "")/\(files[i].level)-\(files[i].name)"
+            }
+            let ahead = max(1, options.downloadAhead)
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                var launched = 0
+                var downloaded: Set<Int> = []
+                var bytesBefore: Int64 = 0
+                for i in files.indices {
+                    try Task.checkCancellation()
+                    if local == nil {
+                        while launched < files.count, launched < i + ahead {
+                            let k = launched
+                            let file = files[k]
+                            let path = sourcePath(k)
+                            group.addTask {
+                                try await client.downloadFile(file, to: path)
+                                return k
+                            }
+                            launched += 1
+                        }
+                        let waitStart = clock.now
+                        while !downloaded.contains(i) {
+                            guard let k = try await group.next() else { break }
+                            downloaded.insert(k)
+                        }
+                        waited += clock.now - waitStart
+                    }
+                    let file = files[i]
+                    let path = sourcePath(i)
+                    let label = local == nil ? "\(client.target.destination) \(file)" : path
+                    let done = i
+                    let base = bytesBefore
+                    let applyStart = clock.now
+                    try await BlockingPool.shared.run {
+                        try writer.apply(file: file, path: path, label: label) { read in
+                            progress?(RestoreProgress(
+                                phase: .applying, filesDone: done, filesTotal: files.count, bytesDone: base + read, bytesTotal: totalBytes))
+                        }
+                        if local == nil { unlink(path) }
+                    }
+                    applying += clock.now - applyStart
+                    bytesBefore += file.size
+                    progress?(RestoreProgress(
+                        phase: .applying, filesDone: i + 1, filesTotal: files.count, bytesDone: bytesBefore, bytesTotal: totalBytes))
+                }
+            }
+            let finishStart = clock.now
+            try await BlockingPool.shared.run { try writer.finish() }
+            applying += clock.now - finishStart
+            progress?(RestoreProgress(
+                phase: .verifying, filesDone: files.count, filesTotal: files.count, bytesDone: totalBytes, bytesTotal: totalBytes))
+            let verifyStart = clock.now
+            try await BlockingPool.shared.run {
+                try Self.verify(tmp, options.integrityCheck)
+                try Self.install(tmp, as: output, force: options.force)
+            }
+            verifyDuration = clock.now - verifyStart
+        } catch {
+            await BlockingPool.shared.run {
+                writer.close()
+                unlink(tmp)
+                if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+            }
+            throw error
         }
-        var st = stat()
-        if stat(output, &st) == 0, st.st_size > 0, !force {
-            throw RestoreError("\(output) already exists; pass --force to replace it")
+        await BlockingPool.shared.run {
+            writer.close()
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
         }
+        return RestoreResult(
+            txid: writer.txid, timestamp: writer.timestamp, plan: files, pages: writer.pagesWritten,
+            bytes: Int64(writer.commit) * Int64(writer.pageSize), pageSize: writer.pageSize,
+            integrityCheck: options.integrityCheck, planSeconds: 0, downloadSeconds: waited.seconds,
+            applySeconds: applying.seconds, verifySeconds: verifyDuration.seconds, totalSeconds: 0)
     }
 
-    static func removeDatabase(_ path: String) {
-        for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+    /// `<dir>/.<name>.restore-<random>`: beside the output, so on the same disk.
+    static func scratchDirectory(for output: String) -> String {
+        let dir = (output as NSString).deletingLastPathComponent
+        let name = (output as NSString).lastPathComponent
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return (dir.isEmpty ? "." : dir) + "/.\(name).restore-\(suffix)"
+    }
+
+    /// Refuses to replace an existing, non-empty output (or one with a WAL
+    /// beside it, which SQLite would replay into the restored file) unless forced.
+    static func checkOutput(_ output: String, force: Bool) throws {
+        let dir = (output as NSString).deletingLastPathComponent
+        var st = stat()
+        guard stat(dir.isEmpty ? "." : dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw RestoreError(.invalidOptions, "the output directory \(dir) does not exist")
+        }
+        if stat(output, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw RestoreError(.invalidOptions, "\(output) exists and is not a regular file") }
+            if st.st_size > 0, !force {
+                throw RestoreError(.outputExists, "\(output) already exists; pass --force to replace it (its -wal, -shm and -journal files are removed too)")
+            }
+        }
+        if !force, stat(output + "-wal", &st) == 0, st.st_size > 0 {
+            throw RestoreError(.outputExists, "\(output)-wal exists and would be replayed into the restored database; remove it or pass --force")
+        }
     }
 
     static func verify(_ path: String, _ check: IntegrityCheck) throws {
-        guard check != .none else { return }
-        let db = try SQLiteConnection(path: path, mode: .readWrite)
-        let pragma = check == .full ? "PRAGMA integrity_check" : "PRAGMA quick_check"
-        let rows = try db.query(pragma).compactMap { $0.first.map { "\($0)" } }
-        guard rows == ["ok"] else {
-            throw RestoreError("the restored database fails \(pragma): \(rows.prefix(3).joined(separator: "; "))")
+        guard let pragma = check.pragma else { return }
+        // immutable=1: no locks, no -wal/-shm created beside the temp file.
+        let uri = "file:\(path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path)?immutable=1"
+        let rows: [String]
+        do {
+            let db = try SQLiteConnection(path: uri, mode: .readOnly)
+            rows = try db.query(pragma).compactMap { $0.first.map { "\($0)" } }
+        } catch {
+            throw RestoreError(.integrity, "the restored database cannot be checked (\(pragma)): \(error)")
         }
+        guard rows == ["ok"] else {
+            let shown = rows.prefix(3).joined(separator: "; ")
+            throw RestoreError(.integrity, "the restored database fails \(pragma): \(shown)\(rows.count > 3 ? "; ..." : "")")
+        }
+    }
+
+    /// Moves the verified copy into place. Without `force` the output must not
+    /// have appeared meanwhile (link fails if it exists); with it, the old
+    /// -wal/-shm/-journal go first so they can never pair with the new file.
+    static func install(_ tmp: String, as output: String, force: Bool) throws {
+        var st = stat()
+        let exists = stat(output, &st) == 0
+        if force {
+            for suffix in ["-wal", "-shm", "-journal"] where unlink(output + suffix) != 0 && errno != ENOENT {
+                throw SystemError("unlink", path: output + suffix)
+            }
+        }
+        if !exists, !force {
+            guard link(tmp, output) == 0 else {
+                if errno == EEXIST { throw RestoreError(.outputExists, "\(output) appeared during the restore; not replacing it") }
+                throw SystemError("link", path: output)
+            }
+            unlink(tmp)
+        } else {
+            if !force, st.st_size > 0 { throw RestoreError(.outputExists, "\(output) was written during the restore; not replacing it") }
+            guard rename(tmp, output) == 0 else { throw SystemError("rename", path: output) }
+        }
+        try DurableFile.syncDirectory((output as NSString).deletingLastPathComponent)
     }
 }
 
-/// Writes pages into the output file at (pgno-1)*pageSize and tracks which
-/// pages are present. Blocking; used from BlockingPool.
-final class PageApplier: @unchecked Sendable {
+/// Writes pages into the temp database at (pgno-1) × pageSize, coalescing
+/// runs of consecutive pages into one pwrite, and tracks which pages are
+/// present. Used by one restore at a time, from BlockingPool threads.
+final class RestoreWriter: @unchecked Sendable {
+    static let chunkBytes = 4 << 20
+
     let path: String
-    let fd: Int32
-    var pageSize: UInt32 = 0
-    var commit: UInt32 = 0
-    var present: [Bool] = []
-    var lastTXID: UInt64 = 0
-    var pagesWritten = 0
+    private var fd: Int32
+    private(set) var pageSize: UInt32 = 0
+    private(set) var commit: UInt32 = 0
+    private(set) var txid: UInt64 = 0
+    private(set) var timestamp: Date?
+    private(set) var pagesWritten = 0
+    private var first: String?
+    private var previous: String?
+    /// One bit per page, bit p-1 for page p.
+    private var present: [UInt64] = []
+    private var chunk: UnsafeMutableRawBufferPointer?
+    private var chunkPages = 0
+    private var chunkStart: UInt32 = 0
+    private var chunkCount = 0
 
     init(path: String) throws {
         self.path = path
@@ -142,48 +332,126 @@ final class PageApplier: @unchecked Sendable {
         guard fd >= 0 else { throw SystemError("open", path: path) }
     }
 
-    deinit { close(fd) }
-
-    func apply(path file: String, name: String) throws {
-        let decoder = try LTXDecoder(source: LTXFileSource(path: file), name: name)
-        let h = decoder.header
-        if pageSize == 0 {
-            pageSize = h.pageSize
-        } else if h.pageSize != pageSize {
-            throw RestoreError("\(name): page size \(h.pageSize) differs from the chain's \(pageSize): files of another database?")
-        }
-        if lastTXID == 0, h.minTXID != 1 {
-            throw RestoreError("\(name): the chain does not start with a snapshot")
-        }
-        if lastTXID > 0, h.minTXID > lastTXID + 1 {
-            throw RestoreError("\(name): TXIDs \(LTXNaming.hex(lastTXID + 1))-\(LTXNaming.hex(h.minTXID - 1)) are missing")
-        }
-        commit = h.commit
-        if present.count < Int(commit) + 1 { present += [Bool](repeating: false, count: Int(commit) + 1 - present.count) }
-        let size = Int(pageSize)
-        while let (pgno, data) = try decoder.nextPage() {
-            let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, size, off_t(Int64(pgno - 1) * Int64(size))) }
-            guard n == size else { throw SystemError("pwrite", path: path) }
-            present[Int(pgno)] = true
-            pagesWritten += 1
-        }
-        lastTXID = h.maxTXID
+    deinit {
+        close()
+        chunk?.deallocate()
     }
 
-    /// Truncates to the final size, zeroes the lock page, checks coverage, fsyncs.
-    func finish() throws -> Int {
-        let lock = pageSize > 0 ? UInt32(0x4000_0000 / Int(pageSize)) + 1 : 0
-        if commit >= 1 {
-            for p in 1...commit where p != lock && !(Int(p) < present.count && present[Int(p)]) {
-                throw RestoreError("page \(p) of \(commit) is in no restored file: the replica is incomplete")
+    func close() {
+        if fd >= 0 {
+            Foundation.close(fd)
+            fd = -1
+        }
+    }
+
+    /// Applies one LTX file; `progress` gets the bytes read from it so far.
+    func apply(file: LTXFileInfo, path source: String, label: String, progress: (Int64) -> Void) throws {
+        let decoder = try LTXDecoder(source: LTXFileSource(path: source), name: label)
+        let h = decoder.header
+        guard h.minTXID == file.minTXID, h.maxTXID == file.maxTXID else {
+            throw RestoreError(
+                .mismatch,
+                "\(label): its header holds TXIDs \(LTXNaming.hex(h.minTXID))-\(LTXNaming.hex(h.maxTXID)), its name says \(file.name)")
+        }
+        if let first {
+            guard h.pageSize == pageSize else {
+                throw RestoreError(
+                    .mismatch,
+                    "\(label): page size \(h.pageSize) differs from the \(pageSize) of \(first); the file belongs to another database")
+            }
+            guard h.minTXID <= txid + 1 else {
+                throw RestoreError(
+                    .gap, "non-contiguous chain: TXIDs \(LTXNaming.hex(txid + 1))-\(LTXNaming.hex(h.minTXID - 1)) are missing between \(previous ?? first) and \(label)")
+            }
+        } else {
+            guard h.isSnapshot else {
+                throw RestoreError(.noSnapshot, "\(label) does not start at TXID 0000000000000001; a restore must start from a full image")
+            }
+            pageSize = h.pageSize
+            chunkPages = max(1, Self.chunkBytes / Int(h.pageSize))
+            chunk = .allocate(byteCount: chunkPages * Int(h.pageSize), alignment: 4096)
+            first = label
+        }
+        guard let chunk, let base = chunk.baseAddress else { return }
+        let size = Int(pageSize)
+        markCapacity(h.commit)
+        var reported: Int64 = 0
+        while true {
+            if chunkCount == chunkPages { try flush() }
+            let slot = UnsafeMutableRawBufferPointer(start: base + chunkCount * size, count: size)
+            guard let pgno = try decoder.nextPage(into: slot) else { break }
+            if chunkCount > 0, pgno != chunkStart + UInt32(chunkCount) {
+                // Not adjacent: write out the run before it, then start a new run.
+                let landed = chunkCount
+                try flush(count: landed)
+                base.copyMemory(from: base + landed * size, byteCount: size)
+            }
+            if chunkCount == 0 { chunkStart = pgno }
+            chunkCount += 1
+            let bit = Int(pgno - 1)
+            present[bit >> 6] |= 1 << UInt64(bit & 63)
+            pagesWritten += 1
+            if decoder.bytesRead - reported >= 8 << 20 {
+                reported = decoder.bytesRead
+                progress(reported)
             }
         }
-        if commit >= lock, lock > 0 {
-            let zeros = [UInt8](repeating: 0, count: Int(pageSize))
-            _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, Int(pageSize), off_t(Int64(lock - 1) * Int64(pageSize))) }
+        try flush()
+        if h.commit < commit {
+            // The database shrank: pages above the new size must be written again before they count.
+            for p in h.commit..<commit { present[Int(p) >> 6] &= ~(1 << UInt64(Int(p) & 63)) }
         }
-        guard ftruncate(fd, off_t(Int64(commit) * Int64(pageSize))) == 0 else { throw SystemError("ftruncate", path: path) }
+        commit = h.commit
+        txid = h.maxTXID
+        timestamp = h.date
+        previous = label
+    }
+
+    /// Zeroes the lock page if the database reaches it, checks that every
+    /// page is present, truncates to the final size and fsyncs.
+    func finish() throws {
+        guard first != nil else { throw RestoreError(.noFiles, "nothing to restore") }
+        let lock = LTXHeader.lockPgno(pageSize: pageSize)
+        let size = Int(pageSize)
+        if commit >= lock {
+            let zeros = [UInt8](repeating: 0, count: size)
+            try zeros.withUnsafeBytes { try pwriteAll($0.baseAddress.unsafelyUnwrapped, size, at: off_t(lock - 1) * off_t(size)) }
+            let bit = Int(lock - 1)
+            present[bit >> 6] |= 1 << UInt64(bit & 63)
+        }
+        if commit > 0 {
+            for p in 0..<Int(commit) where present[p >> 6] & (1 << UInt64(p & 63)) == 0 {
+                throw RestoreError(
+                    .incomplete,
+                    "page \(p + 1) of \(commit) is in no file of the chain \(first ?? "?") ... \(previous ?? "?"); the replica is incomplete")
+            }
+        }
+        guard ftruncate(fd, off_t(commit) * off_t(size)) == 0 else { throw SystemError("ftruncate", path: path) }
         guard fsync(fd) == 0 else { throw SystemError("fsync", path: path) }
-        return pagesWritten
+    }
+
+    private func markCapacity(_ pages: UInt32) {
+        let words = (Int(pages) + 63) / 64
+        if present.count < words { present += [UInt64](repeating: 0, count: words - present.count) }
+    }
+
+    private func flush(count: Int? = nil) throws {
+        let n = count ?? chunkCount
+        guard n > 0, let base = chunk?.baseAddress else { return }
+        let size = Int(pageSize)
+        try pwriteAll(UnsafeRawPointer(base), n * size, at: off_t(chunkStart - 1) * off_t(size))
+        chunkCount = 0
+    }
+
+    private func pwriteAll(_ base: UnsafeRawPointer, _ count: Int, at offset: off_t) throws {
+        var done = 0
+        while done < count {
+            let n = pwrite(fd, base + done, count - done, offset + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pwrite", path: path)
+            }
+            done += n
+        }
     }
 }

@@ -139,21 +139,54 @@ extension GuardianConfig {
         if let v = try m.optional("max-wal-size", { try $0.bytes() }) { replication.maxWALSize = v }
         if let v = try m.optional("snapshot-interval", { try $0.duration() }) { replication.snapshotInterval = v }
         if let v = try m.optional("compaction-levels", { try $0.sequence().map { try $0.duration() } }) { replication.compactionLevels = v }
+        if let v = try m.optional("l0-retention", { try $0.duration() }) { replication.l0Retention = v }
         if replication.maxWALSize < replication.checkpointSize {
             throw node.error("max-wal-size must not be below checkpoint-size")
         }
 
         var remediation = RemediationConfig()
+        // Commands run without a shell: an argv list whose first item is an absolute path.
+        func argv(_ n: ConfigNode) throws -> [String] {
+            let list = try n.stringList()
+            if case .scalar = n.node, list.first?.contains(" ") == true {
+                throw n.error("must be a list (argv), e.g. [\"/usr/bin/systemctl\", \"stop\", \"app.service\"]: guardian runs commands without a shell")
+            }
+            guard let first = list.first, first.hasPrefix("/") else { throw n.error("the program (first item) must be an absolute path") }
+            return list
+        }
+        func positive(_ n: ConfigNode) throws -> Duration {
+            let v = try n.duration()
+            guard v > .zero else { throw n.error("must be more than 0") }
+            return v
+        }
         if let v = try m.optional("remediate", { try $0.oneOf(RemediationMode.self) }) { remediation.mode = v }
         remediation.unit = try m.optional("unit") { try $0.string() }
-        if let v = try m.optional("stop-command", { try $0.stringList() }) { remediation.stopCommand = v }
-        if let v = try m.optional("start-command", { try $0.stringList() }) { remediation.startCommand = v }
-        if let v = try m.optional("integrity-interval", { try $0.duration() }) { remediation.integrityInterval = v }
-        if let v = try m.optional("integrity-budget", { try $0.duration() }) { remediation.integrityBudget = v }
-        if let v = try m.optional("health-interval", { try $0.duration() }) { remediation.checkpointInterval = v }
+        if let v = try m.optional("stop-command", argv) { remediation.stopCommand = v }
+        if let v = try m.optional("start-command", argv) { remediation.startCommand = v }
+        if let v = try m.optional("status-command", argv) { remediation.statusCommand = v }
+        if let v = try m.optional("stop-timeout", positive) { remediation.stopTimeout = v }
+        if let v = try m.optional("start-timeout", positive) { remediation.startTimeout = v }
+        if let v = try m.optional("integrity-interval", positive) { remediation.integrityInterval = v }
+        if let v = try m.optional("integrity-budget", positive) { remediation.integrityBudget = v }
+        if let v = try m.optional("confirm-budget", positive) { remediation.confirmBudget = v }
+        if let v = try m.optional("health-interval", positive) { remediation.checkpointInterval = v }
+        if let v = try m.optional("wal-warn-size", { try $0.bytes() }) { remediation.walWarnSize = v }
+        if let v = try m.optional("wal-critical-size", { try $0.bytes() }) { remediation.walCriticalSize = v }
+        if let v = try m.optional("checkpoint-starvation", positive) { remediation.checkpointStarvation = v }
+        if let n = m.optional("lag-alert") {
+            // `off` (or 0) disables lag alerts.
+            if try n.scalar() == "off" {
+                remediation.lagAlert = nil
+            } else {
+                let d = try n.duration()
+                remediation.lagAlert = d == .zero ? nil : d
+            }
+        }
+        if let v = try m.optional("restore-attempts", { try $0.int(in: 1...20) }) { remediation.maxRestoreAttempts = v }
         if let v = try m.optional("cooldown", { try $0.duration() }) { remediation.cooldown = v }
         if let v = try m.optional("verify", { try $0.stringList() }) { remediation.verifyQueries = v }
         remediation.quarantineDir = try m.optional("quarantine-dir") { try $0.absolutePath() }
+        if let problem = remediation.problems().first { throw node.error(problem) }
 
         var drill = drillDefaults
         if let d = m.optional("drill") { drill = try parseDrill(d, base: drillDefaults) }
@@ -261,24 +294,44 @@ extension GuardianConfig {
     static func parseDisk(_ node: ConfigNode) throws -> DiskConfig {
         let m = try node.mapping()
         var d = DiskConfig()
-        if let v = try m.optional("interval", { try $0.duration() }) { d.interval = v }
+        func positive(_ n: ConfigNode) throws -> Duration {
+            let v = try n.duration()
+            guard v > .zero else { throw n.error("must be more than 0") }
+            return v
+        }
+        if let v = try m.optional("interval", positive) { d.interval = v }
         if let v = try m.optional("warn", { try $0.percent() }) { d.warn = v }
         if let v = try m.optional("critical", { try $0.percent() }) { d.critical = v }
         if let v = try m.optional("emergency", { try $0.percent() }) { d.emergency = v }
         if let v = try m.optional("hysteresis", { try $0.percent() }) { d.hysteresis = v }
         if let v = try m.optional("paths", { try $0.sequence().map { try $0.absolutePath() } }) { d.paths = v }
+        if let v = try m.optional("rotate-interval", positive) { d.rotateInterval = v }
+        if let v = try m.optional("forecast-window", positive) { d.forecastWindow = v }
+        if let v = try m.optional("forecast-warning", { try $0.duration() }) { d.forecastWarning = v }
+        d.pressureMinSize = try m.optional("pressure-min-size") { try $0.bytes() }
+        if let v = try m.optional("emergency-delete-archives", { try $0.bool() }) { d.emergencyDeleteArchives = v }
         if let b = m.optional("ballast") {
             let bm = try b.mapping()
-            d.ballast = BallastConfig(path: try bm.required("path").absolutePath(), size: try bm.required("size").bytes())
+            let sizeNode = try bm.required("size")
+            let size = try sizeNode.bytes()
+            guard size > 0 else { throw sizeNode.error("must be more than 0 bytes") }
+            d.ballast = BallastConfig(path: try bm.required("path").absolutePath(), size: size)
             try bm.finish()
         }
         if let logs = m.optional("logs") { d.logs = try logs.sequence().map(parseLogRotation) }
         if let cleanup = m.optional("cleanup") {
             d.cleanup = try cleanup.sequence().map { n in
                 let cm = try n.mapping()
+                let pathNode = try cm.required("path")
+                let path = try pathNode.absolutePath()
+                guard path.split(separator: "/").contains(where: { $0 != "." && $0 != ".." }) else {
+                    throw pathNode.error("refusing to clean up below /; name the directory that holds disposable files")
+                }
+                guard !path.split(separator: "/").contains("..") else { throw pathNode.error("must not contain .. components") }
                 let rule = CleanupRule(
-                    path: try cm.required("path").absolutePath(), pattern: try cm.optional("pattern") { try $0.string() },
-                    maxAge: try cm.required("max-age").duration())
+                    path: path, pattern: try cm.optional("pattern") { try $0.string() },
+                    maxAge: try cm.required("max-age").duration(),
+                    recursive: try cm.optional("recursive") { try $0.bool() } ?? false)
                 try cm.finish()
                 return rule
             }
@@ -289,8 +342,12 @@ extension GuardianConfig {
 
     static func parseLogRotation(_ node: ConfigNode) throws -> LogRotationConfig {
         let m = try node.mapping()
-        let paths = try m.required("paths").stringList()
-        for p in paths where !p.hasPrefix("/") { throw m.optional("paths")!.error("\"\(p)\" must be an absolute path or glob") }
+        let pathsNode = try m.required("paths")
+        let paths = try pathsNode.stringList()
+        for p in paths where !p.hasPrefix("/") { throw pathsNode.error("\"\(p)\" must be an absolute path or glob") }
+        for p in paths where p.split(separator: "/").contains("..") {
+            throw pathsNode.error("\"\(p)\" must not contain .. components")
+        }
         var r = LogRotationConfig(paths: paths)
         if let v = try m.optional("rotate", { try $0.int(in: 0...10000) }) { r.rotate = v }
         r.size = try m.optional("size") { try $0.bytes() }
@@ -305,19 +362,32 @@ extension GuardianConfig {
         if let v = try m.optional("notifempty", { try $0.bool() }) { r.notIfEmpty = v }
         if let v = try m.optional("copytruncate", { try $0.bool() }) { r.copyTruncate = v }
         if let create = m.optional("create") {
-            // "0640 app adm", like logrotate's `create` directive.
-            let parts = try create.string().split(separator: " ").map(String.init)
-            guard let first = parts.first, let mode = UInt16(first, radix: 8), parts.count <= 3 else {
-                throw create.error("must be \"MODE [OWNER [GROUP]]\", e.g. \"0640 app adm\"")
+            // "0640 app adm", like logrotate's `create` directive; `true`
+            // keeps the old file's attributes, `false` creates nothing.
+            let text = try create.string()
+            switch text.lowercased() {
+            case "true", "yes", "on":
+                r.create = true
+            case "false", "no", "off":
+                r.create = false
+            default:
+                let parts = text.split(separator: " ").map(String.init)
+                guard let first = parts.first, let mode = UInt16(first, radix: 8), mode <= 0o7777, parts.count <= 3 else {
+                    throw create.error("must be \"MODE [OWNER [GROUP]]\", e.g. \"0640 app adm\", or true/false")
+                }
+                r.create = true
+                r.createMode = mode
+                r.createOwner = parts.count > 1 ? parts[1] : nil
+                r.createGroup = parts.count > 2 ? parts[2] : nil
             }
-            r.createMode = mode
-            r.createOwner = parts.count > 1 ? parts[1] : nil
-            r.createGroup = parts.count > 2 ? parts[2] : nil
         }
         if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
         if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")
+        }
+        if let min = r.minSize, let max = r.maxSize, min > max {
+            throw node.error("minsize (\(min)) must not be above maxsize (\(max))")
         }
         try m.finish()
         return r
@@ -330,14 +400,23 @@ extension GuardianConfig {
         let url = try urlNode.string()
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw urlNode.error("must be an http:// or https:// URL") }
         var alert = AlertConfig(kind: kind, url: Secret(url))
-        if let k = try m.optional("routing-key", { try $0.string() }) ?? m.optional("secret", { try $0.string() }) {
-            alert.key = Secret(k)
+        alert.name = try m.optional("name") { try $0.string() }
+        let routingKey = try m.optional("routing-key") { try $0.string() }
+        let secret = try m.optional("secret") { try $0.string() }
+        switch kind {
+        case .pagerduty:
+            if secret != nil, let n = m.optional("secret") { throw n.error("a pagerduty alert takes routing-key:, not secret:") }
+            guard let routingKey else { throw node.error("a pagerduty alert needs routing-key: (the integration's Events API v2 key)") }
+            alert.key = Secret(routingKey)
+        case .webhook:
+            if routingKey != nil, let n = m.optional("routing-key") { throw n.error("a webhook alert takes secret: (the HMAC-SHA256 key), not routing-key:") }
+            alert.key = secret.map(Secret.init)
+        case .slack:
+            for k in ["routing-key", "secret"] where m.has(k) {
+                if let n = m.optional(k) { throw n.error("does not apply to a slack alert (the webhook URL is the secret)") }
+            }
         }
-        if kind == .pagerduty, alert.key == nil { throw node.error("a pagerduty alert needs routing-key:") }
-        if let v = try m.optional("min-severity", { try $0.string() }) {
-            guard ["info", "warning", "critical"].contains(v) else { throw m.optional("min-severity")!.error("must be info, warning or critical") }
-            alert.minSeverity = v
-        }
+        if let v = try m.optional("min-severity", { try $0.oneOf(AlertSeverity.self) }) { alert.minSeverity = v.rawValue }
         try m.finish()
         return alert
     }

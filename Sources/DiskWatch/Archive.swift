@@ -1,0 +1,74 @@
+import Foundation
+import Platform
+
+/// A rotated copy of a log: `name.N[.gz]` or `name-YYYYMMDD[HH[MMSS]][.gz]`.
+struct Archive {
+    enum Kind: Equatable {
+        case numbered(Int, compressed: Bool)
+        case dated(String, compressed: Bool)
+
+        var isCompressed: Bool {
+            switch self {
+            case .numbered(_, let c), .dated(_, let c): c
+            }
+        }
+    }
+
+    var name: String
+    var kind: Kind
+    var stat: stat
+
+    static func parse(_ entry: String, base: String) -> Kind? {
+        guard entry.hasPrefix(base), entry.count > base.count + 1 else { return nil }
+        var rest = Substring(entry.dropFirst(base.count))
+        let compressed = rest.hasSuffix(".gz")
+        if compressed { rest = rest.dropLast(3) }
+        guard let first = rest.first else { return nil }
+        let digits = rest.dropFirst()
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        if first == ".", let n = Int(digits), n > 0 { return .numbered(n, compressed: compressed) }
+        if first == "-", [8, 10, 14].contains(digits.count) { return .dated(String(digits), compressed: compressed) }
+        return nil
+    }
+
+    /// The regular-file archives of `base` in `dir` (symbolic links are not archives).
+    static func list(of base: String, in dir: SafeDirectory) -> [Archive] {
+        guard let entries = try? dir.entries() else { return [] }
+        var out: [Archive] = []
+        for entry in entries {
+            guard let kind = parse(entry, base: base), let st = dir.lstat(entry), st.isRegular else { continue }
+            out.append(Archive(name: entry, kind: kind, stat: st))
+        }
+        return out
+    }
+
+    static func newestFirst(_ a: Archive, _ b: Archive) -> Bool {
+        switch (a.kind, b.kind) {
+        case (.numbered(let x, let cx), .numbered(let y, let cy)): return x != y ? x < y : (!cx && cy)
+        case (.dated(let x, _), .dated(let y, _)): return x > y
+        case (.numbered, .dated): return true
+        case (.dated, .numbered): return false
+        }
+    }
+}
+
+/// User and group names for `create MODE OWNER GROUP`.
+enum Accounts {
+    static func uid(_ name: String) -> uid_t? {
+        if let n = uid_t(name) { return n }
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.pw_uid
+    }
+
+    static func gid(_ name: String) -> gid_t? {
+        if let n = gid_t(name) { return n }
+        var entry = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        guard getgrnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.gr_gid
+    }
+}

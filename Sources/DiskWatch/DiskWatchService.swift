@@ -1,0 +1,346 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Platform
+import ServiceLifecycle
+import Synchronization
+
+/// One watched filesystem as `guardian status` shows it (snake_case keys in
+/// the JSON document: `mount_point`, `used_percent`, `forecast_seconds_to_full`, ...).
+public struct MountStatus: Codable, Sendable, Equatable {
+    public var mountPoint: String
+    /// The watched paths on this filesystem (databases, replica directories, log directories, ...).
+    public var paths: [String]
+    public var totalBytes: Int64
+    public var usedBytes: Int64
+    public var availableBytes: Int64
+    /// Used bytes as df shows them: used / (used + available), in percent.
+    public var usedPercent: Double
+    /// nil on filesystems without an inode limit.
+    public var inodesPercent: Double?
+    /// Seconds until full at the recent growth rate; nil when not growing.
+    public var forecastSecondsToFull: Double?
+    public var level: DiskLevel
+    /// The ballast when it lives on this filesystem.
+    public var ballast: BallastStatus?
+    /// The newest rotation of a log on this filesystem (RFC 3339).
+    public var lastRotation: String?
+
+    public init(
+        mountPoint: String, paths: [String], totalBytes: Int64, usedBytes: Int64, availableBytes: Int64,
+        usedPercent: Double, inodesPercent: Double?, forecastSecondsToFull: Double?, level: DiskLevel,
+        ballast: BallastStatus?, lastRotation: String?
+    ) {
+        self.mountPoint = mountPoint
+        self.paths = paths
+        self.totalBytes = totalBytes
+        self.usedBytes = usedBytes
+        self.availableBytes = availableBytes
+        self.usedPercent = usedPercent
+        self.inodesPercent = inodesPercent
+        self.forecastSecondsToFull = forecastSecondsToFull
+        self.level = level
+        self.ballast = ballast
+        self.lastRotation = lastRotation
+    }
+}
+
+extension MountStatus {
+    /// One line for `guardian status`:
+    /// `/data  used 82.1 %  inodes 3.0 %  full in 2h10m  [warn]  ballast present  rotated 2026-11-25T08:00:00.000Z`.
+    public var summary: String {
+        var line = "\(mountPoint)  used \(String(format: "%.1f", usedPercent)) %"
+        if let inodesPercent { line += "  inodes \(String(format: "%.1f", inodesPercent)) %" }
+        line += "  " + (forecastSecondsToFull.map { "full in \(Units.formatDuration(.seconds($0)))" } ?? "not growing")
+        line += "  [\(level.rawValue)]"
+        if let ballast { line += "  ballast \(ballast.state)" }
+        if let lastRotation { line += "  rotated \(lastRotation)" }
+        return line
+    }
+}
+
+/// The disk guardian: samples every watched filesystem each `interval`
+/// (statvfs, bytes and inodes, deduplicated by device), keeps a short
+/// history and forecasts time-to-full, tracks the warn/critical/emergency
+/// levels with hysteresis, and climbs the cleanup ladder when a level is
+/// reached: rotate now → compress → delete archives beyond policy → cleanup
+/// paths → release the ballast (see `DiskJanitor.Step`). Also runs the
+/// logs' own rotation schedule every `rotateInterval`, and recreates the
+/// ballast once there is room again.
+///
+/// The loop itself only samples (on `BlockingPool`) and decides; file work
+/// runs on the disk thread, one job at a time, while sampling continues. If
+/// a filesystem reaches emergency while a long job (a big gzip) is running,
+/// the loop releases the ballast itself, at once.
+///
+/// Every level change, action and freed byte is logged as an event (see
+/// `DiskEvents.swift`) and passed to `onEvent`; after every sample the
+/// status of each filesystem is passed to `onStatus`.
+public struct DiskWatchService: Service {
+    let config: DiskConfig
+    let protectedPaths: [String]
+    let extraWatchPaths: [String]
+    let stateDir: String
+    let logger: Logger
+    let onStatus: @Sendable ([MountStatus]) async -> Void
+    let onEvent: @Sendable (DiskEvent) async -> Void
+    let executor: ThreadExecutor?
+
+    /// - Parameters:
+    ///   - config: the `disk:` section.
+    ///   - protectedPaths: the databases (their `-wal`, `-shm` and `-journal`
+    ///     are protected too, whether listed or not); never touched.
+    ///   - extraWatchPaths: paths whose filesystems are watched besides the
+    ///     configured ones (each database and replica directory).
+    ///   - stateDir: where the rotation state (`disk-rotation.json`) and its lock live.
+    ///   - onStatus: called after every sample with one entry per filesystem.
+    ///   - onEvent: called for every event (level changes, actions, bytes freed, problems).
+    public init(
+        config: DiskConfig, protectedPaths: [String], extraWatchPaths: [String], stateDir: String, logger: Logger,
+        onStatus: @escaping @Sendable ([MountStatus]) async -> Void,
+        onEvent: @escaping @Sendable (DiskEvent) async -> Void
+    ) {
+        self.init(
+            config: config, protectedPaths: protectedPaths, extraWatchPaths: extraWatchPaths, stateDir: stateDir,
+            logger: logger, executor: nil, onStatus: onStatus, onEvent: onEvent)
+    }
+
+    /// Tests give each service its own disk thread.
+    init(
+        config: DiskConfig, protectedPaths: [String], extraWatchPaths: [String], stateDir: String, logger: Logger,
+        executor: ThreadExecutor?,
+        onStatus: @escaping @Sendable ([MountStatus]) async -> Void,
+        onEvent: @escaping @Sendable (DiskEvent) async -> Void
+    ) {
+        self.config = config
+        self.protectedPaths = protectedPaths
+        self.extraWatchPaths = extraWatchPaths
+        self.stateDir = stateDir
+        self.logger = logger
+        self.executor = executor
+        self.onStatus = onStatus
+        self.onEvent = onEvent
+    }
+
+    /// Per filesystem, what the loop remembers between samples.
+    struct Track {
+        var history: UsageHistory
+        var level: DiskLevel = .normal
+        /// The level of the last cleanup run, and the lowest usage seen since:
+        /// a new run starts when a higher level is reached or usage has
+        /// grown `rerunStep` points above that low.
+        var cleanedAt: DiskLevel = .normal
+        var lowSinceCleanup: Double = 0
+        var forecastWarned = false
+        var last: UsageSample
+    }
+
+    /// Shared between the loop and the job it started.
+    final class JobBox: Sendable {
+        private let state = Mutex<(busy: Bool, reports: [DiskJanitor.Report])>((false, []))
+
+        func tryStart() -> Bool {
+            state.withLock { s in
+                guard !s.busy else { return false }
+                s.busy = true
+                return true
+            }
+        }
+
+        func finish(_ report: DiskJanitor.Report) {
+            state.withLock {
+                $0.busy = false
+                $0.reports.append(report)
+            }
+        }
+
+        var isBusy: Bool { state.withLock { $0.busy } }
+
+        func takeReports() -> [DiskJanitor.Report] {
+            state.withLock { s in
+                defer { s.reports.removeAll() }
+                return s.reports
+            }
+        }
+    }
+
+    func emit(_ event: DiskEvent) async {
+        event.log(to: logger)
+        await onEvent(event)
+    }
+
+    public func run() async throws {
+        let stop = StopSignal()
+        try await withGracefulShutdownHandler {
+            try await runLoop(stop: stop)
+        } onGracefulShutdown: {
+            stop.stop()
+        }
+    }
+
+    private func runLoop(stop: StopSignal) async throws {
+        let protected = ProtectedFiles(protectedPaths)
+        let policy = LevelPolicy(config)
+        let (config, protectedPaths) = (self.config, self.protectedPaths)
+        for problem in await BlockingPool.shared.run({ config.problems(protectedPaths: protectedPaths) }) { await emit(problem.event) }
+        let ballast = config.ballast.map { Ballast(config: $0, protected: protected) }
+        let janitor = DiskJanitor(config: config, protected: protected, ballast: ballast, stateDir: stateDir, stop: stop, executor: executor)
+        let watchPaths = config.watchPaths(extra: protectedPaths + extraWatchPaths)
+        let mounts = MountTable()
+        let jobs = JobBox()
+        let window = config.forecastWindow.seconds
+        let capacity = min(3600, Int(window / max(config.interval.seconds, 0.01)) + 2)
+        let rerunStep = max(1.0, config.hysteresis / 2)
+
+        var tracks: [UInt64: Track] = [:]
+        var failing: Set<String> = []
+        var lastRotation: [UInt64: Date] = [:]
+        var hasPending = false
+        var lastScheduled = ContinuousClock.now
+        var lastPendingRetry = ContinuousClock.now
+        var lastBallastCheck = ContinuousClock.now - .seconds(3600)
+
+        let startReport = await janitor.start()
+        for e in startReport.events { await emit(e) }
+        lastRotation = startReport.lastRotation
+
+        try await withThrowingDiscardingTaskGroup { group in
+            func startJob(_ job: @escaping @Sendable () async -> DiskJanitor.Report) -> Bool {
+                guard jobs.tryStart() else { return false }
+                group.addTask {
+                    let report = await job()
+                    for e in report.events { await emit(e) }
+                    jobs.finish(report)
+                }
+                return true
+            }
+
+            // The first scheduled pass at once: it records first-seen logs.
+            _ = startJob { await janitor.scheduled() }
+
+            let ticks = AsyncTimerSequence(interval: config.interval, clock: .continuous).cancelOnGracefulShutdown()
+            var iterator = ticks.makeAsyncIterator()
+            repeat {
+                if stop.isStopped { break }
+                for report in jobs.takeReports() {
+                    lastRotation.merge(report.lastRotation) { max($0, $1) }
+                    hasPending = report.hasPending
+                }
+
+                // 1. Sample.
+                let (result, ballastDevice) = await BlockingPool.shared.run {
+                    (UsageSampler.sample(paths: watchPaths, mounts: mounts), ballast?.device)
+                }
+                let nowFailing = Set(result.failures.map(\.path))
+                for failure in result.failures where !failing.contains(failure.path) {
+                    await emit(DiskEvent(.diskSampleFailed, level: .error, ["path": failure.path, "error": "\(failure.error)"]))
+                }
+                failing = nowFailing
+
+                var statuses: [MountStatus] = []
+                var cleanupWanted: (sample: UsageSample, level: DiskLevel)?
+                for sample in result.samples {
+                    var track = tracks[sample.device] ?? Track(history: UsageHistory(capacity: capacity), last: sample)
+                    track.history.append(sample)
+                    track.last = sample
+                    let forecast = track.history.secondsToFull(
+                        availableBytes: sample.availableBytes,
+                        availableInodes: sample.totalInodes > 0 ? sample.availableInodes : nil, window: window)
+
+                    // 2. Levels, with hysteresis.
+                    let level = policy.next(from: track.level, percent: sample.percent)
+                    if level != track.level {
+                        await emit(DiskEvent(.diskLevelChanged, level: Self.logLevel(for: level, rising: level > track.level), [
+                            "mount": sample.mountPoint, "from": track.level.rawValue, "to": level.rawValue,
+                            "used_percent": String(format: "%.2f", sample.bytesPercent),
+                            "inodes_percent": sample.inodesPercent.map { String(format: "%.2f", $0) } ?? "n/a",
+                            "available_bytes": "\(sample.availableBytes)",
+                            "forecast_seconds": forecast.map { String(format: "%.0f", $0) } ?? "none",
+                        ]))
+                        if level == .normal { track.cleanedAt = .normal }
+                        track.level = level
+                    }
+                    if let forecast, forecast < config.forecastWarning.seconds {
+                        if !track.forecastWarned {
+                            track.forecastWarned = true
+                            await emit(DiskEvent(.diskFillForecast, level: .warning, [
+                                "mount": sample.mountPoint, "forecast_seconds": String(format: "%.0f", forecast),
+                                "used_percent": String(format: "%.2f", sample.percent),
+                            ]))
+                        }
+                    } else if forecast == nil || forecast.map({ $0 > 2 * config.forecastWarning.seconds }) == true {
+                        track.forecastWarned = false
+                    }
+
+                    // 3. Does this filesystem need the cleanup ladder?
+                    if track.level >= .warn {
+                        track.lowSinceCleanup = min(track.lowSinceCleanup, sample.percent)
+                        let due = track.level > track.cleanedAt || sample.percent >= track.lowSinceCleanup + rerunStep
+                        if due, cleanupWanted.map({ track.level > $0.level }) ?? true {
+                            cleanupWanted = (sample, track.level)
+                        }
+                    }
+                    // The emergency fast path: a long job is running, the ballast goes now.
+                    if track.level == .emergency, let ballast, ballast.state == .present, jobs.isBusy,
+                        ballastDevice == sample.device
+                    {
+                        let mountPoint = sample.mountPoint
+                        if let e = await BlockingPool.shared.run({ ballast.release(reason: "emergency level reached while a cleanup job was running", mount: mountPoint) }) {
+                            await emit(e)
+                        }
+                    }
+                    tracks[sample.device] = track
+
+                    statuses.append(MountStatus(
+                        mountPoint: sample.mountPoint, paths: sample.paths, totalBytes: sample.totalBytes,
+                        usedBytes: sample.usedBytes, availableBytes: sample.availableBytes,
+                        usedPercent: (sample.bytesPercent * 100).rounded() / 100,
+                        inodesPercent: sample.inodesPercent.map { ($0 * 100).rounded() / 100 },
+                        forecastSecondsToFull: forecast.map { $0.rounded() },
+                        level: track.level,
+                        ballast: ballast.flatMap { ballastDevice == sample.device ? $0.status : nil },
+                        lastRotation: lastRotation[sample.device].map(Timestamps.iso8601)))
+                }
+
+                // 4. Start at most one job: cleanup first, then the schedule,
+                // then postponed compressions, then the ballast.
+                let now = ContinuousClock.now
+                if let wanted = cleanupWanted {
+                    let (sample, level) = (wanted.sample, wanted.level)
+                    if startJob({ await janitor.relieve(mount: sample, level: level, policy: policy) }) {
+                        tracks[sample.device]?.cleanedAt = level
+                        tracks[sample.device]?.lowSinceCleanup = sample.percent
+                    }
+                } else if now - lastScheduled >= config.rotateInterval {
+                    if startJob({ await janitor.scheduled() }) { lastScheduled = now }
+                } else if hasPending, now - lastPendingRetry >= .seconds(1) {
+                    if startJob({ await janitor.retryPending() }) { lastPendingRetry = now }
+                } else if let ballast,
+                    now - lastBallastCheck >= (ballast.state == .present ? Self.ballastVerifyInterval : Self.ballastCheckInterval),
+                    let device = ballastDevice, let track = tracks[device], track.level == .normal
+                {
+                    let sample = track.last
+                    if startJob({ await janitor.maintainBallast(sample: sample, policy: policy) }) { lastBallastCheck = now }
+                }
+
+                await onStatus(statuses)
+            } while await iterator.next() != nil
+            stop.stop()
+        }
+    }
+
+    /// How often a missing ballast is looked at (creating it when it fits).
+    static let ballastCheckInterval: Duration = .seconds(2)
+    /// How often a present ballast is checked to still be there.
+    static let ballastVerifyInterval: Duration = .seconds(60)
+
+    static func logLevel(for level: DiskLevel, rising: Bool) -> Logger.Level {
+        guard rising else { return .notice }
+        switch level {
+        case .normal: return .notice
+        case .warn: return .warning
+        case .critical: return .error
+        case .emergency: return .critical
+        }
+    }
+}

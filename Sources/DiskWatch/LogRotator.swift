@@ -1,0 +1,709 @@
+import Foundation
+import Logging
+import Platform
+import Synchronization
+
+/// logrotate-grade rotation of the configured logs.
+///
+/// Semantics follow logrotate 3.21 (checked against the real binary in the
+/// tests): `rotate N` keeps N archives (`name.1` newest; `rotate 0` keeps
+/// none); `size` rotates at or above the size regardless of time and takes
+/// precedence over a frequency; with neither, logrotate's default applies
+/// (size 1 MiB); `hourly/daily/weekly/monthly` compare the calendar with the
+/// last rotation (a log seen for the first time is not rotated, its time is
+/// recorded); `minsize` holds back a time-based rotation below the size;
+/// `maxsize` rotates above the size whatever the schedule; `maxage` deletes
+/// archives whose mtime is older (only when the log rotates, like logrotate;
+/// guardian compares exact durations where logrotate counts whole days);
+/// `notifempty` never rotates an empty log; `missingok` silences a pattern
+/// that matches nothing; `dateext` names archives `name-YYYYMMDD`
+/// (`-YYYYMMDDHH` when hourly) and refuses a second rotation on the same day,
+/// like logrotate (under disk pressure it adds the time, `-YYYYMMDDHHMMSS`);
+/// `compress` gzips archives, `delaycompress` leaves the newest one plain.
+///
+/// Differences, on purpose: postrotate runs once per rule after all its logs
+/// rotated (logrotate's `sharedscripts`), as an argv without a shell; a
+/// pattern never rotates a file that is an archive of another match (no
+/// `app.log.1.1`); an archive is compressed only once no process holds it
+/// open (else it is postponed and retried), so the writer's last lines reach
+/// the `.gz`; symbolic links are never rotated, followed or compressed.
+///
+/// No line is lost: with `create`, the log is renamed (the writer keeps
+/// appending to the same inode, now the archive) and a new one created; the
+/// postrotate command then tells the writer to reopen (e.g.
+/// `["systemctl", "kill", "-s", "HUP", "app.service"]`), and the archive is
+/// compressed only after the writer let go of it. With `copytruncate` the
+/// log is copied, fsynced, then the few bytes appended meanwhile are copied
+/// and the file truncated at once: lines written between that last read and
+/// the truncate (a window of two system calls, microseconds) are lost, and
+/// the writer must open the log with O_APPEND. Prefer `create` + postrotate.
+///
+/// Not thread-safe: one pass at a time (the disk thread, or the CLI).
+final class LogRotator {
+    struct Options {
+        var dryRun = false
+        /// Where the rotation state lives; nil keeps it in memory only.
+        var statePath: String?
+        /// When open files cannot be inspected, an archive counts as closed
+        /// once it has not changed for this long.
+        var quietPeriod: Duration = .seconds(5)
+        var now: @Sendable () -> Date = { Date() }
+        var stop = StopSignal()
+    }
+
+    let rules: [LogRotationConfig]
+    let protected: ProtectedFiles
+    let options: Options
+
+    private(set) var events: [DiskEvent] = []
+    private(set) var actions: [RotationAction] = []
+    private var state = RotationState()
+    private var stateLoaded = false
+    private var stateDirty = false
+    private var stateProblemReported = false
+    private var saveProblemReported = false
+    private var noMatchReported: Set<String> = []
+    private var refusedReported: Set<String> = []
+    /// Logs with archives waiting to be compressed (their writer still had them open).
+    private(set) var pendingCompress: Set<String> = []
+    /// Newest rotation per device (`st_dev` of the log).
+    private(set) var lastRotation: [UInt64: Date] = [:]
+    /// Files open in any process, per device: one /proc scan serves every
+    /// archive compressed until the next rotation (which may hand a file to a
+    /// writer) or the next pass.
+    private var openFiles: [UInt64: (ids: Set<FileID>, complete: Bool)] = [:]
+
+    init(rules: [LogRotationConfig], protected: ProtectedFiles, options: Options = Options()) {
+        self.rules = rules
+        self.protected = protected
+        self.options = options
+    }
+
+    func takeEvents() -> [DiskEvent] {
+        defer { events.removeAll() }
+        return events
+    }
+
+    func takeActions() -> [RotationAction] {
+        defer { actions.removeAll() }
+        return actions
+    }
+
+    private var dryRun: Bool { options.dryRun }
+
+    // MARK: - Passes
+
+    /// Rotates every log whose criteria say so (or every log with `force`),
+    /// then retries postponed compressions.
+    func runScheduled(force: Bool = false) {
+        beginPass()
+        defer { endPass() }
+        var seen: Set<String> = []
+        for (index, rule) in rules.enumerated() {
+            if options.stop.isStopped { return }
+            let logs = expand(index, seen: &seen)
+            var rotated: [Rotated] = []
+            for log in logs {
+                if options.stop.isStopped { break }
+                let decision = decide(rule: rule, log: log, force: force)
+                guard let reason = decision else { continue }
+                if let r = rotate(log, rule: rule, trigger: force ? .force : .schedule, reason: reason) { rotated.append(r) }
+            }
+            finish(rule: rule, rotated: rotated)
+        }
+        retryPendingLocked()
+    }
+
+    /// Disk pressure: rotates, now, every log on `device` of at least
+    /// `minBytes` (and not empty). Returns how many were rotated.
+    @discardableResult
+    func rotateForPressure(device: UInt64, minBytes: Int64) -> Int {
+        beginPass()
+        defer { endPass() }
+        var seen: Set<String> = []
+        var count = 0
+        for (index, rule) in rules.enumerated() {
+            if options.stop.isStopped { break }
+            var rotated: [Rotated] = []
+            for log in expand(index, seen: &seen, reportMissing: false)
+            where UInt64(log.stat.st_dev) == device && Int64(log.stat.st_size) >= max(1, minBytes) {
+                if options.stop.isStopped { break }
+                if let r = rotate(log, rule: rule, trigger: .pressure, reason: "disk pressure") { rotated.append(r) }
+            }
+            count += rotated.count
+            finish(rule: rule, rotated: rotated)
+        }
+        return count
+    }
+
+    /// Disk pressure: compresses every uncompressed archive of the logs on
+    /// `device` (delaycompress notwithstanding) that no writer holds open.
+    /// Returns the bytes freed.
+    @discardableResult
+    func compressForPressure(device: UInt64) -> Int64 {
+        beginPass()
+        defer { endPass() }
+        var seen: Set<String> = []
+        var freed: Int64 = 0
+        for (index, rule) in rules.enumerated() {
+            for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
+                if options.stop.isStopped { return freed }
+                freed += compressArchives(of: log, rule: rule, keepNewestPlain: false)
+            }
+        }
+        return freed
+    }
+
+    /// Deletes archives beyond `rotate N` or older than `maxage` of the logs
+    /// on `device` (normally already gone at rotation; left over after a
+    /// configuration change or a failed pass). Returns the bytes freed.
+    @discardableResult
+    func deleteBeyondPolicy(device: UInt64) -> Int64 {
+        beginPass()
+        defer { endPass() }
+        var seen: Set<String> = []
+        var freed: Int64 = 0
+        let now = options.now()
+        for (index, rule) in rules.enumerated() {
+            for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
+                let archives = Archive.list(of: log.name, in: log.dir)
+                for a in archives where isBeyondPolicy(a, among: archives, rule: rule, now: now) {
+                    freed += delete(a.name, in: log.dir, reason: "beyond policy", expected: a.stat)
+                }
+            }
+        }
+        return freed
+    }
+
+    /// The archives the emergency step may delete, oldest first: every
+    /// archive of the logs on `device` except the newest of each log.
+    func emergencyArchives(device: UInt64) -> [(dir: SafeDirectory, name: String, stat: stat)] {
+        beginPass()
+        defer { endPass() }
+        var seen: Set<String> = []
+        var out: [(SafeDirectory, String, stat)] = []
+        for (index, _) in rules.enumerated() {
+            for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
+                let archives = Archive.list(of: log.name, in: log.dir).sorted(by: Archive.newestFirst)
+                for a in archives.dropFirst() { out.append((log.dir, a.name, a.stat)) }
+            }
+        }
+        return out.sorted { $0.2.modificationDate < $1.2.modificationDate }
+    }
+
+    /// Deletes one archive found by `emergencyArchives`.
+    func deleteArchive(_ name: String, in dir: SafeDirectory, expected: stat, reason: String) -> Int64 {
+        delete(name, in: dir, reason: reason, expected: expected)
+    }
+
+    /// Compresses the archives whose compression was postponed because a
+    /// writer still held them.
+    func retryPending() {
+        guard !pendingCompress.isEmpty else { return }
+        beginPass()
+        defer { endPass() }
+        retryPendingLocked()
+    }
+
+    private func retryPendingLocked() {
+        guard !pendingCompress.isEmpty else { return }
+        var seen: Set<String> = []
+        for (index, rule) in rules.enumerated() {
+            for log in expand(index, seen: &seen, reportMissing: false) where pendingCompress.contains(log.path) {
+                pendingCompress.remove(log.path)
+                _ = compressArchives(of: log, rule: rule, keepNewestPlain: rule.delayCompress)
+            }
+        }
+    }
+
+    // MARK: - State
+
+    private func isOpen(_ id: FileID) -> OpenFileCheck.Answer {
+        let snapshot = openFiles[id.device] ?? {
+            let taken = OpenFileCheck.snapshot(device: id.device)
+            openFiles[id.device] = taken
+            return taken
+        }()
+        if snapshot.ids.contains(id) { return .open }
+        return snapshot.complete ? .closed : .unknown
+    }
+
+    private func beginPass() {
+        openFiles.removeAll()
+        guard let path = options.statePath else { return }
+        // Changes the last pass could not save stay in memory (and are saved
+        // again at the end of this one) rather than being lost to a reload.
+        if stateDirty, !dryRun { return }
+        do {
+            state = try RotationState.load(from: path)
+            stateProblemReported = false
+        } catch {
+            if !stateLoaded { state = RotationState() }
+            if !stateProblemReported {
+                events.append(DiskEvent(.rotationStateFailed, level: .warning, ["path": path, "error": "\(error)"]))
+                stateProblemReported = true
+            }
+        }
+        stateLoaded = true
+        stateDirty = false
+    }
+
+    private func endPass() {
+        guard stateDirty, !dryRun, let path = options.statePath else { return }
+        do {
+            try state.save(to: path)
+            stateDirty = false
+            saveProblemReported = false
+        } catch {
+            if !saveProblemReported {
+                events.append(DiskEvent(.rotationStateFailed, level: .warning, ["path": path, "error": "\(error)"]))
+                saveProblemReported = true
+            }
+        }
+    }
+
+    /// Last rotation per device for the logs currently known to the state.
+    func lastRotationsFromState() -> [UInt64: Date] {
+        beginPass()
+        var seen: Set<String> = []
+        for (index, _) in rules.enumerated() {
+            for log in expand(index, seen: &seen, reportMissing: false) {
+                guard let entry = state.logs[log.path] else { continue }
+                let device = UInt64(log.stat.st_dev)
+                if lastRotation[device].map({ $0 < entry.date }) ?? true { lastRotation[device] = entry.date }
+            }
+        }
+        return lastRotation
+    }
+
+    // MARK: - Finding the logs
+
+    struct LogFile {
+        var dir: SafeDirectory
+        var name: String
+        var path: String
+        var stat: stat
+    }
+
+    private func refuse(_ path: String, reason: String) {
+        actions.append(RotationAction(kind: .refuse, path: path, detail: "(\(reason))", dryRun: dryRun))
+        if refusedReported.insert(path + "\u{0}" + reason).inserted {
+            events.append(DiskEvent(.diskPathRefused, level: .error, ["path": path, "reason": reason]))
+        }
+    }
+
+    /// The live logs of rule `index`: glob matches that are regular files,
+    /// not archives of another match, not protected, not symbolic links.
+    func expand(_ index: Int, seen: inout Set<String>, reportMissing: Bool = true) -> [LogFile] {
+        let rule = rules[index]
+        var dirs: [String: SafeDirectory] = [:]
+        var out: [LogFile] = []
+        for pattern in rule.paths {
+            if pattern.split(separator: "/").contains("..") {
+                refuse(pattern, reason: "a log pattern must not contain .. components")
+                continue
+            }
+            let matches: [String]
+            do {
+                matches = try Self.glob(pattern)
+            } catch {
+                events.append(DiskEvent(.logRotationFailed, level: .error, ["pattern": pattern, "error": "\(error)"]))
+                continue
+            }
+            if matches.isEmpty {
+                if reportMissing, !rule.missingOK {
+                    actions.append(RotationAction(kind: .skip, path: pattern, detail: "(matches no file; add missingok if that is expected)", dryRun: dryRun))
+                    if noMatchReported.insert(pattern).inserted {
+                        events.append(DiskEvent(.logGlobNoMatch, level: .warning, ["pattern": pattern]))
+                    }
+                }
+                continue
+            }
+            noMatchReported.remove(pattern)
+            let names = Set(matches)
+            for path in matches {
+                let dirPath = (path as NSString).deletingLastPathComponent
+                let name = (path as NSString).lastPathComponent
+                if name.hasSuffix(".gz") || name.hasSuffix(Compressor.tempSuffix) { continue }
+                // An archive of another match (app.log.1 next to app.log) is not a log.
+                if names.contains(where: { other in
+                    other != path && (other as NSString).deletingLastPathComponent == dirPath
+                        && Archive.parse(name, base: (other as NSString).lastPathComponent) != nil
+                }) { continue }
+                guard !seen.contains(path) else { continue }
+                let dir: SafeDirectory
+                if let d = dirs[dirPath] {
+                    dir = d
+                } else {
+                    do {
+                        dir = try SafeDirectory(dirPath.isEmpty ? "/" : dirPath)
+                    } catch {
+                        events.append(DiskEvent(.logRotationFailed, level: .error, ["log": path, "error": "\(error)"]))
+                        continue
+                    }
+                    dirs[dirPath] = dir
+                }
+                guard let st = dir.lstat(name) else { continue }
+                if st.isSymlink {
+                    refuse(path, reason: "a symbolic link; rotating it could reach outside the configured paths")
+                    continue
+                }
+                guard st.isRegular else {
+                    refuse(path, reason: "not a regular file")
+                    continue
+                }
+                if protected.contains(path: path, stat: st) {
+                    refuse(path, reason: "a database file; guardian never touches it")
+                    continue
+                }
+                seen.insert(path)
+                out.append(LogFile(dir: dir, name: name, path: path, stat: st))
+            }
+        }
+        return out
+    }
+
+    static func glob(_ pattern: String) throws -> [String] {
+        var g = glob_t()
+        defer { globfree(&g) }
+        let rc = Glibc.glob(pattern, 0, nil, &g)
+        if rc == GLOB_NOMATCH { return [] }
+        guard rc == 0 else { throw SystemError("glob", path: pattern, code: rc == GLOB_ABORTED ? EACCES : EIO) }
+        var out: [String] = []
+        for i in 0..<Int(g.gl_pathc) {
+            if let p = g.gl_pathv[i] { out.append(String(cString: p)) }
+        }
+        return out
+    }
+
+    // MARK: - Deciding
+
+    /// logrotate's findNeedRotating: the reason to rotate, or nil.
+    func decide(rule: LogRotationConfig, log: LogFile, force: Bool) -> String? {
+        let size = Int64(log.stat.st_size)
+        let now = options.now()
+        let known = state.logs[log.path]
+        if known == nil {
+            // First sight: remember now, so that a daily log waits a day.
+            state.logs[log.path] = RotationState.Entry(now)
+            stateDirty = true
+        }
+        var reason: String?
+        if force {
+            reason = "forced"
+        } else if let maxSize = rule.maxSize, size > maxSize {
+            reason = "maxsize"
+        } else if rule.size != nil || rule.frequency == nil {
+            let threshold = rule.size ?? 1024 * 1024
+            reason = size >= threshold ? "size" : nil
+        } else if let frequency = rule.frequency, let last = known?.date {
+            if last.timeIntervalSince(now) > 25 * 3600 {
+                reason = "last rotation is in the future"
+            } else if Self.isDue(frequency, last: last, now: now) {
+                reason = frequency.rawValue
+            }
+            if reason != nil, let minSize = rule.minSize, size < minSize { reason = nil }
+        }
+        if reason != nil, rule.notIfEmpty, size == 0 { reason = nil }
+        return reason
+    }
+
+    // MARK: - Rotating
+
+    struct Rotated {
+        var log: LogFile
+        /// The archive's name in the log's directory.
+        var archive: String
+    }
+
+    private func fail(_ path: String, _ message: String, _ extra: [String: String] = [:]) {
+        actions.append(RotationAction(kind: .fail, path: path, detail: "(\(message))", dryRun: dryRun))
+        var meta = extra
+        meta["log"] = path
+        meta["error"] = message
+        events.append(DiskEvent(.logRotationFailed, level: .error, meta))
+    }
+
+    private func exists(_ name: String, in dir: SafeDirectory) -> Bool { dir.lstat(name) != nil }
+
+    /// Rotates one log: prune, shift, move (or copy and truncate), create.
+    func rotate(_ log: LogFile, rule: LogRotationConfig, trigger: RotationTrigger, reason: String) -> Rotated? {
+        let dir = log.dir
+        if let problem = dir.writeProblem() {
+            fail(log.path, "its directory cannot be written: \(problem); nothing was changed")
+            return nil
+        }
+        let now = options.now()
+        var archives = Archive.list(of: log.name, in: dir)
+
+        if let maxAge = rule.maxAge {
+            for a in archives where now.timeIntervalSince(a.stat.modificationDate) > maxAge.seconds {
+                _ = delete(a.name, in: dir, reason: "maxage", expected: a.stat)
+            }
+            archives.removeAll { now.timeIntervalSince($0.stat.modificationDate) > maxAge.seconds }
+        }
+
+        let finalName: String
+        if rule.dateExt {
+            let hourly = rule.frequency == .hourly
+            var name = log.name + Self.dateStamp(now, format: hourly ? "-%Y%m%d%H" : "-%Y%m%d")
+            if exists(name, in: dir) || exists(name + ".gz", in: dir) {
+                guard trigger == .pressure else {
+                    fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation (dateext rotates once per \(hourly ? "hour" : "day"))")
+                    return nil
+                }
+                name = log.name + Self.dateStamp(now, format: "-%Y%m%d%H%M%S")
+                if exists(name, in: dir) || exists(name + ".gz", in: dir) {
+                    fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation")
+                    return nil
+                }
+            }
+            // Keep the newest rotate-1 archives; the new one makes rotate.
+            let dated = archives.filter { if case .dated = $0.kind { return true } else { return false } }
+                .sorted(by: Archive.newestFirst)
+            for a in dated.dropFirst(max(rule.rotate - 1, 0)) {
+                _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
+            }
+            finalName = name
+        } else {
+            let keep = max(rule.rotate, 1)
+            for a in archives {
+                if case .numbered(let i, _) = a.kind, i >= keep {
+                    _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
+                }
+            }
+            for i in stride(from: keep - 1, through: 1, by: -1) {
+                for suffix in ["", ".gz"] {
+                    let from = "\(log.name).\(i)\(suffix)"
+                    guard let st = dir.lstat(from), st.isRegular else { continue }
+                    let to = "\(log.name).\(i + 1)\(suffix)"
+                    if !dryRun {
+                        do { try dir.rename(from, to) } catch {
+                            fail(log.path, "\(error)")
+                            return nil
+                        }
+                    }
+                }
+            }
+            finalName = "\(log.name).1"
+        }
+
+        let size = Int64(log.stat.st_size)
+        if rule.copyTruncate {
+            actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
+            if !dryRun {
+                do { try Self.copyTruncate(dir: dir, name: log.name, to: finalName) } catch {
+                    fail(log.path, "copytruncate: \(error); the log was left as it was")
+                    return nil
+                }
+            }
+        } else {
+            actions.append(RotationAction(kind: .rotate, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
+            if !dryRun {
+                do { try dir.rename(log.name, finalName) } catch {
+                    fail(log.path, "\(error)")
+                    return nil
+                }
+            }
+            if rule.create { createLog(log, rule: rule) }
+        }
+        if !dryRun { dir.sync() }
+        openFiles.removeAll()
+        state.logs[log.path] = RotationState.Entry(now)
+        stateDirty = true
+        let device = UInt64(log.stat.st_dev)
+        if lastRotation[device].map({ $0 < now }) ?? true { lastRotation[device] = now }
+        if !dryRun {
+            events.append(DiskEvent(.logRotated, [
+                "log": log.path, "archive": dir.child(finalName), "size_bytes": "\(size)",
+                "reason": reason, "trigger": trigger.rawValue, "method": rule.copyTruncate ? "copytruncate" : "create",
+            ]))
+        }
+        return Rotated(log: log, archive: finalName)
+    }
+
+    private func createLog(_ log: LogFile, rule: LogRotationConfig) {
+        let mode = rule.createMode.map { mode_t($0) } ?? (log.stat.st_mode & 0o7777)
+        var uid = log.stat.st_uid
+        var gid = log.stat.st_gid
+        if let owner = rule.createOwner {
+            if let id = Accounts.uid(owner) { uid = id } else { fail(log.path, "create: no such user \(owner); keeping the old owner") }
+        }
+        if let group = rule.createGroup {
+            if let id = Accounts.gid(group) { gid = id } else { fail(log.path, "create: no such group \(group); keeping the old group") }
+        }
+        actions.append(RotationAction(kind: .create, path: log.path, detail: String(format: "(mode %04o, uid %d, gid %d)", mode, uid, gid), dryRun: dryRun))
+        guard !dryRun else { return }
+        do {
+            let fd = try log.dir.createExclusive(log.name, mode: mode)
+            defer { close(fd) }
+            if fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
+            if fchmod(fd, mode) != 0 { fail(log.path, "\(SystemError("chmod", path: log.path))") }
+        } catch let e as SystemError where e.code == EEXIST {
+            // The writer already created a new log itself; keep it.
+        } catch {
+            fail(log.path, "create: \(error)")
+        }
+    }
+
+    /// Copies the log into `to` and truncates it, leaving the smallest
+    /// window: bulk copy and fsync first, then copy what was appended
+    /// meanwhile and truncate immediately.
+    static func copyTruncate(dir: SafeDirectory, name: String, to: String) throws {
+        let (src, st) = try dir.openRegular(name, flags: O_RDWR)
+        defer { close(src) }
+        let dst = try dir.createExclusive(to, mode: st.st_mode & 0o777)
+        var ok = false
+        defer {
+            close(dst)
+            if !ok { try? dir.unlink(to) }
+        }
+        _ = fchown(dst, st.st_uid, st.st_gid)
+        _ = fchmod(dst, st.st_mode & 0o7777)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        func drain() throws {
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("read", path: dir.child(name))
+                }
+                if n == 0 { return }
+                try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
+            }
+        }
+        try drain()
+        guard fsync(dst) == 0 else { throw SystemError("fsync", path: dir.child(to)) }
+        // The window: what the writer appended since, then truncate at once.
+        try drain()
+        guard ftruncate(src, 0) == 0 else { throw SystemError("truncate", path: dir.child(name)) }
+        ok = true
+        _ = fsync(dst)
+    }
+
+    /// After the rule's logs rotated: postrotate, then compress or dispose.
+    private func finish(rule: LogRotationConfig, rotated: [Rotated]) {
+        guard !rotated.isEmpty else { return }
+        if !rule.postRotate.isEmpty {
+            let command = rule.postRotate.joined(separator: " ")
+            actions.append(RotationAction(kind: .postrotate, path: command, detail: "", dryRun: dryRun))
+            if !dryRun {
+                do {
+                    let outcome = try Subprocess.runBlocking(rule.postRotate, timeout: rule.postRotateTimeout, handle: options.stop.child)
+                    if !outcome.succeeded {
+                        events.append(DiskEvent(.postRotateFailed, level: .error, [
+                            "command": command, "error": outcome.summary, "timeout_ms": "\(rule.postRotateTimeout.milliseconds)",
+                        ]))
+                    }
+                } catch {
+                    events.append(DiskEvent(.postRotateFailed, level: .error, ["command": command, "error": "\(error)"]))
+                }
+            }
+        }
+        for r in rotated {
+            if rule.rotate == 0 {
+                // rotate 0: no archive is kept.
+                if dryRun {
+                    actions.append(RotationAction(kind: .delete, path: r.log.dir.child(r.archive), detail: "(rotate 0)", dryRun: true))
+                } else {
+                    _ = delete(r.archive, in: r.log.dir, reason: "rotate 0", expected: nil)
+                }
+                continue
+            }
+            if rule.compress {
+                if dryRun {
+                    // Nothing was moved, so the archives on disk are not yet the ones to compress.
+                    let target = rule.delayCompress ? "the previous archive of \(r.log.path)" : r.log.dir.child(r.archive)
+                    actions.append(RotationAction(kind: .compress, path: target, detail: "", dryRun: true))
+                } else {
+                    _ = compressArchives(of: r.log, rule: rule, keepNewestPlain: rule.delayCompress)
+                }
+            }
+        }
+    }
+
+    // MARK: - Compressing and deleting
+
+    /// Compresses the plain archives of a log, except (with
+    /// `keepNewestPlain`, i.e. delaycompress) the newest archive. Returns
+    /// the bytes freed.
+    func compressArchives(of log: LogFile, rule: LogRotationConfig, keepNewestPlain: Bool) -> Int64 {
+        let archives = Archive.list(of: log.name, in: log.dir).sorted(by: Archive.newestFirst)
+        var candidates = archives.filter { !$0.kind.isCompressed }
+        if keepNewestPlain, let newest = archives.first, !newest.kind.isCompressed {
+            candidates.removeAll { $0.name == newest.name }
+        }
+        var freed: Int64 = 0
+        var postponed = false
+        for a in candidates {
+            if options.stop.isStopped { break }
+            if protected.contains(path: log.dir.child(a.name), stat: a.stat) {
+                refuse(log.dir.child(a.name), reason: "a database file; guardian never touches it")
+                continue
+            }
+            if exists(a.name + ".gz", in: log.dir) {
+                fail(log.path, "cannot compress \(log.dir.child(a.name)): \(a.name).gz already exists")
+                continue
+            }
+            actions.append(RotationAction(kind: .compress, path: log.dir.child(a.name), detail: "-> \(a.name).gz", dryRun: dryRun))
+            guard !dryRun else { continue }
+            switch Compressor.compress(dir: log.dir, name: a.name, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop, isOpen: isOpen) {
+            case .compressed(let before, let after):
+                freed += max(0, before - after)
+                events.append(DiskEvent(.logCompressed, [
+                    "path": log.dir.child(a.name) + ".gz", "bytes_before": "\(before)", "bytes_after": "\(after)",
+                    "bytes_freed": "\(max(0, before - after))",
+                ]))
+            case .postponed(let why):
+                postponed = true
+                actions.append(RotationAction(kind: .postpone, path: log.dir.child(a.name), detail: "(\(why))", dryRun: dryRun))
+                events.append(DiskEvent(.logCompressPostponed, level: .notice, ["path": log.dir.child(a.name), "reason": why]))
+            case .failed(let error):
+                fail(log.path, "compress \(log.dir.child(a.name)): \(error); the archive was kept as it was")
+            }
+        }
+        if postponed { pendingCompress.insert(log.path) }
+        return freed
+    }
+
+    private func isBeyondPolicy(_ a: Archive, among all: [Archive], rule: LogRotationConfig, now: Date) -> Bool {
+        if let maxAge = rule.maxAge, now.timeIntervalSince(a.stat.modificationDate) > maxAge.seconds { return true }
+        switch a.kind {
+        case .numbered(let i, _):
+            return i > max(rule.rotate, 0)
+        case .dated:
+            let dated = all.filter { if case .dated = $0.kind { return true } else { return false } }
+                .sorted(by: Archive.newestFirst)
+            guard let position = dated.firstIndex(where: { $0.name == a.name }) else { return false }
+            return position >= rule.rotate
+        }
+    }
+
+    /// Deletes one file in `dir` (never a protected one, never anything but
+    /// a regular file, and only if it is still the file that was examined).
+    /// Returns the bytes given back.
+    private func delete(_ name: String, in dir: SafeDirectory, reason: String, expected: stat?) -> Int64 {
+        let path = dir.child(name)
+        guard let st = dir.lstat(name) else { return 0 }
+        guard st.isRegular else {
+            refuse(path, reason: "not a regular file")
+            return 0
+        }
+        if let expected, expected.fileID != st.fileID { return 0 }
+        if protected.contains(path: path, stat: st) {
+            refuse(path, reason: "a database file; guardian never touches it")
+            return 0
+        }
+        actions.append(RotationAction(kind: .delete, path: path, detail: "(\(reason))", dryRun: dryRun))
+        guard !dryRun else { return 0 }
+        do {
+            try dir.unlink(name)
+        } catch {
+            fail(path, "delete: \(error)")
+            return 0
+        }
+        let freed = st.st_nlink <= 1 ? st.allocatedBytes : 0
+        events.append(DiskEvent(.diskFileDeleted, ["path": path, "reason": reason, "bytes_freed": "\(freed)"]))
+        return freed
+    }
+}

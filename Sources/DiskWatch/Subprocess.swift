@@ -1,0 +1,233 @@
+import Foundation
+import Platform
+import Synchronization
+
+// Two glibc functions the Glibc module does not import (they need
+// _GNU_SOURCE / __USE_MISC); both are plain C symbols of glibc ≥ 2.34.
+@_silgen_name("pipe2")
+private func c_pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
+
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+private func c_posix_spawn_file_actions_addclosefrom_np(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
+
+/// The outcome of one child process.
+struct ProcessOutcome: Sendable, Equatable {
+    /// Exit status when the child exited normally.
+    var exitCode: Int32?
+    /// The signal that ended the child, if one did.
+    var signal: Int32?
+    /// The child outlived its timeout and was killed.
+    var timedOut: Bool
+    /// The first `outputLimit` bytes of stdout (when captured) and stderr.
+    var stdout: [UInt8]
+    var stderr: [UInt8]
+
+    var succeeded: Bool { exitCode == 0 && !timedOut }
+
+    /// `exit 1: first line of stderr`, `killed by signal 9 after the 30s timeout`.
+    var summary: String {
+        var text: String
+        if timedOut {
+            text = "timed out and was killed"
+        } else if let exitCode {
+            text = "exit \(exitCode)"
+        } else if let signal {
+            text = "killed by signal \(signal)"
+        } else {
+            text = "ended"
+        }
+        let firstLine = String(decoding: stderr.prefix(400), as: UTF8.self)
+            .split(separator: "\n", omittingEmptySubsequences: true).first.map(String.init)
+        if let firstLine, !firstLine.isEmpty { text += ": \(firstLine)" }
+        return text
+    }
+}
+
+/// Runs a program without a shell: `posix_spawnp` with an argv, stdin from
+/// /dev/null (or a given descriptor), stdout to a pipe (or a given
+/// descriptor), stderr to a pipe. Both pipes are drained while the child
+/// runs, so a chatty child cannot deadlock on a full pipe; output beyond
+/// `outputLimit` is read and dropped. The child gets default signal
+/// dispositions and an empty signal mask (guardian ignores and blocks some
+/// signals for its own handlers), its own process group, and no descriptor of
+/// guardian's other than 0, 1 and 2. On timeout the whole group gets SIGTERM,
+/// then SIGKILL two seconds later.
+///
+/// `runBlocking` blocks its thread: call it from a `ThreadExecutor` actor or
+/// through `BlockingPool`; `run` does the latter and kills the child when the
+/// calling task is cancelled.
+enum Subprocess {
+    static let killGrace: Duration = .seconds(2)
+
+    /// Runs `argv` and waits for it (blocking).
+    static func runBlocking(
+        _ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil,
+        timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil
+    ) throws -> ProcessOutcome {
+        guard let program = argv.first, !program.isEmpty else {
+            throw SystemError("spawn (empty command)", path: "", code: EINVAL)
+        }
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        func closePipes() {
+            for fd in outPipe + errPipe where fd >= 0 { close(fd) }
+        }
+        if stdout == nil {
+            guard c_pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SystemError("pipe", path: program) }
+        }
+        guard c_pipe2(&errPipe, O_CLOEXEC) == 0 else {
+            let e = SystemError("pipe", path: program)
+            closePipes()
+            throw e
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_adddup2(&actions, stdout ?? outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        _ = c_posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in 1..<32 where signal != SIGKILL && signal != SIGSTOP { sigaddset(&defaults, Int32(signal)) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
+
+        var pid: pid_t = 0
+        let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        let rc = posix_spawnp(&pid, program, &actions, &attributes, cArgs, environ)
+        // The write ends belong to the child now.
+        if outPipe[1] >= 0 { close(outPipe[1]); outPipe[1] = -1 }
+        close(errPipe[1]); errPipe[1] = -1
+        guard rc == 0 else {
+            closePipes()
+            throw SystemError("spawn", path: program, code: rc)
+        }
+        handle?.started(pid)
+        defer { handle?.finished() }
+
+        let deadline = ContinuousClock.now + timeout
+        var out: [UInt8] = []
+        var err: [UInt8] = []
+        var open: [(fd: Int32, isErr: Bool)] = []
+        if outPipe[0] >= 0 { open.append((outPipe[0], false)) }
+        open.append((errPipe[0], true))
+        var status: Int32 = 0
+        var reaped = false
+        var timedOut = false
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+
+        // Drain the pipes until both close or the child is gone.
+        while !open.isEmpty {
+            if ContinuousClock.now >= deadline {
+                timedOut = true
+                break
+            }
+            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            let remaining = max(0, (deadline - ContinuousClock.now).milliseconds)
+            let n = poll(&fds, nfds_t(fds.count), Int32(min(remaining, 100)))
+            if n < 0, errno != EINTR { break }
+            var closed: Set<Int32> = []
+            for p in fds where p.revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(p.fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    let isErr = open.first { $0.fd == p.fd }?.isErr ?? true
+                    if isErr {
+                        if err.count < outputLimit { err.append(contentsOf: buffer[0..<min(count, outputLimit - err.count)]) }
+                    } else if out.count < outputLimit {
+                        out.append(contentsOf: buffer[0..<min(count, outputLimit - out.count)])
+                    }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    closed.insert(p.fd)
+                }
+            }
+            for fd in closed { close(fd) }
+            open.removeAll { closed.contains($0.fd) }
+            // A grandchild may keep the pipes open after the child exits.
+            if !reaped, n == 0, waitpid(pid, &status, WNOHANG) == pid {
+                reaped = true
+                break
+            }
+        }
+        for entry in open { close(entry.fd) }
+
+        if !reaped {
+            while !timedOut {
+                let r = waitpid(pid, &status, WNOHANG)
+                if r == pid { reaped = true; break }
+                if r < 0, errno != EINTR { reaped = true; status = 0; break }
+                if ContinuousClock.now >= deadline { timedOut = true; break }
+                usleep(5_000)
+            }
+        }
+        if timedOut, !reaped {
+            kill(-pid, SIGTERM)
+            let graceEnd = ContinuousClock.now + killGrace
+            while ContinuousClock.now < graceEnd {
+                if waitpid(pid, &status, WNOHANG) == pid { reaped = true; break }
+                usleep(10_000)
+            }
+            if !reaped {
+                kill(-pid, SIGKILL)
+                while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            }
+        }
+        let exited = (status & 0x7f) == 0
+        return ProcessOutcome(
+            exitCode: exited ? (status >> 8) & 0xff : nil,
+            signal: exited ? nil : status & 0x7f,
+            timedOut: timedOut, stdout: out, stderr: err)
+    }
+
+    /// Runs `argv` on the shared blocking pool; cancelling the calling task
+    /// kills the child's process group.
+    static func run(
+        _ argv: [String], timeout: Duration, outputLimit: Int = 64 * 1024
+    ) async throws -> ProcessOutcome {
+        let handle = ChildHandle()
+        return try await withTaskCancellationHandler {
+            try await BlockingPool.shared.run {
+                try runBlocking(argv, timeout: timeout, outputLimit: outputLimit, handle: handle)
+            }
+        } onCancel: {
+            handle.kill()
+        }
+    }
+}
+
+/// The pid of a running child, so that another thread can kill it.
+final class ChildHandle: Sendable {
+    private let state = Mutex<(pid: pid_t?, killed: Bool)>((nil, false))
+
+    func started(_ pid: pid_t) {
+        let kill = state.withLock { s -> Bool in
+            s.pid = pid
+            return s.killed
+        }
+        if kill { Glibc.kill(-pid, SIGKILL) }
+    }
+
+    func finished() { state.withLock { $0.pid = nil } }
+
+    func kill() {
+        let pid = state.withLock { s -> pid_t? in
+            s.killed = true
+            return s.pid
+        }
+        if let pid { Glibc.kill(-pid, SIGKILL) }
+    }
+}

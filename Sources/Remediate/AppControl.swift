@@ -1,0 +1,267 @@
+import CSystemd
+import Foundation
+import Platform
+
+/// Stops and starts the application that owns the database.
+public protocol AppController: Sendable {
+    /// `systemd app.service`, `commands`: for the timeline.
+    var description: String { get }
+    /// Returns once the app is stopped; throws with a clear reason otherwise.
+    func stop(timeout: Duration) async throws
+    /// Returns once the app is confirmed active; throws otherwise.
+    func start(timeout: Duration) async throws
+}
+
+public struct AppControlError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Controls a systemd unit through systemd's D-Bus API (libsystemd sd-bus):
+/// `org.freedesktop.systemd1.Manager.StopUnit/StartUnit(name, "replace")`,
+/// then polls the unit's `ActiveState` until it is `inactive`/`failed`
+/// (stop) or `active` (start). A unit systemd does not know (`LoadState`
+/// not-found) is refused before anything is done. sd-bus connections are
+/// not thread-safe: each operation opens its own, on `BlockingPool`.
+public struct SystemdUnitController: AppController {
+    public let unit: String
+    /// nil = the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured by sd-bus).
+    public let busAddress: String?
+
+    public init(unit: String, busAddress: String? = nil) {
+        self.unit = unit
+        self.busAddress = busAddress
+    }
+
+    public var description: String { "systemd unit \(unit)" }
+
+    public func stop(timeout: Duration) async throws {
+        let unit = unit, address = busAddress
+        try await BlockingPool.shared.run {
+            let bus = try SDBus(address: address)
+            let path = try bus.loadUnit(unit)
+            try bus.requireLoaded(unit: unit, path: path)
+            try bus.callManager("StopUnit", unit: unit)
+            try bus.wait(path: path, unit: unit, timeout: timeout, until: ["inactive", "failed"], failOn: [])
+        }
+    }
+
+    public func start(timeout: Duration) async throws {
+        let unit = unit, address = busAddress
+        try await BlockingPool.shared.run {
+            let bus = try SDBus(address: address)
+            let path = try bus.loadUnit(unit)
+            try bus.requireLoaded(unit: unit, path: path)
+            try bus.callManager("StartUnit", unit: unit)
+            try bus.wait(path: path, unit: unit, timeout: timeout, until: ["active"], failOn: ["failed"])
+        }
+    }
+}
+
+/// One sd-bus connection (blocking; used on one thread at a time).
+final class SDBus {
+    static let destination = "org.freedesktop.systemd1"
+    static let managerPath = "/org/freedesktop/systemd1"
+    static let managerInterface = "org.freedesktop.systemd1.Manager"
+    static let unitInterface = "org.freedesktop.systemd1.Unit"
+    static let callTimeoutUsec: UInt64 = 10_000_000
+
+    private let bus: OpaquePointer
+
+    init(address: String?) throws {
+        var b: OpaquePointer?
+        var rc: Int32
+        if let address {
+            rc = sd_bus_new(&b)
+            if rc >= 0, let b {
+                rc = sd_bus_set_address(b, address)
+                if rc >= 0 { rc = sd_bus_set_bus_client(b, 1) }
+                if rc >= 0 { rc = sd_bus_start(b) }
+                if rc < 0 { sd_bus_flush_close_unref(b) }
+            }
+        } else {
+            rc = sd_bus_open_system(&b)
+        }
+        guard rc >= 0, let b else {
+            throw AppControlError("cannot connect to systemd's D-Bus (\(address ?? "system bus")): \(String(cString: strerror(-rc)))")
+        }
+        bus = b
+    }
+
+    deinit { sd_bus_flush_close_unref(bus) }
+
+    private func failure(_ what: String, _ rc: Int32, _ error: inout sd_bus_error) -> AppControlError {
+        defer { sd_bus_error_free(&error) }
+        let name = error.name.map { String(cString: $0) }
+        let message = error.message.map { String(cString: $0) }
+        if let message { return AppControlError("\(what): \(message)\(name.map { " (\($0))" } ?? "")") }
+        return AppControlError("\(what): \(String(cString: strerror(-rc)))")
+    }
+
+    /// `LoadUnit(name)` → the unit's object path (loads it if needed).
+    func loadUnit(_ unit: String) throws -> String {
+        var m: OpaquePointer?
+        var rc = sd_bus_message_new_method_call(bus, &m, Self.destination, Self.managerPath, Self.managerInterface, "LoadUnit")
+        guard rc >= 0, let m else { throw AppControlError("cannot build a D-Bus call: \(String(cString: strerror(-rc)))") }
+        defer { sd_bus_message_unref(m) }
+        rc = unit.withCString { sd_bus_message_append_basic(m, CChar(UInt8(ascii: "s")), $0) }
+        guard rc >= 0 else { throw AppControlError("cannot build a D-Bus call: \(String(cString: strerror(-rc)))") }
+        var error = sd_bus_error()
+        var reply: OpaquePointer?
+        rc = sd_bus_call(bus, m, Self.callTimeoutUsec, &error, &reply)
+        guard rc >= 0, let reply else { throw failure("systemd could not load \(unit)", rc, &error) }
+        defer { sd_bus_message_unref(reply) }
+        var path: UnsafePointer<CChar>?
+        rc = sd_bus_message_read_basic(reply, CChar(UInt8(ascii: "o")), &path)
+        guard rc >= 0, let path else { throw AppControlError("systemd sent an unexpected reply to LoadUnit(\(unit))") }
+        return String(cString: path)
+    }
+
+    func property(_ path: String, _ name: String) throws -> String {
+        var error = sd_bus_error()
+        var value: UnsafeMutablePointer<CChar>?
+        let rc = sd_bus_get_property_string(bus, Self.destination, path, Self.unitInterface, name, &error, &value)
+        guard rc >= 0, let value else { throw failure("cannot read \(name) of \(path)", rc, &error) }
+        defer { free(value) }
+        return String(cString: value)
+    }
+
+    func requireLoaded(unit: String, path: String) throws {
+        let state = try property(path, "LoadState")
+        guard state == "loaded" else {
+            throw AppControlError("systemd unit \(unit) does not exist or cannot be used (LoadState=\(state))")
+        }
+    }
+
+    func callManager(_ method: String, unit: String) throws {
+        var m: OpaquePointer?
+        var rc = sd_bus_message_new_method_call(bus, &m, Self.destination, Self.managerPath, Self.managerInterface, method)
+        guard rc >= 0, let m else { throw AppControlError("cannot build a D-Bus call: \(String(cString: strerror(-rc)))") }
+        defer { sd_bus_message_unref(m) }
+        rc = unit.withCString { sd_bus_message_append_basic(m, CChar(UInt8(ascii: "s")), $0) }
+        if rc >= 0 { rc = "replace".withCString { sd_bus_message_append_basic(m, CChar(UInt8(ascii: "s")), $0) } }
+        guard rc >= 0 else { throw AppControlError("cannot build a D-Bus call: \(String(cString: strerror(-rc)))") }
+        var error = sd_bus_error()
+        var reply: OpaquePointer?
+        rc = sd_bus_call(bus, m, Self.callTimeoutUsec, &error, &reply)
+        guard rc >= 0 else { throw failure("systemd refused \(method) \(unit)", rc, &error) }
+        if let reply { sd_bus_message_unref(reply) }
+    }
+
+    /// Polls `ActiveState` every 100 ms.
+    func wait(path: String, unit: String, timeout: Duration, until: Set<String>, failOn: Set<String>) throws {
+        let deadline = ContinuousClock.now + timeout
+        var state = ""
+        while true {
+            state = try property(path, "ActiveState")
+            if until.contains(state) { return }
+            if failOn.contains(state) {
+                let result = (try? property(path, "Result")) ?? "?"
+                throw AppControlError("systemd unit \(unit) is \(state) (Result=\(result))")
+            }
+            if ContinuousClock.now >= deadline { break }
+            usleep(100_000)
+        }
+        throw AppControlError("systemd unit \(unit) still \(state) after \(Units.formatDuration(timeout))")
+    }
+}
+
+/// Controls the app through configured commands, for hosts without systemd.
+/// Each runs as an argv (no shell) with the stop/start timeout. With a
+/// status command, "stopped" means it exits non-zero and "active" means it
+/// exits 0 (polled until the timeout); without one, the start/stop
+/// command's exit status 0 is taken as the answer.
+public struct CommandAppController: AppController {
+    public let stopCommand: [String]
+    public let startCommand: [String]
+    public let statusCommand: [String]
+
+    public init(stop: [String], start: [String], status: [String] = []) {
+        stopCommand = stop
+        startCommand = start
+        statusCommand = status
+    }
+
+    public var description: String { "commands (stop: \(stopCommand.first ?? "-"), start: \(startCommand.first ?? "-"))" }
+
+    public func stop(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        let outcome: CommandOutcome
+        do {
+            outcome = try await CommandRunner.run(stopCommand, timeout: timeout)
+        } catch {
+            throw AppControlError("stop command \(stopCommand[0]) could not run: \(error)")
+        }
+        guard outcome.succeeded else { throw AppControlError("stop command \(stopCommand[0]) failed: \(outcome.summary)") }
+        guard !statusCommand.isEmpty else { return }
+        while true {
+            let left = deadline - ContinuousClock.now
+            let status = try? await CommandRunner.run(statusCommand, timeout: max(.seconds(1), left))
+            if let status, !status.succeeded { return }
+            if ContinuousClock.now >= deadline {
+                throw AppControlError("the app still reports active (status command exit 0) \(Units.formatDuration(timeout)) after the stop command")
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    public func start(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        let outcome: CommandOutcome
+        do {
+            outcome = try await CommandRunner.run(startCommand, timeout: timeout)
+        } catch {
+            throw AppControlError("start command \(startCommand[0]) could not run: \(error)")
+        }
+        guard outcome.succeeded else { throw AppControlError("start command \(startCommand[0]) failed: \(outcome.summary)") }
+        guard !statusCommand.isEmpty else { return }
+        var last = ""
+        while true {
+            let left = deadline - ContinuousClock.now
+            if let status = try? await CommandRunner.run(statusCommand, timeout: max(.seconds(1), left)) {
+                if status.succeeded { return }
+                last = status.summary
+            }
+            if ContinuousClock.now >= deadline {
+                throw AppControlError("the app did not report active within \(Units.formatDuration(timeout)) (status command: \(last))")
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// Processes other than guardian that have a file open, from /proc/<pid>/fd.
+public enum OpenFiles {
+    public struct Holder: Sendable, Equatable, CustomStringConvertible {
+        public var pid: Int32
+        public var command: String
+        public var description: String { "pid \(pid) (\(command))" }
+    }
+
+    /// Blocking: scans /proc. Matches by device and inode, so renamed files count.
+    public static func holders(of paths: [String]) -> [Holder] {
+        var targets: Set<[UInt64]> = []
+        for p in paths {
+            var st = stat()
+            if stat(p, &st) == 0 { targets.insert([UInt64(st.st_dev), UInt64(st.st_ino)]) }
+        }
+        guard !targets.isEmpty, let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        let me = getpid()
+        var out: [Holder] = []
+        for entry in procs {
+            guard let pid = Int32(entry), pid != me else { continue }
+            guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
+            for fd in fds {
+                var st = stat()
+                guard stat("/proc/\(pid)/fd/\(fd)", &st) == 0 else { continue }
+                if targets.contains([UInt64(st.st_dev), UInt64(st.st_ino)]) {
+                    let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?
+                        .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+                    out.append(Holder(pid: pid, command: comm))
+                    break
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,213 @@
+import CSQLite
+import Foundation
+import Platform
+import Replication
+
+/// One health probe of a database: its files seen from outside SQLite, and
+/// the result of a `PRAGMA wal_checkpoint(PASSIVE)` run by guardian.
+public struct CheckpointSample: Sendable {
+    public var at: Date
+    public var files: FileProbe
+    public var result: CheckpointResult?
+    public var error: SQLiteFailure?
+
+    public init(at: Date, files: FileProbe, result: CheckpointResult?, error: SQLiteFailure?) {
+        self.at = at
+        self.files = files
+        self.result = result
+        self.error = error
+    }
+
+    /// Takes a sample (blocking: run it on `BlockingPool`). The checkpoint is
+    /// skipped when `checkpoint` is false (a suspect database is not written).
+    /// guardian's replicator holds a read transaction at all times, so a
+    /// PASSIVE checkpoint usually stops at its snapshot: busy or partial
+    /// results are normal and are reported, not alarmed on.
+    public static func take(path: String, previous: FileProbe?, checkpoint: Bool) -> CheckpointSample {
+        let at = Date()
+        let files = FileProbe.read(path: path, previous: previous)
+        guard checkpoint, files.dbExists else { return CheckpointSample(at: at, files: files, result: nil, error: nil) }
+        do {
+            let c = try SQLiteConnection(path: path, mode: .readWrite, busyTimeout: .milliseconds(100))
+            // Never let this connection's close checkpoint or delete the WAL.
+            c.persistWAL()
+            try c.execute("PRAGMA wal_autocheckpoint=0")
+            // Read first: a connection that has not read the database does not
+            // know it is in WAL mode yet (the checkpoint would answer -1/-1),
+            // and reading the schema is itself a check of page 1.
+            _ = try c.scalar("SELECT count(*) FROM sqlite_schema")
+            let result = try c.checkpoint(.passive)
+            return CheckpointSample(at: at, files: files, result: result, error: nil)
+        } catch let e as SQLiteError {
+            return CheckpointSample(at: at, files: files, result: nil, error: SQLiteFailure(e))
+        } catch {
+            return CheckpointSample(at: at, files: files, result: nil, error: SQLiteFailure(code: SQLITE_ERROR, extendedCode: SQLITE_ERROR, message: "\(error)"))
+        }
+    }
+}
+
+/// Checkpoint and WAL health of one database, for `guardian status`.
+public struct CheckpointHealth: Codable, Sendable, Equatable {
+    public var walSize: Int64
+    public var dbSize: Int64
+    /// WAL growth since its last restart, over the recent window.
+    public var walGrowthBytesPerSecond: Double?
+    /// guardian's newest PASSIVE checkpoint (busy / log / checkpointed).
+    public var lastResult: CheckpointStatus?
+    /// Last time every WAL frame was known checkpointed (a complete
+    /// checkpoint, a WAL restart, or an empty WAL).
+    public var lastCompleteAt: String?
+    public var secondsSinceComplete: Double?
+    public var starved: Bool
+    public var sqliteFullAt: String?
+    public var ioErrorAt: String?
+    /// ok, warning or critical.
+    public var level: String
+    public var reasons: [String]
+}
+
+/// A health condition that raises an alert while it holds.
+public struct HealthCondition: Sendable, Equatable {
+    /// Alert key suffix: `wal-size`, `checkpoint-starvation`, `sqlite-full`, ...
+    public var kind: String
+    public var severity: AlertSeverity
+    public var text: String
+}
+
+/// Pure: turns a stream of samples into checkpoint health and conditions.
+public struct CheckpointAssessor: Sendable {
+    public var walWarnSize: Int64
+    public var walCriticalSize: Int64
+    public var starvation: Duration
+    /// How long an SQLITE_FULL / SQLITE_IOERR keeps counting as "seen".
+    public var errorMemory: Duration = .seconds(600)
+    /// Growth is measured over this window.
+    public var growthWindow: Duration = .seconds(300)
+
+    public private(set) var startedAt: Date?
+    public private(set) var lastComplete: Date?
+    private var walSizeAtComplete: Int64 = 0
+    private var lastSalts: [UInt32]?
+    private var lastWALSize: Int64 = 0
+    private var history: [(at: Date, size: Int64)] = []
+    public private(set) var lastFull: Date?
+    public private(set) var lastIOError: Date?
+    public private(set) var lastResult: CheckpointStatus?
+    public private(set) var current: CheckpointHealth?
+
+    public init(walWarnSize: Int64, walCriticalSize: Int64, starvation: Duration) {
+        self.walWarnSize = walWarnSize
+        self.walCriticalSize = walCriticalSize
+        self.starvation = starvation
+    }
+
+    /// Records an error seen anywhere (guardian's reads, replication).
+    public mutating func note(sqliteCode code: Int32, at: Date) {
+        if code == SQLITE_FULL { lastFull = at }
+        if code == SQLITE_IOERR { lastIOError = at }
+    }
+
+    public mutating func record(_ s: CheckpointSample) -> (CheckpointHealth, [HealthCondition]) {
+        if startedAt == nil { startedAt = s.at }
+        if let e = s.error { note(sqliteCode: e.code, at: s.at) }
+        let wal = s.files.walSize
+        let salts = s.files.wal.map { [$0.salt1, $0.salt2] }
+        // A restart (new salts, or the file shrank or emptied) means every
+        // earlier frame had been checkpointed.
+        let restarted = (salts != nil && lastSalts != nil && salts != lastSalts) || wal < lastWALSize
+        var complete = wal == 0 || restarted
+        if let r = s.result {
+            lastResult = CheckpointStatus(mode: "PASSIVE", busy: r.busy, logFrames: r.logFrames, checkpointedFrames: r.checkpointedFrames, at: Timestamps.iso8601(s.at))
+            if !r.busy, r.logFrames == r.checkpointedFrames { complete = true }
+        }
+        if complete {
+            lastComplete = s.at
+            walSizeAtComplete = wal
+        }
+        if restarted { history.removeAll() }
+        history.append((s.at, wal))
+        history.removeAll { s.at.timeIntervalSince($0.at) > growthWindow.seconds }
+        lastSalts = salts ?? lastSalts
+        lastWALSize = wal
+
+        var growth: Double?
+        if let first = history.first, let last = history.last, last.at.timeIntervalSince(first.at) >= 1 {
+            growth = Double(last.size - first.size) / last.at.timeIntervalSince(first.at)
+        }
+        let since = lastComplete ?? startedAt ?? s.at
+        let sinceSeconds = s.at.timeIntervalSince(since)
+        let starved = sinceSeconds >= starvation.seconds && wal > walSizeAtComplete
+
+        var conditions: [HealthCondition] = []
+        if wal >= walCriticalSize {
+            conditions.append(HealthCondition(kind: "wal-size", severity: .critical, text: "WAL is \(Units.formatBytes(wal)), above wal-critical-size \(Units.formatBytes(walCriticalSize))"))
+        } else if wal >= walWarnSize {
+            conditions.append(HealthCondition(kind: "wal-size", severity: .warning, text: "WAL is \(Units.formatBytes(wal)), above wal-warn-size \(Units.formatBytes(walWarnSize))"))
+        }
+        if starved {
+            conditions.append(HealthCondition(
+                kind: "checkpoint-starvation", severity: .warning,
+                text: "no complete checkpoint for \(Units.formatDuration(.seconds(sinceSeconds))) while the WAL grew to \(Units.formatBytes(wal)): a long-running reader is starving checkpoints"))
+        }
+        if let at = lastFull, s.at.timeIntervalSince(at) <= errorMemory.seconds {
+            conditions.append(HealthCondition(kind: "sqlite-full", severity: .critical, text: "SQLITE_FULL at \(Timestamps.iso8601(at)): the filesystem holding the database is full"))
+        }
+        if let at = lastIOError, s.at.timeIntervalSince(at) <= errorMemory.seconds {
+            conditions.append(HealthCondition(kind: "sqlite-ioerr", severity: .critical, text: "SQLITE_IOERR at \(Timestamps.iso8601(at)): the storage returned I/O errors"))
+        }
+        let level = conditions.map(\.severity).max()
+        let health = CheckpointHealth(
+            walSize: wal, dbSize: s.files.dbSize, walGrowthBytesPerSecond: growth, lastResult: lastResult,
+            lastCompleteAt: lastComplete.map(Timestamps.iso8601), secondsSinceComplete: lastComplete.map { (s.at.timeIntervalSince($0) * 10).rounded() / 10 },
+            starved: starved, sqliteFullAt: lastFull.map(Timestamps.iso8601), ioErrorAt: lastIOError.map(Timestamps.iso8601),
+            level: level == nil ? "ok" : (level == .critical ? "critical" : "warning"), reasons: conditions.map(\.text))
+        current = health
+        return (health, conditions)
+    }
+}
+
+/// Integrity state of one database, for `guardian status`.
+public struct IntegrityHealth: Codable, Sendable, Equatable {
+    /// unchecked, ok, suspect, corrupt, inconclusive, missing.
+    public var state: String
+    public var lastCheckAt: String?
+    public var lastCheckMs: Int64?
+    /// Last time a whole pass (whole database, or every table) came back ok.
+    public var lastCompletePassAt: String?
+    /// The database is too big for one check within the budget: checked table by table.
+    public var perTable: Bool
+    /// `ok` or what is wrong with the header / WAL file.
+    public var files: String
+    public var detail: String?
+
+    public init(state: String = "unchecked", perTable: Bool = false, files: String = "ok") {
+        self.state = state
+        self.perTable = perTable
+        self.files = files
+    }
+}
+
+/// What `guardian status` shows about remediation for one database.
+public struct HealthStatus: Codable, Sendable, Equatable {
+    public var path: String
+    /// The mode in force (`auto` without a way to control the app is `alert-only`).
+    public var mode: String
+    /// healthy, warning, critical, suspect, remediating, escalated, awaiting-operator, missing, off.
+    public var state: String
+    public var checkpoint: CheckpointHealth?
+    public var integrity: IntegrityHealth
+    public var openIncidents: [IncidentSummary]
+    public var lastIncident: IncidentSummary?
+    public var updatedAt: String
+
+    public init(path: String, mode: String, state: String, checkpoint: CheckpointHealth?, integrity: IntegrityHealth, openIncidents: [IncidentSummary], lastIncident: IncidentSummary?, updatedAt: String) {
+        self.path = path
+        self.mode = mode
+        self.state = state
+        self.checkpoint = checkpoint
+        self.integrity = integrity
+        self.openIncidents = openIncidents
+        self.lastIncident = lastIncident
+        self.updatedAt = updatedAt
+    }
+}

@@ -1,0 +1,165 @@
+import AsyncAlgorithms
+import Foundation
+import Logging
+import Platform
+import Replication
+import ServiceLifecycle
+
+/// Guards one database for as long as it runs: checkpoint health and
+/// header/WAL sanity every `health-interval`, `quick_check` every
+/// `integrity-interval` on its budget, and on confirmed corruption the
+/// incident (stop → quarantine → restore → verify → swap → start, or an
+/// escalation). Alerts are delivered by its own alerter (or a shared one).
+///
+/// Wiring (in `guardian run`): one per database, beside its
+/// `ReplicationService`; feed it the replication status with
+/// `observe(replication:)` and pass hooks that pause/reopen the replicator
+/// around the swap.
+public struct RemediationService: Service {
+    public let database: String
+    public let config: RemediationConfig
+    public let remediator: Remediator
+    let alerter: Alerter
+    let ownsAlerter: Bool
+    let logger: Logger
+
+    /// The daemon's initializer: builds the real collaborators — the state
+    /// database `<stateDir>/guardian.db`, webhook delivery through libcurl,
+    /// systemd (sd-bus) or the configured commands, restores from `replicas`
+    /// through Replication's restore API.
+    public init(
+        database: String, config: RemediationConfig, replicas: [ReplicaConfig], alerts: [AlertConfig], stateDir: String,
+        logger: Logger, onStatus: @escaping @Sendable (HealthStatus) async -> Void,
+        hooks: RemediationHooks = .none, alerter: Alerter? = nil
+    ) {
+        let store = StateStore(stateDir: stateDir)
+        self.init(
+            database: database, config: config, store: store,
+            alerter: alerter ?? Alerter(destinations: alerts, transport: HTTPAlertTransport(), store: store, logger: logger),
+            ownsAlerter: alerter == nil, app: Self.appController(for: config), source: ReplicaRestoreSource(replicas: replicas),
+            hooks: hooks, logger: logger, onStatus: onStatus)
+    }
+
+    /// Everything injectable (tests, benchmarks).
+    public init(
+        database: String, config: RemediationConfig, store: StateStore, alerter: Alerter, ownsAlerter: Bool,
+        app: (any AppController)?, source: any RestoreSource, hooks: RemediationHooks = .none, logger: Logger,
+        onStatus: @escaping @Sendable (HealthStatus) async -> Void
+    ) {
+        self.database = database
+        self.config = config
+        self.alerter = alerter
+        self.ownsAlerter = ownsAlerter
+        self.logger = logger
+        remediator = Remediator(
+            database: database, config: config, store: store, alerter: alerter, app: app, source: source, hooks: hooks,
+            logger: logger, onStatus: onStatus)
+    }
+
+    public static func appController(for config: RemediationConfig) -> (any AppController)? {
+        switch config.appControl {
+        case .systemd(let unit): SystemdUnitController(unit: unit, busAddress: config.systemdBusAddress)
+        case .commands(let stop, let start, let status): CommandAppController(stop: stop, start: start, status: status)
+        case .none: nil
+        }
+    }
+
+    /// Replication status of this database (call it from the status callback
+    /// of its ReplicationService): last local commit for the RPO, lag alerts.
+    public func observe(replication: DatabaseStatus) async {
+        await remediator.observe(replication: replication)
+    }
+
+    /// An SQLite error another part of guardian saw on this database
+    /// (SQLITE_CORRUPT/NOTADB start an incident; FULL/IOERR are evidence).
+    public func report(sqliteError: SQLiteError) async {
+        await remediator.report(sqliteError: SQLiteFailure(sqliteError))
+    }
+
+    public func status() async -> HealthStatus { await remediator.status() }
+
+    public func run() async throws {
+        await remediator.start()
+        let alerter = alerter
+        await withTaskGroup(of: Bool.self) { group in
+            if ownsAlerter { group.addTask { await alerter.run(); return true } }
+            await monitor()
+            guard ownsAlerter else { return }
+            // Let queued alerts (a resolve after the last trigger) go out, briefly.
+            await alerter.finish()
+            group.addTask {
+                try? await Task.sleep(for: .seconds(5))
+                return false
+            }
+            _ = await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// The check loop; returns on graceful shutdown or cancellation. An
+    /// incident runs inside a tick, so a shutdown lets it finish its steps.
+    func monitor() async {
+        await remediator.healthTick()
+        await remediator.reconcileAlerts()
+        guard config.mode != .off else {
+            for await _ in AsyncTimerSequence(interval: .seconds(3600), clock: .continuous).cancelOnGracefulShutdown() {}
+            return
+        }
+        let integrityEvery = config.integrityInterval
+        var nextIntegrity = ContinuousClock.now + min(integrityEvery, config.checkpointInterval)
+        let tick = min(config.checkpointInterval, integrityEvery)
+        var nextHealth = ContinuousClock.now + config.checkpointInterval
+        for await _ in AsyncTimerSequence(interval: tick, clock: .continuous).cancelOnGracefulShutdown() {
+            let now = ContinuousClock.now
+            if now >= nextHealth {
+                await remediator.healthTick()
+                nextHealth = ContinuousClock.now + config.checkpointInterval
+            }
+            if now >= nextIntegrity {
+                await remediator.integrityTick()
+                nextIntegrity = ContinuousClock.now + integrityEvery
+            }
+        }
+    }
+}
+
+/// Restores from the configured replicas through Replication's public API:
+/// `ReplicaClients.make` for listing, `Restorer` for the restore itself.
+public struct ReplicaRestoreSource: RestoreSource {
+    public let replicas: [ReplicaConfig]
+
+    public init(replicas: [ReplicaConfig]) {
+        self.replicas = replicas
+    }
+
+    public func plan(maxCandidates: Int) async -> CandidatePlan {
+        var holdings: [ReplicaHoldings] = []
+        var problems: [String] = []
+        for r in replicas {
+            do {
+                let client = try ReplicaClients.make(r.target)
+                let h = try await CandidatePlanner.holdings(of: r, client: client)
+                if h.position == 0 {
+                    problems.append("\(r.name) (\(r.target.destination)): empty, no LTX files")
+                } else {
+                    holdings.append(h)
+                }
+            } catch {
+                problems.append("\(r.name) (\(r.target.destination)): \(error)")
+            }
+        }
+        return CandidatePlan(candidates: CandidatePlanner.candidates(from: holdings, max: maxCandidates), problems: problems)
+    }
+
+    public func restore(_ candidate: RestoreCandidate, to path: String) async throws -> RestoredCopy {
+        guard let replica = replicas.first(where: { $0.name == candidate.replica }) else {
+            throw ReplicaError(.permanent, "replica \(candidate.replica) is not configured")
+        }
+        let client = try ReplicaClients.make(replica.target)
+        // The verify step runs integrity_check (and the configured queries)
+        // itself, timed as its own phase: the restorer does not repeat it.
+        let options = RestoreOptions(txid: candidate.latest ? nil : candidate.txid, timestamp: nil, force: false, integrityCheck: .none)
+        let result = try await Restorer().restore(client: client, to: path, options: options)
+        return RestoredCopy(txid: result.txid, timestamp: result.timestamp, bytes: result.bytes)
+    }
+}

@@ -1,0 +1,8 @@
+import DiskWatch
+import Platform
+import Remediate
+
+extension GuardianEvent {
+    /// Every event any module logs: the journald catalog lists them all.
+    static var everyKind: [GuardianEvent] { all + diskWatchEvents + remediateEvents }
+}

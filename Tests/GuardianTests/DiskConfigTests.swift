@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+@testable import DiskWatch
+@testable import guardian
+
+@Suite struct DiskConfigTests {
+    static func parse(_ yaml: String) throws -> GuardianConfig {
+        try GuardianConfig.parse(text: yaml, file: "/etc/guardian/guardian.yml", environment: [:])
+    }
+
+    static func error(_ yaml: String) -> String {
+        do {
+            _ = try parse(yaml)
+            return "no error"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func fullDiskSection() throws {
+        let c = try Self.parse("""
+            disk:
+              interval: 500ms
+              warn: 70%
+              critical: 85%
+              emergency: 93%
+              hysteresis: 3
+              paths: [/srv]
+              rotate-interval: 30s
+              forecast-window: 2m
+              forecast-warning: 30m
+              pressure-min-size: 10MB
+              emergency-delete-archives: false
+              ballast:
+                path: /data/guardian.ballast
+                size: 512MiB
+              logs:
+                - paths: [/var/log/app/*.log]
+                  rotate: 5
+                  size: 100M
+                  maxage: 14d
+                  compress: true
+                  delaycompress: true
+                  missingok: true
+                  notifempty: true
+                  create: 0640 www-data adm
+                  postrotate: [systemctl, kill, -s, HUP, app.service]
+                  postrotate-timeout: 10s
+                - paths: /var/log/worker.log
+                  frequency: daily
+                  copytruncate: true
+                  dateext: true
+                - paths: [/var/log/quiet.log]
+                  create: false
+              cleanup:
+                - path: /var/tmp/app-cache
+                  pattern: "*.tmp"
+                  max-age: 2d
+                  recursive: true
+            """)
+        let d = c.disk
+        #expect(d.interval == .milliseconds(500))
+        #expect(d.warn == 70 && d.critical == 85 && d.emergency == 93 && d.hysteresis == 3)
+        #expect(d.rotateInterval == .seconds(30))
+        #expect(d.forecastWindow == .seconds(120))
+        #expect(d.forecastWarning == .seconds(1800))
+        #expect(d.pressureMinSize == 10_000_000)
+        #expect(d.emergencyDeleteArchives == false)
+        #expect(d.ballast == BallastConfig(path: "/data/guardian.ballast", size: 512 << 20))
+        #expect(d.logs.count == 3)
+        let app = d.logs[0]
+        #expect(app.rotate == 5 && app.size == 100 << 20 && app.maxAge == .seconds(14 * 86400))
+        #expect(app.compress && app.delayCompress && app.missingOK && app.notIfEmpty && app.create)
+        #expect(app.createMode == 0o640 && app.createOwner == "www-data" && app.createGroup == "adm")
+        #expect(app.postRotate == ["systemctl", "kill", "-s", "HUP", "app.service"])
+        #expect(app.postRotateTimeout == .seconds(10))
+        #expect(d.logs[1].paths == ["/var/log/worker.log"] && d.logs[1].frequency == .daily && d.logs[1].copyTruncate && d.logs[1].dateExt)
+        #expect(d.logs[2].create == false)
+        #expect(d.cleanup == [CleanupRule(path: "/var/tmp/app-cache", pattern: "*.tmp", maxAge: .seconds(2 * 86400), recursive: true)])
+    }
+
+    @Test func defaults() throws {
+        let d = try Self.parse("disk:\n  logs:\n    - paths: [/var/log/a.log]\n").disk
+        #expect(d == DiskConfig(logs: [LogRotationConfig(paths: ["/var/log/a.log"])]))
+        #expect(d.interval == .seconds(1) && d.warn == 80 && d.critical == 90 && d.emergency == 95)
+        #expect(d.logs[0].rotate == 7 && d.logs[0].create && !d.logs[0].compress)
+    }
+
+    @Test func badInputNamesFileLineAndKey() {
+        #expect(Self.error("disk:\n  ballast:\n    path: /data/b\n    size: 0\n")
+            == "/etc/guardian/guardian.yml:4: disk.ballast.size: must be more than 0 bytes")
+        #expect(Self.error("disk:\n  cleanup:\n    - path: /\n      max-age: 1d\n")
+            == "/etc/guardian/guardian.yml:3: disk.cleanup[0].path: refusing to clean up below /; name the directory that holds disposable files")
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/var/log/../lib/app.db]\n")
+            .hasPrefix("/etc/guardian/guardian.yml:3: disk.logs[0].paths: \"/var/log/../lib/app.db\" must not contain .. components"))
+        #expect(Self.error("disk:\n  logs:\n    - paths: [var/log/a.log]\n")
+            == "/etc/guardian/guardian.yml:3: disk.logs[0].paths: \"var/log/a.log\" must be an absolute path or glob")
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      create: rw-r-----\n")
+            .hasPrefix("/etc/guardian/guardian.yml:4: disk.logs[0].create: must be \"MODE [OWNER [GROUP]]\""))
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      copytruncate: true\n      create: \"0640\"\n")
+            == "/etc/guardian/guardian.yml:3: disk.logs[0]: copytruncate and create exclude each other")
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      minsize: 10M\n      maxsize: 1M\n")
+            .hasPrefix("/etc/guardian/guardian.yml:3: disk.logs[0]: minsize"))
+        #expect(Self.error("disk:\n  interval: 0\n") == "/etc/guardian/guardian.yml:2: disk.interval: must be more than 0")
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      frequency: yearly\n")
+            == "/etc/guardian/guardian.yml:4: disk.logs[0].frequency: \"yearly\" must be one of hourly, daily, weekly, monthly")
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      rotat: 3\n")
+            == "/etc/guardian/guardian.yml:4: disk.logs[0].rotat: unknown key")
+    }
+}
