@@ -126,6 +126,8 @@ mkdir -p "$CACHE"
         rm -rf "$RF.tmp"
         debootstrap --variant=minbase --include="$INCLUDE" bookworm "$RF.tmp" "$MIRROR" >>"$LOG" 2>&1 || exit 1
         touch "$RF.tmp/.complete" && rm -rf "$RF" && mv "$RF.tmp" "$RF"
+        # Root file systems made for an older package list are of no use now.
+        for old in "$CACHE"/rootfs-bookworm-*; do [ "$old" = "$RF" ] || rm -rf "$old"; done
     fi
 ) 9>"$CACHE/.lock" || { fail "debootstrap" "see $LOG"; finish; }
 
@@ -280,8 +282,16 @@ ExecStart=/bin/sh -c 'while :; do sqlite3 /var/lib/demo-app/app.db "PRAGMA busy_
 Restart=no
 UNIT
 install -d -o guardian -g guardian -m 0750 /var/backups/demo-app
+# A log directory under /home (bound into the sandbox; the rest of /home stays hidden).
+install -d -m 0755 /home/demo/logs /home/other
+echo secret > /home/other/private.txt
+echo line > /home/demo/logs/demo.log
 cat > /etc/guardian/guardian.yml <<'YML'
 # test configuration (scripts/test-systemd.sh)
+disk:
+  logs:
+    - paths: [/home/demo/logs/*.log]
+      size: 100MB
 dbs:
   - path: /var/lib/demo-app/app.db
     monitor-interval: 1s
@@ -314,6 +324,29 @@ fi
 C=$(cursor)
 ct systemctl restart guardian
 if wait_active guardian "" 30; then pass "restart with the demo configuration: active"; else fail "restart" "$(prop guardian ActiveState)"; fi
+db_state=""
+for _ in $(seq 30); do
+    db_state=$(ct guardian status --json 2>/dev/null | python3 -c '
+import json, sys
+try: print(json.load(sys.stdin)["databases"][0]["state"])
+except Exception: pass')
+    [ "$db_state" = open ] && break
+    sleep 0.5
+done
+if [ "$db_state" = open ]; then
+    pass "guardian opened the application's database (owner demoapp, mode 0640, directory 0750)"
+else
+    ct guardian status >>"$LOG" 2>&1
+    fail "database opened" "state '$db_state' in guardian status"
+fi
+for _ in $(seq 60); do [ -n "$(ct find /var/backups/demo-app -type f -name '*.ltx' 2>/dev/null | head -n 1)" ] && break; sleep 0.5; done
+ltx_files=$(ct find /var/backups/demo-app -type f -name '*.ltx' | wc -l)
+if [ "$ltx_files" -gt 0 ]; then
+    pass "replicating to file:///var/backups/demo-app ($ltx_files LTX files)"
+else
+    fail "replication to the file replica" "no LTX file under /var/backups/demo-app after 30 s"
+fi
+rows_before=$(ct sqlite3 /var/lib/demo-app/app.db 'SELECT count(*) FROM t')
 MP=$(prop guardian MainPID)
 if ct nsenter -t "$MP" -m sh -c 'touch /var/lib/demo-app/.probe && rm /var/lib/demo-app/.probe' 2>>"$LOG" \
     && ! ct nsenter -t "$MP" -m touch /etc/.guardian-probe 2>>"$LOG" \
@@ -322,11 +355,16 @@ if ct nsenter -t "$MP" -m sh -c 'touch /var/lib/demo-app/.probe && rm /var/lib/d
 else
     fail "sandbox" "see $LOG"
 fi
-# /root holds .bashrc and .profile in the container; guardian must see it empty.
-if [ -n "$(ct ls -A /root)" ] && [ -z "$(ct nsenter -t "$MP" -m ls -A /root 2>/dev/null)" ]; then
-    pass "sandbox: /root is hidden (ProtectHome)"
+# /root holds .bashrc and .profile in the container; guardian must see it
+# empty, and of /home only the configured log directory.
+if ct systemctl cat guardian 2>/dev/null | grep -qx 'BindPaths=-/home/demo/logs' \
+    && ct systemctl cat guardian 2>/dev/null | grep -qx 'ProtectHome=tmpfs' \
+    && [ -n "$(ct ls -A /root)" ] && [ -z "$(ct nsenter -t "$MP" -m ls -A /root 2>/dev/null)" ] \
+    && ! ct nsenter -t "$MP" -m test -e /home/other/private.txt \
+    && ct nsenter -t "$MP" -m sh -c 'touch /home/demo/logs/.probe && rm /home/demo/logs/.probe' 2>>"$LOG"; then
+    pass "sandbox: /root and other home directories hidden, the configured log directory under /home bound in writable"
 else
-    fail "sandbox ProtectHome"
+    fail "sandbox ProtectHome/BindPaths" "see $LOG"
 fi
 if ct runuser -u guardian -- systemctl restart demo-app.service >>"$LOG" 2>&1 \
     && ! ct runuser -u guardian -- systemctl restart systemd-journald.service >>"$LOG" 2>&1; then
@@ -385,18 +423,56 @@ else
     fail "reload" "no configReloaded event or MainPID changed"
 fi
 
+# The application must not be disturbed by guardian: files guardian creates
+# beside the database (-wal, -shm) must stay writable for the app's user.
+rows_after=$(ct sqlite3 /var/lib/demo-app/app.db 'SELECT count(*) FROM t')
+if [ "$(prop demo-app ActiveState)" = active ] && [ "$rows_after" -gt "$rows_before" ] 2>/dev/null; then
+    pass "the application kept writing while guardian ran, restarted and reloaded ($rows_before -> $rows_after rows)"
+else
+    ct journalctl -u demo-app --no-pager -n 20 >>"$LOG" 2>&1
+    ct ls -l /var/lib/demo-app >>"$LOG" 2>&1
+    fail "application undisturbed" "demo-app $(prop demo-app ActiveState), rows $rows_before -> $rows_after"
+fi
+
+# A broken configuration: the generator writes no drop-in (and says why), a
+# reload is refused and the running configuration stays in force.
+ct cp /etc/guardian/guardian.yml /root/guardian.yml.good
+ct sh -c 'echo "bogus-key: 1" >> /etc/guardian/guardian.yml'
+C=$(cursor)
+MP=$(prop guardian MainPID)
+ct systemctl daemon-reload
+if ! ct test -e /run/systemd/generator/guardian.service.d/50-guardian-paths.conf; then
+    pass "generator: no drop-in for a configuration that does not load"
+else
+    fail "generator with a broken configuration" "a drop-in was written"
+fi
+ID_REFUSED=$(event_id configReloadRefused)
+ct systemctl reload guardian >>"$LOG" 2>&1
+if wait_event "$ID_REFUSED" "$C" 15 && [ "$(prop guardian MainPID)" = "$MP" ] && [ "$(prop guardian ActiveState)" = active ] \
+    && journal_json "$C" | grep -q 'bogus-key'; then
+    pass "reload with a broken configuration refused, naming the key; the running configuration stays"
+else
+    fail "reload refused" "no configReloadRefused naming bogus-key, or guardian stopped"
+fi
+ct cp /root/guardian.yml.good /etc/guardian/guardian.yml
+ct systemctl daemon-reload
+ct systemctl restart guardian
+wait_active guardian "" 30
+
 # ---------------------------------------------------------------- 9. corruption -> restore -> app restarted
 if ! grep -qE 'Remediat' Sources/guardian/Daemon.swift Sources/guardian/Services.swift 2>/dev/null; then
     skip "corrupted database restored, app restarted through systemd" "guardian run does not start the remediation service in this tree yet"
 else
-    for _ in $(seq 60); do [ -n "$(ct find /var/backups/demo-app -type f -name '*.ltx' 2>/dev/null | head -n 1)" ] && break; sleep 0.5; done
-    if [ -z "$(ct find /var/backups/demo-app -type f -name '*.ltx' | head -n 1)" ]; then
-        fail "replication to the file replica" "no LTX file under /var/backups/demo-app after 30 s"
+    if [ "$ltx_files" = 0 ]; then
+        fail "corrupted database restored" "nothing to restore from: replication did not work"
     else
-        pass "replicating to file:///var/backups/demo-app"
+        # The application runs while its database is damaged.
+        ct systemctl restart demo-app.service
         sleep 3
+        app_was=$(prop demo-app ActiveState)
         before=$(ct sqlite3 /var/lib/demo-app/app.db 'SELECT count(*) FROM t')
         app_invocation=$(prop demo-app InvocationID)
+        app_cursor=$(ct journalctl -n 1 -o export --no-pager | sed -n 's/^__CURSOR=//p')
         C=$(cursor)
         # Damage b-tree pages of the initial rows (pages the writer never touches again).
         ct dd if=/dev/urandom of=/var/lib/demo-app/app.db bs=4096 seek=4 count=8 conv=notrunc status=none
@@ -409,14 +485,25 @@ else
         else
             fail "restored database" "integrity '$integrity', rows '$after' (before: $before)"
         fi
-        if [ "$(prop demo-app InvocationID)" != "$app_invocation" ] && wait_active demo-app "" 20 \
-            && ct journalctl -u demo-app --no-pager | grep -q "Stopped demo application"; then
-            pass "demo-app.service stopped and started again through systemd (new invocation)"
+        # systemd itself stopped (if it was running) and started the unit:
+        # its own journal lines, and a new invocation.
+        ct journalctl -u demo-app --no-pager --after-cursor="$app_cursor" >"$T/demo-app-journal.txt" 2>&1
+        stopped_ok=1
+        if [ "$app_was" = active ] && ! grep -q "Stopped demo-app.service" "$T/demo-app-journal.txt"; then stopped_ok=0; fi
+        if [ "$(prop demo-app InvocationID)" != "$app_invocation" ] && wait_active demo-app "" 20 && [ "$stopped_ok" = 1 ] \
+            && grep -q "Started demo-app.service" "$T/demo-app-journal.txt"; then
+            if [ "$app_was" = active ]; then what="stopped and started again"; else what="started again (it was $app_was)"; fi
+            pass "demo-app.service $what by systemd on guardian's request (new invocation)"
         else
-            fail "app restart through systemd" "InvocationID $(prop demo-app InvocationID) (was $app_invocation), $(prop demo-app ActiveState)"
+            cat "$T/demo-app-journal.txt" >>"$LOG"
+            fail "app restart through systemd" "InvocationID $(prop demo-app InvocationID) (was $app_invocation), $(prop demo-app ActiveState), was $app_was"
         fi
     fi
 fi
+
+ct journalctl -u guardian --no-pager >"$T/guardian-journal.txt" 2>&1
+ct journalctl -u guardian -o json --no-pager >"$T/guardian-journal.json" 2>&1
+info "guardian's journal in the container: $T/guardian-journal.txt (.json: every field)"
 
 # ---------------------------------------------------------------- 10. remove, purge
 ct sh -c 'echo "AWS_ACCESS_KEY_ID=x" > /etc/default/guardian; echo key > /etc/guardian/backup-key;

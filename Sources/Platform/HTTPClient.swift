@@ -103,6 +103,12 @@ public struct HTTPError: Error, CustomStringConvertible, Sendable {
     public let curlCode: Int
     public let message: String
 
+    public init(kind: Kind, curlCode: Int, message: String) {
+        self.kind = kind
+        self.curlCode = curlCode
+        self.message = message
+    }
+
     public var description: String { message }
 
     /// Worth retrying: the peer may be back in a moment.
@@ -179,7 +185,7 @@ public final class HTTPClient: Sendable {
     // MARK: - One transfer (runs on a pool thread)
 
     private static func transfer(_ h: UnsafeMutableRawPointer, _ request: HTTPRequest, cancel: CancelFlag) throws -> HTTPResponse {
-        let ctx = TransferContext(cancel: cancel)
+        let ctx = TransferContext(cancel: cancel, stallLimit: Double(milliseconds(request.stallTimeout)) / 1000)
         switch request.response {
         case .memory(let limit): ctx.limit = limit
         case .file(let path):
@@ -210,12 +216,10 @@ public final class HTTPClient: Sendable {
 
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         defer { curl_slist_free_all(headerList) }
-        var headers = request.headers
-        if bodySize >= 0 {
-            // No "Expect: 100-continue" round trip before uploads.
-            headers.append(HTTPHeader("Expect", ""))
-        }
-        for header in headers {
+        // Note: no "Expect:" override. libcurl signs every header the caller
+        // sets, including an emptied one it then leaves out of the request,
+        // which breaks SigV4; S3 answers 100-continue promptly anyway.
+        for header in request.headers {
             let line = header.value.isEmpty ? "\(header.name):" : "\(header.name): \(header.value)"
             headerList = curl_slist_append(headerList, line)
         }
@@ -238,8 +242,8 @@ public final class HTTPClient: Sendable {
             set(ccurl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, request.verifyTLS ? 2 : 0))
             set(ccurl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(request.connectTimeout)))
             set(ccurl_setopt_long(h, CURLOPT_TIMEOUT_MS, request.timeout.map(milliseconds) ?? 0))
-            set(ccurl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1))
-            set(ccurl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, max(1, milliseconds(request.stallTimeout) / 1000)))
+            // Stalls are detected in the progress callback (libcurl's own
+            // low-speed check averages over several seconds and reacts late).
             set(ccurl_setopt_slist(h, CURLOPT_HTTPHEADER, headerList))
 
             set(ccurl_setopt_write(h, writeCallback))
@@ -301,6 +305,9 @@ public final class HTTPClient: Sendable {
         let where_ = "\(request.method) \(redactedURL(request.url))"
         if ctx.cancel.value.load(ordering: .relaxed) {
             return HTTPError(kind: .cancelled, curlCode: Int(code.rawValue), message: "\(where_): cancelled")
+        }
+        if ctx.stalled {
+            return HTTPError(kind: .timeout, curlCode: Int(code.rawValue), message: "\(where_): no data moved for \(ctx.stallLimit) s (peer hung or network cut)")
         }
         if ctx.tooLarge {
             return HTTPError(kind: .tooLarge, curlCode: Int(code.rawValue), message: "\(where_): response body larger than \(ctx.limit) bytes")
@@ -367,7 +374,31 @@ private final class TransferContext {
     var inputLength: Int64 = 0
     var inputSent: Int64 = 0
 
-    init(cancel: CancelFlag) { self.cancel = cancel }
+    let stallLimit: Double
+    var stalled = false
+    private var lastMoved: Int64 = -1
+    private var lastMovedAt = ContinuousClock.now
+
+    init(cancel: CancelFlag, stallLimit: Double) {
+        self.cancel = cancel
+        self.stallLimit = stallLimit
+    }
+
+    /// Called by libcurl at least once a second: false aborts the transfer.
+    func progress(moved: Int64) -> Bool {
+        if cancel.value.load(ordering: .relaxed) { return false }
+        let now = ContinuousClock.now
+        if moved != lastMoved {
+            lastMoved = moved
+            lastMovedAt = now
+            return true
+        }
+        if now - lastMovedAt > .milliseconds(Int64(stallLimit * 1000)) {
+            stalled = true
+            return false
+        }
+        return true
+    }
 
     func receive(_ data: UnsafeRawBufferPointer) -> Int {
         if outputFD >= 0, (200..<300).contains(status) {
@@ -479,7 +510,7 @@ private let seekCallback: @convention(c) (UnsafeMutableRawPointer?, curl_off_t, 
     return ctx.seek(to: Int64(offset)) ? 0 : 1  // CURL_SEEKFUNC_OK : CURL_SEEKFUNC_FAIL
 }
 
-private let progressCallback: @convention(c) (UnsafeMutableRawPointer?, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> Int32 = { ud, _, _, _, _ in
+private let progressCallback: @convention(c) (UnsafeMutableRawPointer?, curl_off_t, curl_off_t, curl_off_t, curl_off_t) -> Int32 = { ud, _, downloaded, _, uploaded in
     guard let ctx = context(ud) else { return 1 }
-    return ctx.cancel.value.load(ordering: .relaxed) ? 1 : 0
+    return ctx.progress(moved: Int64(downloaded) + Int64(uploaded)) ? 0 : 1
 }

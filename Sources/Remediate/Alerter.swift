@@ -61,6 +61,7 @@ public actor Alerter {
     private let queues: [AsyncStream<Job>]
     private let inputs: [AsyncStream<Job>.Continuation]
     private var inFlight = 0
+    private var running = false
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
@@ -160,7 +161,10 @@ public actor Alerter {
     }
 
     /// Delivers queued alerts until `finish()` (then drains) or cancellation.
+    /// Runs once per alerter (a second call returns at once).
     public func run() async {
+        guard !running else { return }
+        running = true
         await withDiscardingTaskGroup { group in
             for (i, queue) in queues.enumerated() {
                 group.addTask { [self] in

@@ -8,9 +8,16 @@ public protocol AppController: Sendable {
     var description: String { get }
     /// Returns once the app is stopped; throws with a clear reason otherwise.
     func stop(timeout: Duration) async throws
-    /// Returns once the app is confirmed active; throws otherwise.
-    func start(timeout: Duration) async throws
+    /// Returns once the app is confirmed active (and stayed so through a
+    /// short settle period), with the moment it was first seen active;
+    /// throws otherwise.
+    func start(timeout: Duration) async throws -> Date
 }
+
+/// How long a freshly started app must stay up before it counts as started:
+/// a `Type=simple` unit is "active" the moment it forks, even if it exits a
+/// second later.
+let settlePeriod: Duration = .seconds(1)
 
 public struct AppControlError: Error, Sendable, CustomStringConvertible {
     public let description: String
@@ -46,14 +53,16 @@ public struct SystemdUnitController: AppController {
         }
     }
 
-    public func start(timeout: Duration) async throws {
+    public func start(timeout: Duration) async throws -> Date {
         let unit = unit, address = busAddress
-        try await BlockingPool.shared.run {
+        return try await BlockingPool.shared.run {
             let bus = try SDBus(address: address)
             let path = try bus.loadUnit(unit)
             try bus.requireLoaded(unit: unit, path: path)
             try bus.callManager("StartUnit", unit: unit)
-            try bus.wait(path: path, unit: unit, timeout: timeout, until: ["active"], failOn: ["failed"])
+            let active = try bus.wait(path: path, unit: unit, timeout: timeout, until: ["active"], failOn: ["failed"])
+            try bus.settle(path: path, unit: unit, state: "active", for: settlePeriod)
+            return active
         }
     }
 }
@@ -64,6 +73,7 @@ final class SDBus {
     static let managerPath = "/org/freedesktop/systemd1"
     static let managerInterface = "org.freedesktop.systemd1.Manager"
     static let unitInterface = "org.freedesktop.systemd1.Unit"
+    static let serviceInterface = "org.freedesktop.systemd1.Service"
     static let callTimeoutUsec: UInt64 = 10_000_000
 
     private let bus: OpaquePointer
@@ -117,10 +127,10 @@ final class SDBus {
         return String(cString: path)
     }
 
-    func property(_ path: String, _ name: String) throws -> String {
+    func property(_ path: String, _ name: String, interface: String = SDBus.unitInterface) throws -> String {
         var error = sd_bus_error()
         var value: UnsafeMutablePointer<CChar>?
-        let rc = sd_bus_get_property_string(bus, Self.destination, path, Self.unitInterface, name, &error, &value)
+        let rc = sd_bus_get_property_string(bus, Self.destination, path, interface, name, &error, &value)
         guard rc >= 0, let value else { throw failure("cannot read \(name) of \(path)", rc, &error) }
         defer { free(value) }
         return String(cString: value)
@@ -148,21 +158,35 @@ final class SDBus {
         if let reply { sd_bus_message_unref(reply) }
     }
 
-    /// Polls `ActiveState` every 100 ms.
-    func wait(path: String, unit: String, timeout: Duration, until: Set<String>, failOn: Set<String>) throws {
+    /// Polls `ActiveState` every 50 ms; returns when one of `until` was first seen.
+    @discardableResult
+    func wait(path: String, unit: String, timeout: Duration, until: Set<String>, failOn: Set<String>) throws -> Date {
         let deadline = ContinuousClock.now + timeout
         var state = ""
         while true {
             state = try property(path, "ActiveState")
-            if until.contains(state) { return }
+            if until.contains(state) { return Date() }
             if failOn.contains(state) {
-                let result = (try? property(path, "Result")) ?? "?"
+                let result = (try? property(path, "Result", interface: Self.serviceInterface)) ?? "?"
                 throw AppControlError("systemd unit \(unit) is \(state) (Result=\(result))")
             }
             if ContinuousClock.now >= deadline { break }
-            usleep(100_000)
+            usleep(50_000)
         }
         throw AppControlError("systemd unit \(unit) still \(state) after \(Units.formatDuration(timeout))")
+    }
+
+    /// Requires `ActiveState` to stay `state` for `period`.
+    func settle(path: String, unit: String, state expected: String, for period: Duration) throws {
+        let end = ContinuousClock.now + period
+        while ContinuousClock.now < end {
+            usleep(100_000)
+            let state = try property(path, "ActiveState")
+            if state != expected {
+                let result = (try? property(path, "Result", interface: Self.serviceInterface)) ?? "?"
+                throw AppControlError("systemd unit \(unit) became \(state) right after starting (Result=\(result))")
+            }
+        }
     }
 }
 
@@ -205,7 +229,7 @@ public struct CommandAppController: AppController {
         }
     }
 
-    public func start(timeout: Duration) async throws {
+    public func start(timeout: Duration) async throws -> Date {
         let deadline = ContinuousClock.now + timeout
         let outcome: CommandOutcome
         do {
@@ -214,12 +238,21 @@ public struct CommandAppController: AppController {
             throw AppControlError("start command \(startCommand[0]) could not run: \(error)")
         }
         guard outcome.succeeded else { throw AppControlError("start command \(startCommand[0]) failed: \(outcome.summary)") }
-        guard !statusCommand.isEmpty else { return }
+        guard !statusCommand.isEmpty else { return Date() }
         var last = ""
         while true {
             let left = deadline - ContinuousClock.now
             if let status = try? await CommandRunner.run(statusCommand, timeout: max(.seconds(1), left)) {
-                if status.succeeded { return }
+                if status.succeeded {
+                    let active = Date()
+                    // Still up a moment later (not a crash right after start).
+                    try? await Task.sleep(for: settlePeriod / 4)
+                    let again = try? await CommandRunner.run(statusCommand, timeout: .seconds(5))
+                    guard again?.succeeded == true else {
+                        throw AppControlError("the app reported active, then not (status command: \(again?.summary ?? "did not run"))")
+                    }
+                    return active
+                }
                 last = status.summary
             }
             if ContinuousClock.now >= deadline {

@@ -10,12 +10,15 @@ public struct CheckpointSample: Sendable {
     public var files: FileProbe
     public var result: CheckpointResult?
     public var error: SQLiteFailure?
+    /// Free bytes on the database's filesystem (for the unprivileged user).
+    public var freeBytes: Int64?
 
-    public init(at: Date, files: FileProbe, result: CheckpointResult?, error: SQLiteFailure?) {
+    public init(at: Date, files: FileProbe, result: CheckpointResult?, error: SQLiteFailure?, freeBytes: Int64? = nil) {
         self.at = at
         self.files = files
         self.result = result
         self.error = error
+        self.freeBytes = freeBytes
     }
 
     /// Takes a sample (blocking: run it on `BlockingPool`). The checkpoint is
@@ -26,7 +29,10 @@ public struct CheckpointSample: Sendable {
     public static func take(path: String, previous: FileProbe?, checkpoint: Bool) -> CheckpointSample {
         let at = Date()
         let files = FileProbe.read(path: path, previous: previous)
-        guard checkpoint, files.dbExists else { return CheckpointSample(at: at, files: files, result: nil, error: nil) }
+        var fs = statvfs()
+        let free = statvfs((path as NSString).deletingLastPathComponent, &fs) == 0 ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
+        var sample = CheckpointSample(at: at, files: files, result: nil, error: nil, freeBytes: free)
+        guard checkpoint, files.dbExists else { return sample }
         do {
             let c = try SQLiteConnection(path: path, mode: .readWrite, busyTimeout: .milliseconds(100))
             // Never let this connection's close checkpoint or delete the WAL.
@@ -36,13 +42,13 @@ public struct CheckpointSample: Sendable {
             // know it is in WAL mode yet (the checkpoint would answer -1/-1),
             // and reading the schema is itself a check of page 1.
             _ = try c.scalar("SELECT count(*) FROM sqlite_schema")
-            let result = try c.checkpoint(.passive)
-            return CheckpointSample(at: at, files: files, result: result, error: nil)
+            sample.result = try c.checkpoint(.passive)
         } catch let e as SQLiteError {
-            return CheckpointSample(at: at, files: files, result: nil, error: SQLiteFailure(e))
+            sample.error = SQLiteFailure(e)
         } catch {
-            return CheckpointSample(at: at, files: files, result: nil, error: SQLiteFailure(code: SQLITE_ERROR, extendedCode: SQLITE_ERROR, message: "\(error)"))
+            sample.error = SQLiteFailure(code: SQLITE_ERROR, extendedCode: SQLITE_ERROR, message: "\(error)")
         }
+        return sample
     }
 }
 
@@ -61,6 +67,8 @@ public struct CheckpointHealth: Codable, Sendable, Equatable {
     public var starved: Bool
     public var sqliteFullAt: String?
     public var ioErrorAt: String?
+    /// Free bytes on the database's filesystem.
+    public var freeBytes: Int64?
     /// ok, warning or critical.
     public var level: String
     public var reasons: [String]
@@ -94,6 +102,9 @@ public struct CheckpointAssessor: Sendable {
     public private(set) var lastIOError: Date?
     public private(set) var lastResult: CheckpointStatus?
     public private(set) var current: CheckpointHealth?
+    /// Below this much free space on the database's filesystem, writes are about to fail.
+    public static let minimumFree: Int64 = 1 << 20
+    public private(set) var lastFreeBytes: Int64?
 
     public init(walWarnSize: Int64, walCriticalSize: Int64, starvation: Duration) {
         self.walWarnSize = walWarnSize
@@ -109,6 +120,7 @@ public struct CheckpointAssessor: Sendable {
 
     public mutating func record(_ s: CheckpointSample) -> (CheckpointHealth, [HealthCondition]) {
         if startedAt == nil { startedAt = s.at }
+        lastFreeBytes = s.freeBytes
         if let e = s.error { note(sqliteCode: e.code, at: s.at) }
         let wal = s.files.walSize
         let salts = s.files.wal.map { [$0.salt1, $0.salt2] }
@@ -149,6 +161,11 @@ public struct CheckpointAssessor: Sendable {
                 kind: "checkpoint-starvation", severity: .warning,
                 text: "no complete checkpoint for \(Units.formatDuration(.seconds(sinceSeconds))) while the WAL grew to \(Units.formatBytes(wal)): a long-running reader is starving checkpoints"))
         }
+        if let free = s.freeBytes, free < Self.minimumFree {
+            conditions.append(HealthCondition(
+                kind: "db-disk-full", severity: .critical,
+                text: "the filesystem holding the database has \(Units.formatBytes(free)) free: the next commit or checkpoint will fail with SQLITE_FULL"))
+        }
         if let at = lastFull, s.at.timeIntervalSince(at) <= errorMemory.seconds {
             conditions.append(HealthCondition(kind: "sqlite-full", severity: .critical, text: "SQLITE_FULL at \(Timestamps.iso8601(at)): the filesystem holding the database is full"))
         }
@@ -159,7 +176,7 @@ public struct CheckpointAssessor: Sendable {
         let health = CheckpointHealth(
             walSize: wal, dbSize: s.files.dbSize, walGrowthBytesPerSecond: growth, lastResult: lastResult,
             lastCompleteAt: lastComplete.map(Timestamps.iso8601), secondsSinceComplete: lastComplete.map { (s.at.timeIntervalSince($0) * 10).rounded() / 10 },
-            starved: starved, sqliteFullAt: lastFull.map(Timestamps.iso8601), ioErrorAt: lastIOError.map(Timestamps.iso8601),
+            starved: starved, sqliteFullAt: lastFull.map(Timestamps.iso8601), ioErrorAt: lastIOError.map(Timestamps.iso8601), freeBytes: s.freeBytes,
             level: level == nil ? "ok" : (level == .critical ? "critical" : "warning"), reasons: conditions.map(\.text))
         current = health
         return (health, conditions)

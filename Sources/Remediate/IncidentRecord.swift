@@ -39,6 +39,7 @@ public struct Evidence: Sendable, Equatable, Codable {
     /// The filesystem was (nearly) out of space or inodes.
     public var diskWasFull: Bool {
         if sqliteFullSeenAt != nil { return true }
+        if let free = diskFreeBytes, free < CheckpointAssessor.minimumFree { return true }
         if let free = diskFreeBytes, let total = diskTotalBytes, total > 0, Double(free) / Double(total) < 0.01 { return true }
         if let inodes = diskFreeInodes, inodes == 0 { return true }
         return false

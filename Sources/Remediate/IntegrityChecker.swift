@@ -152,6 +152,9 @@ public struct IntegrityCursor: Sendable, Equatable {
     public var perTable = false
     /// Next table (by name order) to check in per-table mode.
     public var nextTable: String?
+    /// Tables that alone did not fit the budget, with the larger budget
+    /// (doubled each time, up to the maximum) their next check gets.
+    public var boosted: [String: Duration] = [:]
     public init() {}
 }
 
@@ -162,8 +165,10 @@ public enum IntegrityChecker {
     /// checked whole each time; a bigger one is checked table by table
     /// (`quick_check(TABLE)`, SQLite ≥ 3.33), continuing where the last run
     /// stopped, so each run costs at most `budget` and every table is
-    /// covered in turn.
-    public static func quickCheck(path: String, budget: Duration, cursor: inout IntegrityCursor) -> QuickCheckOutcome {
+    /// covered in turn. A table that alone does not fit is retried alone
+    /// with twice the budget, up to `maxBudget` (so even one huge table is
+    /// eventually checked); past that it is skipped for the round.
+    public static func quickCheck(path: String, budget: Duration, maxBudget: Duration? = nil, cursor: inout IntegrityCursor) -> QuickCheckOutcome {
         let start = ContinuousClock.now
         func outcome(_ v: IntegrityVerdict, complete: Bool, budgetHit: Bool = false, tables: [String] = [], code: Int32? = nil) -> QuickCheckOutcome {
             QuickCheckOutcome(
@@ -198,26 +203,38 @@ public enum IntegrityChecker {
         let pending = names.filter { name in resumeAt.map { name >= $0 } ?? true }
         var checked: [String] = []
         for (i, table) in pending.enumerated() {
+            let boost = i == 0 ? cursor.boosted[table] : nil
+            if let boost { conn.setBudget(boost) }
             let quoted = "'" + table.replacingOccurrences(of: "'", with: "''") + "'"
             let (rows, err) = conn.rows("PRAGMA quick_check(\(quoted))")
             if let err, err.isInterrupt {
-                // This table did not fit what was left of the budget. Move
-                // on past it only if it was the first of this run (it alone
-                // is bigger than the budget), so no table blocks the round.
                 let problems = rows.filter { $0 != "ok" }
                 if !problems.isEmpty { return outcome(.corrupt(problems), complete: false, budgetHit: true, tables: checked) }
-                if i == 0 {
-                    cursor.nextTable = pending.count > 1 ? pending[1] : nil
-                    let done = pending.count == 1
-                    return outcome(.inconclusive("table \(table) alone does not fit the \(Units.formatDuration(budget)) budget"), complete: done, budgetHit: true, tables: checked)
+                guard i == 0 else {
+                    // What was left of the budget did not fit it: next run starts with it.
+                    cursor.nextTable = table
+                    return outcome(.ok, complete: false, budgetHit: true, tables: checked)
                 }
-                cursor.nextTable = table
-                return outcome(.ok, complete: false, budgetHit: true, tables: checked)
+                // This table alone is bigger than the budget.
+                let tried = boost ?? budget
+                if let maxBudget, tried < maxBudget {
+                    let next = min(maxBudget, tried * 2)
+                    cursor.boosted[table] = next
+                    cursor.nextTable = table
+                    return outcome(.inconclusive("table \(table) does not fit \(Units.formatDuration(tried)); its next check gets \(Units.formatDuration(next))"), complete: false, budgetHit: true, tables: checked)
+                }
+                cursor.nextTable = pending.count > 1 ? pending[1] : nil
+                return outcome(.inconclusive("table \(table) alone does not fit the \(Units.formatDuration(tried)) budget"), complete: pending.count == 1, budgetHit: true, tables: checked)
             }
             if let err { return outcome(classify(err, rows: rows), complete: false, tables: checked, code: err.code) }
             let verdict = verdictFrom(rows: rows, interrupted: false)
             if verdict != .ok { return outcome(verdict, complete: false, tables: checked + [table]) }
             checked.append(table)
+            if boost != nil {
+                // A boosted table runs alone; the others wait for the next run.
+                cursor.nextTable = pending.count > 1 ? pending[1] : nil
+                return outcome(.ok, complete: pending.count == 1, tables: checked)
+            }
         }
         cursor.nextTable = nil
         return outcome(.ok, complete: true, tables: checked)

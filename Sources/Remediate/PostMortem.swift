@@ -119,7 +119,7 @@ public enum PostMortem {
 
     /// Steps that are guardian's own actions (as opposed to observations).
     static let actionSteps: Set<String> = [
-        IncidentStepName.stopApp, IncidentStepName.quarantine, IncidentStepName.restore, IncidentStepName.verify,
+        IncidentStepName.stopApp, IncidentStepName.release, IncidentStepName.quarantine, IncidentStepName.restore, IncidentStepName.verify,
         IncidentStepName.swap, IncidentStepName.startApp, IncidentStepName.alert,
     ]
 
@@ -172,6 +172,7 @@ public enum IncidentStepName {
     public static let confirmed = "Confirmed"
     public static let alert = "Alert sent"
     public static let stopApp = "Stopped the app"
+    public static let release = "Released the database files"
     public static let quarantine = "Quarantined the damaged files"
     public static let plan = "Planned the restore"
     public static let restore = "Restored from replica"

@@ -187,16 +187,17 @@ public actor Remediator {
     public func integrityTick() async {
         guard config.mode != .off else { return }
         let path = database
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard await BlockingPool.shared.run({ FileManager.default.fileExists(atPath: path) }) else {
             integrity.state = "missing"
             await publish()
             return
         }
         let budget = config.integrityBudget
+        let maxBudget = max(config.integrityBudget, config.confirmBudget)
         let before = cursor
         let (outcome, newCursor) = await BlockingPool.shared.run { () -> (QuickCheckOutcome, IntegrityCursor) in
             var c = before
-            let o = IntegrityChecker.quickCheck(path: path, budget: budget, cursor: &c)
+            let o = IntegrityChecker.quickCheck(path: path, budget: budget, maxBudget: maxBudget, cursor: &c)
             return (o, c)
         }
         cursor = newCursor
@@ -251,7 +252,7 @@ public actor Remediator {
     /// Resolves health alerts of this database triggered before a restart
     /// whose condition no longer holds.
     public func reconcileAlerts() async {
-        let healthKinds = ["wal-size", "checkpoint-starvation", "sqlite-full", "sqlite-ioerr", "integrity-inconclusive"]
+        let healthKinds = ["wal-size", "checkpoint-starvation", "sqlite-full", "sqlite-ioerr", "db-disk-full", "integrity-inconclusive"]
         for key in await alerter.triggeredKeys(database: database) {
             let kind = AlertPayloads.kind(of: key)
             if healthKinds.contains(kind), activeConditions[kind] == nil {
@@ -433,27 +434,27 @@ public actor Remediator {
             await step(IncidentStepName.stopApp, .failed, "\(app.description): \(error)", at: start, ended: Date())
             return .appStopFailed("\(error)")
         }
+        let stopped = Date()
+        record?.appStoppedAt = stopped
+        await step(IncidentStepName.stopApp, .ok, app.description, at: start, ended: stopped)
         // guardian's own replicator lets go of the files too.
         await hooks.pause(database)
         paused = true
-        // The app must really have let go of the files: no other process may
-        // keep writing to what is about to be quarantined.
+        // Nobody may keep writing to what is about to be quarantined.
         let paths = Quarantine.suffixes.map { database + $0 }
         let deadline = ContinuousClock.now + config.stopTimeout
         var holders: [OpenFiles.Holder] = []
         while true {
             holders = await BlockingPool.shared.run { OpenFiles.holders(of: paths) }
             if holders.isEmpty || ContinuousClock.now >= deadline { break }
-            try? await Task.sleep(for: .milliseconds(100))
+            try? await Task.sleep(for: .milliseconds(50))
         }
         if !holders.isEmpty {
             let text = "\(holders.map(\.description).joined(separator: ", ")) still \(holders.count == 1 ? "has" : "have") \(database) open after the app was stopped"
-            await step(IncidentStepName.stopApp, .failed, "\(app.description): \(text)", at: start, ended: Date())
+            await step(IncidentStepName.release, .failed, text, at: stopped, ended: Date())
             return .appStopFailed(text)
         }
-        let end = Date()
-        record?.appStoppedAt = end
-        await step(IncidentStepName.stopApp, .ok, app.description, at: start, ended: end)
+        await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
         return .appStopped
     }
 
@@ -567,11 +568,10 @@ public actor Remediator {
         guard let app else { return .appStartFailed("no way to start the app is configured") }
         let start = Date()
         do {
-            try await app.start(timeout: config.startTimeout)
-            let end = Date()
-            record?.appActiveAt = end
-            await step(IncidentStepName.startApp, .ok, "\(app.description): active", at: start, ended: end)
-            return .appStarted(at: end)
+            let active = try await app.start(timeout: config.startTimeout)
+            record?.appActiveAt = active
+            await step(IncidentStepName.startApp, .ok, "\(app.description): active", at: start, ended: active)
+            return .appStarted(at: active)
         } catch {
             await step(IncidentStepName.startApp, .failed, "\(app.description): \(error)", at: start, ended: Date())
             return .appStartFailed("\(error)")
@@ -619,7 +619,7 @@ public actor Remediator {
             // Nothing was moved: put the app back as it was.
             let start = Date()
             do {
-                try await app.start(timeout: config.startTimeout)
+                _ = try await app.start(timeout: config.startTimeout)
                 await step(IncidentStepName.startApp, .ok, "\(app.description): restarted on the untouched (damaged) database", at: start, ended: Date())
             } catch {
                 await step(IncidentStepName.startApp, .failed, "\(app.description): \(error)", at: start, ended: Date())

@@ -31,10 +31,9 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
 
     public init(_ location: S3Location, options: RemoteClientOptions = .standard, http: HTTPClient = .shared) throws {
         guard !location.bucket.isEmpty else { throw ReplicaError(.permanent, "s3 replica: the bucket name is empty") }
-        guard let access = location.accessKeyID, !access.isEmpty, let secret = location.secretAccessKey, !secret.isEmpty else {
+        guard location.accessKeyID?.isEmpty == false, location.secretAccessKey?.isEmpty == false else {
             throw ReplicaError(.permanent, "s3 replica bucket \(location.bucket): no credentials; set access-key-id and secret-access-key in the configuration or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
         }
-        _ = access
         self.location = location
         self.options = options
         self.http = http
@@ -118,7 +117,12 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
     }
 
     public func downloadFile(_ file: LTXFileInfo, to localPath: String) async throws {
-        _ = try await send("GET", key: key(of: file), operation: "GET", response: .file(path: localPath))
+        do {
+            _ = try await send("GET", key: key(of: file), operation: "GET", response: .file(path: localPath))
+        } catch {
+            unlink(localPath)  // no empty or partial file left behind
+            throw error
+        }
     }
 
     public func readFile(_ file: LTXFileInfo) async throws -> [UInt8] {

@@ -13,8 +13,8 @@ import Synchronization
 /// insecure fallback. Authentication is by key (`key-path`), then by
 /// password if one is configured.
 ///
-/// A write goes to a temporary name in the level's directory (a name that is
-/// not an LTX name, so listings ignore it), is flushed with
+/// A write goes to `<name>.tmp` in the level's directory (not an LTX name,
+/// so listings ignore it; a retry reuses and truncates it), is flushed with
 /// `fsync@openssh.com` when the server offers it, gets its mtime, and is
 /// renamed to the final name. libssh2 1.10 cannot rename onto an existing
 /// file (no posix-rename@openssh.com): final names are unique per TXID range,
@@ -36,13 +36,12 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
     private let connection: SFTPConnection
 
     public init(_ location: SFTPLocation, options: RemoteClientOptions = .standard) throws {
-        guard let knownHosts = location.knownHosts, !knownHosts.isEmpty else {
+        guard location.knownHosts?.isEmpty == false else {
             throw ReplicaError(.permanent, "sftp replica \(ReplicaTarget.sftp(location).destination): known-hosts is required (host keys are always verified; create the file with ssh-keyscan)")
         }
         guard location.keyPath != nil || location.password != nil else {
             throw ReplicaError(.permanent, "sftp replica \(ReplicaTarget.sftp(location).destination): needs key-path or a password")
         }
-        _ = knownHosts
         self.location = location
         self.options = options
         self.connection = SFTPConnection(location: location, options: options)
@@ -167,6 +166,9 @@ actor SFTPConnection {
     private var session: OpaquePointer?
     private var sftp: OpaquePointer?
     private var fsyncSupported: Bool?
+    /// The transport failed: every further call fails fast, and the session
+    /// is freed when the current operation ends (after its handles are closed).
+    private var broken = false
     private var knownDirectories: Set<String> = []
 
     init(location: SFTPLocation, options: RemoteClientOptions) {
@@ -184,6 +186,7 @@ actor SFTPConnection {
     // MARK: Operations
 
     func list(_ dir: String) throws -> [Entry] {
+        defer { resetIfBroken() }
         let sftp = try connected()
         requests.add(1, ordering: .relaxed)
         guard let handle = libssh2_sftp_open_ex(sftp, dir, UInt32(dir.utf8.count), 0, 0, LIBSSH2_SFTP_OPENDIR) else {
@@ -210,11 +213,14 @@ actor SFTPConnection {
 
     /// temp → write → fsync → mtime → close → rename. Returns the bytes written.
     func write(dir: String, name: String, contents: LTXPayload, mtime: Date) throws -> Int64 {
+        defer { resetIfBroken() }
         let sftp = try connected()
         requests.add(1, ordering: .relaxed)
         try makeDirectories(dir)
         let final = "\(dir)/\(name)"
-        let temp = "\(dir)/\(name).tmp-\(UInt32.random(in: 0...UInt32.max))"
+        // One temporary name per final name: a retried write truncates the
+        // leftover of the interrupted attempt instead of adding another.
+        let temp = "\(dir)/\(name).tmp"
         let flags = UInt(LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC)
         var opened = libssh2_sftp_open_ex(sftp, temp, UInt32(temp.utf8.count), flags, 0o644, LIBSSH2_SFTP_OPENFILE)
         if opened == nil {
@@ -266,13 +272,13 @@ actor SFTPConnection {
             if rc != 0 { throw failure("setstat", temp, rc: rc) }
         } catch {
             libssh2_sftp_close_handle(handle)
-            if self.session != nil { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
+            if !broken { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
             throw error
         }
         let closed = libssh2_sftp_close_handle(handle)
         if closed != 0 {
             let error = failure("close", temp, rc: closed)
-            if self.session != nil { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
+            if !broken { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
             throw error
         }
         try rename(temp, to: final)
@@ -295,7 +301,7 @@ actor SFTPConnection {
         }
         if rc != 0 {
             let error = failure("rename", "\(temp) -> \(final)", rc: rc)
-            if self.session != nil { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
+            if !broken { _ = libssh2_sftp_unlink_ex(sftp, temp, UInt32(temp.utf8.count)) }
             throw error
         }
     }
@@ -347,6 +353,7 @@ actor SFTPConnection {
     }
 
     func read(_ path: String, limit: Int?) throws -> [UInt8] {
+        defer { resetIfBroken() }
         let sftp = try connected()
         requests.add(1, ordering: .relaxed)
         guard let handle = libssh2_sftp_open_ex(sftp, path, UInt32(path.utf8.count), UInt(LIBSSH2_FXF_READ), 0, LIBSSH2_SFTP_OPENFILE) else {
@@ -366,6 +373,7 @@ actor SFTPConnection {
     }
 
     func download(_ path: String, to localPath: String) throws {
+        defer { resetIfBroken() }
         let sftp = try connected()
         requests.add(1, ordering: .relaxed)
         guard let handle = libssh2_sftp_open_ex(sftp, path, UInt32(path.utf8.count), UInt(LIBSSH2_FXF_READ), 0, LIBSSH2_SFTP_OPENFILE) else {
@@ -376,17 +384,23 @@ actor SFTPConnection {
         guard fd >= 0 else { throw SystemError("open", path: localPath) }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 256 * 1024)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { raw in
-                libssh2_sftp_read(handle, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+        do {
+            while true {
+                let n = buffer.withUnsafeMutableBytes { raw in
+                    libssh2_sftp_read(handle, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+                }
+                if n < 0 { throw failure("read", path, rc: Int32(n)) }
+                if n == 0 { break }
+                try DurableFile.writeAll(fd: fd, Array(buffer[0..<n]), path: localPath)
             }
-            if n < 0 { throw failure("read", path, rc: Int32(n)) }
-            if n == 0 { break }
-            try DurableFile.writeAll(fd: fd, Array(buffer[0..<n]), path: localPath)
+        } catch {
+            unlink(localPath)  // no partial file left behind
+            throw error
         }
     }
 
     func remove(_ path: String) throws {
+        defer { resetIfBroken() }
         let sftp = try connected()
         requests.add(1, ordering: .relaxed)
         let rc = libssh2_sftp_unlink_ex(sftp, path, UInt32(path.utf8.count))
@@ -399,10 +413,11 @@ actor SFTPConnection {
     /// Removes the LTX files (and leftover temporary files) of every level,
     /// then the emptied level directories and `ltx/`. Other files are kept.
     func removeLTXTree(root: String) throws {
+        defer { resetIfBroken() }
         for level in LTXNaming.allLevels {
             let dir = "\(root)/ltx/\(level)"
             for entry in try list(dir) {
-                let base = entry.name.components(separatedBy: ".tmp-").first ?? entry.name
+                let base = entry.name.hasSuffix(".tmp") ? String(entry.name.dropLast(4)) : entry.name
                 guard LTXNaming.parse(fileName: base) != nil else { continue }
                 try remove("\(dir)/\(entry.name)")
             }
@@ -443,12 +458,12 @@ actor SFTPConnection {
             default: (.permanent, "SFTP status \(status)")
             }
             if kind == .transient, status == LIBSSH2_FX_NO_CONNECTION || status == LIBSSH2_FX_CONNECTION_LOST {
-                teardown(broken: true)
+                markBroken()
             }
             return ReplicaError(kind, "sftp replica \(display): \(operation) \(path): \(text)")
         }
         let message = lastErrorMessage(session)
-        teardown(broken: true)
+        markBroken()
         return ReplicaError(.transient, "sftp replica \(display): \(operation) \(path): \(message) (libssh2 error \(rc)); will reconnect")
     }
 
@@ -464,24 +479,38 @@ actor SFTPConnection {
 
     func disconnect(broken: Bool) { teardown(broken: broken) }
 
-    private func teardown(broken: Bool) {
-        if broken, socketFD >= 0 {
+    /// Shuts the socket down so that pending and further libssh2 calls fail
+    /// at once; `resetIfBroken` frees the session when the operation ends.
+    private func markBroken() {
+        broken = true
+        if socketFD >= 0 { shutdown(socketFD, Int32(SHUT_RDWR)) }
+    }
+
+    private func resetIfBroken() {
+        if broken { teardown(broken: true) }
+    }
+
+    private func teardown(broken wasBroken: Bool) {
+        let dead = wasBroken || broken
+        if dead, socketFD >= 0 {
             // Make every pending send/recv fail at once instead of waiting for a timeout.
             shutdown(socketFD, Int32(SHUT_RDWR))
         }
         if let sftp { libssh2_sftp_shutdown(sftp) }
         if let session {
-            if !broken { libssh2_session_disconnect_ex(session, SSH_DISCONNECT_BY_APPLICATION, "guardian closing", "") }
+            if !dead { libssh2_session_disconnect_ex(session, SSH_DISCONNECT_BY_APPLICATION, "guardian closing", "") }
             libssh2_session_free(session)
         }
         if socketFD >= 0 { close(socketFD) }
         sftp = nil
         session = nil
         socketFD = -1
+        broken = false
         knownDirectories.removeAll()
     }
 
     private func connected() throws -> OpaquePointer {
+        if broken { throw ReplicaError(.transient, "sftp replica \(display): connection lost; will reconnect") }
         if let sftp { return sftp }
         try connect()
         guard let sftp else { throw ReplicaError(.transient, "sftp replica \(display): not connected") }

@@ -269,8 +269,8 @@ enum JournalCatalog {
             failed verification). The live database was not touched. guardian tries \
             an older restore point, up to restore-attempts times, before escalating.
 
-            Check the replica (guardian replicas, guardian ltx) and the storage it \
-            lives on.
+            Check the replica (guardian ltx lists its restore points) and the \
+            storage it lives on.
             """,
 
         // Disk guard.
@@ -467,9 +467,9 @@ enum JournalCatalog {
             passed verification and the application is running again. \
             GUARDIAN_DOWNTIME_MS is how long the application was down.
 
-            The post-mortem (root cause, impact, transactions lost, timeline) is at \
-            guardian incidents postmortem GUARDIAN_INCIDENT. The damaged files are \
-            kept in the quarantine directory for analysis.
+            The post-mortem (root cause, impact, transactions lost, timeline) is \
+            printed by guardian incidents show GUARDIAN_INCIDENT. The damaged files \
+            are kept in the quarantine directory for analysis.
             """,
         "incidentEscalated": """
             guardian could not resolve incident GUARDIAN_INCIDENT of GUARDIAN_DB on \
@@ -513,8 +513,8 @@ enum JournalCatalog {
             (GUARDIAN_ERROR). If corruption happened now, automatic repair would \
             probably fail too.
 
-            Investigate the replica before it is needed (guardian drill runs one by \
-            hand).
+            Investigate the replica before it is needed: guardian ltx lists its \
+            restore points, guardian restore -o /tmp/check.db tries one by hand.
             """,
         "internalError": """
             Something inside guardian went wrong that has no event of its own; \

@@ -26,7 +26,9 @@ final class RemediationWorld: @unchecked Sendable {
     ready = False
     while not stop[0]:
         try:
-            cur = conn.execute("INSERT INTO items(body, at) VALUES (?, ?)", ("r" * 100, time.time()))
+            t = time.time()
+            cur = conn.execute("INSERT INTO items(body, at) VALUES (?, ?)", ("r" * 100, t))
+            log.write("commit %d %.6f\n" % (cur.lastrowid, t))
             conn.execute("SELECT count(*), max(id) FROM items").fetchone()
             log.write("ok %d %.3f\n" % (cur.lastrowid, time.time()))
             if not ready:
@@ -56,8 +58,10 @@ final class RemediationWorld: @unchecked Sendable {
     echo "stop $*" >> "$1/commands.log"
     pid=$(cat "$1/app.pid" 2>/dev/null) || exit 0
     kill -TERM "$pid" 2>/dev/null || exit 0
+    # Gone, or a zombie waiting for PID 1 to reap it.
+    alive() { [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]; }
     i=0
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive; do
       i=$((i + 1)); [ $i -gt 100 ] && kill -KILL "$pid"
       sleep 0.05
     done
@@ -68,7 +72,7 @@ final class RemediationWorld: @unchecked Sendable {
     #!/bin/sh
     # status.sh DIR: 0 when the app process runs and has served a request.
     pid=$(cat "$1/app.pid" 2>/dev/null) || exit 3
-    kill -0 "$pid" 2>/dev/null || exit 3
+    [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ] || exit 3
     [ "$(cat "$1/app.ready" 2>/dev/null)" = "$pid" ] || exit 3
     exit 0
     """#
@@ -83,17 +87,20 @@ final class RemediationWorld: @unchecked Sendable {
 
     /// A database of `rows` rows of `rowSize` bytes, made before the app starts
     /// (so the data sits in the database file, where corruption will hit it).
-    init(label: String = "e2e", rows: Int = 20_000, rowSize: Int = 200, baseDir: String? = nil) throws {
-        if let baseDir {
-            dir = baseDir + "/world-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        } else {
-            dir = try TestSupport.makeTempDir(label)
-        }
+    /// The data directory is a tmpfs of this size (a real small disk), if set.
+    let tmpfsSize: String?
+
+    init(label: String = "e2e", rows: Int = 20_000, rowSize: Int = 200, tmpfsSize: String? = nil) throws {
+        dir = try TestSupport.makeTempDir(label)
         db = dir + "/data/app.db"
         replica = dir + "/replica"
         stateDir = dir + "/state"
+        self.tmpfsSize = tmpfsSize
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        if let tmpfsSize {
+            let r = try CommandRunner.runBlocking(["/bin/mount", "-t", "tmpfs", "-o", "size=\(tmpfsSize)", "tmpfs", dir + "/data"], timeout: .seconds(10))
+            guard r.succeeded else { throw TestFailure("mount tmpfs: \(r.summary)") }
+        }
         try TestSupport.write(Self.app, to: dir + "/app.py")
         try TestSupport.write(Self.start, to: dir + "/start.sh")
         try TestSupport.write(Self.stop, to: dir + "/stop.sh")
@@ -136,7 +143,7 @@ final class RemediationWorld: @unchecked Sendable {
     }
 
     /// `litestream replicate` to a file replica, syncing every 100 ms.
-    func startReplication() async throws {
+    func startReplication(timeout: Duration = .seconds(20)) async throws {
         let conf = dir + "/litestream.yml"
         try TestSupport.write("""
             dbs:
@@ -150,7 +157,7 @@ final class RemediationWorld: @unchecked Sendable {
         litestream = try ChildProcess.start(TestSupport.venvBin + "/litestream", ["replicate", "-config", conf])
         // Litestream writes its first snapshot (level 9) about a second in,
         // from the database file: wait for it, so the damage comes after.
-        let ok = await TestSupport.waitUntil(timeout: .seconds(20)) {
+        let ok = await TestSupport.waitUntil(timeout: timeout) {
             ((try? FileManager.default.contentsOfDirectory(atPath: self.replica + "/ltx/0")) ?? []).count >= 3
                 && !((try? FileManager.default.contentsOfDirectory(atPath: self.replica + "/ltx/9")) ?? []).isEmpty
         }
@@ -164,11 +171,16 @@ final class RemediationWorld: @unchecked Sendable {
         litestream = nil
     }
 
-    /// Every `ok ID TIME` line of the app log.
-    var committed: [(id: Int64, at: Double)] {
+    /// Rows the app committed (`commit ID TIME` lines).
+    var committed: [(id: Int64, at: Double)] { logLines("commit") }
+
+    /// Requests the app served: the insert and the read both worked (`ok ID TIME`).
+    var served: [(id: Int64, at: Double)] { logLines("ok") }
+
+    private func logLines(_ kind: String) -> [(id: Int64, at: Double)] {
         ((try? String(contentsOfFile: dir + "/app.log", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
             let p = line.split(separator: " ")
-            guard p.count == 3, p[0] == "ok", let id = Int64(p[1]), let at = Double(p[2]) else { return nil }
+            guard p.count == 3, p[0] == kind, let id = Int64(p[1]), let at = Double(p[2]) else { return nil }
             return (id, at)
         }
     }
@@ -205,9 +217,17 @@ final class RemediationWorld: @unchecked Sendable {
         await stopApp()
         await stopReplication()
         receiver?.stop()
+        if tmpfsSize != nil { _ = try? await CommandRunner.run(["/bin/umount", "-l", dir + "/data"], timeout: .seconds(10)) }
         // GUARDIAN_KEEP_TEST_DIRS=1 keeps the directory for a post-mortem of the test itself.
         if ProcessInfo.processInfo.environment["GUARDIAN_KEEP_TEST_DIRS"] == nil { TestSupport.cleanup(dir) }
     }
+}
+
+/// Status documents published by a service, newest last.
+actor StatusLog {
+    private(set) var all: [HealthStatus] = []
+    func add(_ s: HealthStatus) { all.append(s) }
+    var last: HealthStatus? { all.last }
 }
 
 /// The timeline, for failure messages.
@@ -217,8 +237,8 @@ func describe(_ r: IncidentRecord?) -> String {
 }
 
 /// Makes a world, runs `body`, and always cleans up (stops the app, Litestream, the receiver).
-func withWorld(rows: Int, _ body: (RemediationWorld) async throws -> Void) async throws {
-    let w = try RemediationWorld(rows: rows)
+func withWorld(rows: Int, tmpfsSize: String? = nil, _ body: (RemediationWorld) async throws -> Void) async throws {
+    let w = try RemediationWorld(rows: rows, tmpfsSize: tmpfsSize)
     do {
         try await body(w)
     } catch {
@@ -260,7 +280,7 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
             #expect(incident.outcome == .resolvedAutomatically)
             #expect(incident.steps.map(\.step) == [
                 IncidentStepName.detected, IncidentStepName.confirmed, IncidentStepName.alert, IncidentStepName.stopApp,
-                IncidentStepName.quarantine, IncidentStepName.plan, IncidentStepName.restore, IncidentStepName.verify,
+                IncidentStepName.release, IncidentStepName.quarantine, IncidentStepName.plan, IncidentStepName.restore, IncidentStepName.verify,
                 IncidentStepName.swap, IncidentStepName.startApp, IncidentStepName.resolved,
             ])
             #expect(incident.suspicion.source == .quickCheck || incident.suspicion.source == .sqliteError)
@@ -289,10 +309,12 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
             // Data: everything up to the restored TXID is there; loss is measured.
             let restoredRows = try #require(incident.restoredTXID)
             #expect(restoredRows > 0)
-            let committedBefore = w.committed.filter { $0.at <= corruptedAt.timeIntervalSince1970 }.map(\.id).max() ?? 0
+            // (The app writes the same insert time into the row and its log line.)
+            let t = corruptedAt.timeIntervalSince1970
+            let committedBefore = Int64(w.committed.filter { $0.at <= t }.count)
             let newDB = try SQLiteConnection(path: w.db, mode: .readOnly)
-            let count = try newDB.scalar("SELECT count(*) FROM items WHERE id <= ?", [.integer(committedBefore)])?.int64 ?? 0
-            let lostBeforeCorruption = committedBefore - count
+            let kept = try newDB.scalar("SELECT count(*) FROM items WHERE at > 0 AND at <= ?", [.real(t)])?.int64 ?? 0
+            let lostBeforeCorruption = committedBefore - kept
             #expect(lostBeforeCorruption >= 0)
             #expect(lostBeforeCorruption <= 400, "rows committed before the corruption but not restored: \(lostBeforeCorruption)")
 
@@ -395,6 +417,37 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
         }
     }
 
+    /// guardian died in the middle of an incident: on restart it does not
+    /// resume steps it cannot vouch for; it escalates, and resolves alerts
+    /// left triggered whose condition no longer holds. Here the database is
+    /// healthy, so the next full check closes the incident.
+    @Test func anIncidentInterruptedByARestartIsEscalatedThenClosed() async throws {
+        try await withWorld(rows: 1_000) { w in
+            w.receiver = try await WebhookReceiver()
+            let seed = StateStore(stateDir: w.stateDir)
+            var r = RemediationPostMortemTests.sampleRecord(resolved: false)
+            r = IncidentRecord(
+                id: 0, database: w.db, host: "test-host", mode: "auto", detectedAt: Date(), confirmedAt: Date(), suspicion: r.suspicion,
+                confirmation: r.confirmation, evidence: Evidence(), checkIntervalSeconds: 1)
+            r.phase = .restoring
+            let id = try await seed.createIncident(r)
+            try await seed.setAlertActive(.init(key: "guardian/test-host/\(w.db)/incident-\(id)", database: w.db, severity: .warning, summary: "repairing", triggeredAt: Date()))
+            try await seed.setAlertActive(.init(key: "guardian/test-host/\(w.db)/wal-size", database: w.db, severity: .warning, summary: "WAL big", triggeredAt: Date()))
+            await seed.close()
+
+            let alerts = [AlertConfig(kind: .webhook, url: Secret(w.receiver?.url("/hook") ?? ""))]
+            let (svc, store) = w.service(config: w.config(), alerts: alerts)
+            let closed = await runService(svc) {
+                (try? await store.incident(id: id))?.outcome == .resolvedByOperator && (w.receiver?.deliveries.count ?? 0) >= 3
+            }
+            let after = try #require(try await store.incident(id: id))
+            #expect(closed, "\(describe(after))")
+            #expect(after.steps.contains { $0.step == IncidentStepName.escalated && $0.detail.contains("guardian restarted while the incident was in phase restoring") })
+            let d = (w.receiver?.deliveries ?? []).map { "\($0.body["action"] as? String ?? "") \(AlertPayloads.kind(of: $0.body["dedup_key"] as? String ?? "")) \($0.body["severity"] as? String ?? "")" }
+            #expect(Set(d) == ["resolve wal-size warning", "trigger incident-\(id) critical", "resolve incident-\(id) critical"], "\(d)")
+        }
+    }
+
     // MARK: - Bad input: the incident ends in a clear escalation, nothing is lost.
 
     @Test func emptyReplicaEscalatesAndKeepsTheQuarantinedFiles() async throws {
@@ -480,6 +533,54 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
         }
     }
 
+    /// A real full disk: the database lives on a 24 MB tmpfs that a runaway
+    /// log fills. guardian sees SQLITE_FULL on its checkpoint and alerts;
+    /// when the database is then found damaged, the root cause is
+    /// classified as disk full; with no room to restore into, the incident
+    /// escalates and the quarantined files stay.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func diskFullOnASmallTmpfs() async throws {
+        try await withWorld(rows: 20_000, tmpfsSize: "24m") { w in
+            w.receiver = try await WebhookReceiver()
+            try await w.startApp()
+            try await w.startReplication()
+            let alerts = [AlertConfig(kind: .webhook, url: Secret(w.receiver?.url("/hook") ?? ""))]
+            let statuses = StatusLog()
+            let (svc, store) = w.service(config: w.config(), alerts: alerts) { await statuses.add($0) }
+            let task = Task { try await svc.run() }
+            // The runaway log.
+            let fd = open(w.dir + "/data/app.log", O_WRONLY | O_CREAT, 0o644)
+            let chunk = [UInt8](repeating: 0x41, count: 1 << 20)
+            while chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
+            #expect(errno == ENOSPC)
+            close(fd)
+            let fullSeen = await TestSupport.waitUntil(timeout: .seconds(30)) {
+                await statuses.last?.checkpoint?.reasons.contains { $0.contains("SQLITE_FULL") } == true
+            }
+            #expect(fullSeen, "guardian did not see the full disk")
+            #expect(await w.receiver?.waitFor(1) == true)
+            let keys = (w.receiver?.deliveries ?? []).compactMap { $0.body["dedup_key"] as? String }
+            #expect(keys.contains { $0.hasSuffix("/db-disk-full") || $0.hasSuffix("/sqlite-full") }, "\(keys)")
+            #expect(await statuses.last?.checkpoint?.level == "critical")
+            #expect(await statuses.last?.checkpoint?.freeBytes.map { $0 < 1 << 20 } == true)
+
+            try Damage.overwritePages(w.db, count: 5)
+            let ended = await TestSupport.waitUntil(timeout: .seconds(90)) { (try? await store.incidents().first)?.outcome == .escalated }
+            task.cancel()
+            _ = await task.result
+            let incident = try #require(try await store.incidents().first)
+            #expect(ended, "\(describe(incident))")
+            #expect(incident.cause == .diskFull)
+            #expect(incident.causeExplanation.contains("ran out of space"))
+            #expect(incident.escalation?.contains("No space left on device") == true, "\(incident.escalation ?? "")")
+            #expect(!incident.quarantined.isEmpty)
+            for f in incident.quarantined { #expect(FileManager.default.fileExists(atPath: f.quarantined)) }
+            let pm = PostMortem.render(incident)
+            #expect(pm.contains("**Disk full.**"))
+            #expect(pm.contains("[TODO] Rotate and compress the application's logs"))
+        }
+    }
+
     @Test func refusingWebhookDoesNotHoldUpTheRepair() async throws {
         try await withWorld(rows: 5_000) { w in
             try await w.startApp()
@@ -492,6 +593,144 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
             let done = await runService(svc) { (try? await store.incidents().first)?.outcome == .resolvedAutomatically }
             #expect(done)
             #expect(!w.log.text.contains("SECRETPART"))
+        }
+    }
+}
+
+/// A real systemd as PID 1 of a throwaway container (systemd-nspawn, the
+/// host's /usr read-only, everything else volatile). Its system bus is
+/// reached from the host through /proc/<pid>/root.
+final class NspawnSystemd: @unchecked Sendable {
+    static var available: Bool {
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-nspawn")
+            && FileManager.default.fileExists(atPath: "/lib/systemd/system/dbus.socket")
+    }
+
+    let dir: String
+    let nspawn: ChildProcess
+    let pid: Int32
+
+    /// Boots the container; `bind` is a host directory made visible at the same path inside.
+    init(bind: String? = nil) async throws {
+        dir = try TestSupport.makeTempDir("nspawn")
+        try FileManager.default.createDirectory(atPath: dir + "/root/usr", withIntermediateDirectories: true)
+        let m = try await CommandRunner.run(["/bin/mount", "--bind", "-o", "ro", "/usr", dir + "/root/usr"], timeout: .seconds(10))
+        guard m.succeeded else { throw TestFailure("bind /usr: \(m.summary)") }
+        let machine = "gtest-\(UUID().uuidString.prefix(8).lowercased())"
+        var args = ["-D", dir + "/root", "--machine=\(machine)", "--volatile=yes", "--register=no", "--keep-unit", "-b", "--console=pipe"]
+        if let bind { args.append("--bind=\(bind)") }
+        nspawn = try ChildProcess.start("/usr/bin/systemd-nspawn", args)
+        let parent = nspawn.pid
+        var found: Int32 = 0
+        let booted = await TestSupport.waitUntil(timeout: .seconds(60)) {
+            // nspawn's first children are short-lived helpers; the container's
+            // init is the child named systemd.
+            let kids = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
+            found = kids.split(separator: " ").compactMap { Int32($0) }.first {
+                (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("systemd") == true
+            } ?? 0
+            return found != 0 && FileManager.default.fileExists(atPath: "/proc/\(found)/root/run/dbus/system_bus_socket")
+        }
+        pid = found
+        guard booted else {
+            let status = nspawn.process.isRunning ? "running" : "exited \(nspawn.process.terminationStatus)"
+            let log = nspawn.stdout + nspawn.stderr
+            await Self.teardown(nspawn, dir)
+            throw TestFailure("container did not boot (systemd-nspawn \(status), init \(found)): \(log.suffix(2000))")
+        }
+    }
+
+    var busAddress: String { "unix:path=/proc/\(pid)/root/run/dbus/system_bus_socket" }
+
+    /// Writes a unit into the container's /run/systemd/system and reloads systemd.
+    func install(unit name: String, _ text: String) async throws {
+        try TestSupport.write(text, to: "/proc/\(pid)/root/run/systemd/system/\(name)")
+        let r = try await CommandRunner.run(["/usr/bin/nsenter", "-t", "\(pid)", "-a", "systemctl", "daemon-reload"], timeout: .seconds(30))
+        guard r.succeeded else { throw TestFailure("daemon-reload: \(r.summary)") }
+    }
+
+    func activeState(_ unit: String) async -> String {
+        (try? await CommandRunner.run(["/usr/bin/nsenter", "-t", "\(pid)", "-a", "systemctl", "is-active", unit], timeout: .seconds(10)))?.output ?? "?"
+    }
+
+    func shutdown() async { await Self.teardown(nspawn, dir) }
+
+    static func teardown(_ nspawn: ChildProcess, _ dir: String) async {
+        nspawn.signal(SIGTERM)  // nspawn asks the container's systemd to power off
+        if await nspawn.wait(timeout: .seconds(20)) == nil { nspawn.signal(SIGKILL) }
+        nspawn.removeFiles()
+        _ = try? await CommandRunner.run(["/bin/umount", dir + "/root/usr"], timeout: .seconds(10))
+        TestSupport.cleanup(dir)
+    }
+}
+
+@Suite(.serialized, .enabled(if: NspawnSystemd.available, "needs root and systemd-nspawn"))
+struct RemediationSystemdTests {
+    @Test func unitsAreStoppedAndStartedThroughSystemdsBus() async throws {
+        let box = try await NspawnSystemd()
+        do {
+            try await box.install(unit: "gtest-app.service", "[Service]\nExecStart=/usr/bin/sleep infinity\n")
+            try await box.install(unit: "gtest-broken.service", "[Service]\nExecStart=/usr/bin/false\n")
+            let app = SystemdUnitController(unit: "gtest-app.service", busAddress: box.busAddress)
+            _ = try await app.start(timeout: .seconds(20))
+            #expect(await box.activeState("gtest-app.service") == "active")
+            try await app.stop(timeout: .seconds(20))
+            #expect(await box.activeState("gtest-app.service") == "inactive")
+            _ = try await app.start(timeout: .seconds(20))
+            #expect(await box.activeState("gtest-app.service") == "active")
+
+            await #expect {
+                try await SystemdUnitController(unit: "gtest-nothing.service", busAddress: box.busAddress).stop(timeout: .seconds(5))
+            } throws: { e in
+                "\(e)".contains("gtest-nothing.service does not exist or cannot be used (LoadState=not-found)")
+            }
+            await #expect {
+                _ = try await SystemdUnitController(unit: "gtest-broken.service", busAddress: box.busAddress).start(timeout: .seconds(20))
+            } throws: { e in
+                "\(e)".contains("gtest-broken.service") && "\(e)".contains("Result=exit-code")
+            }
+        } catch {
+            await box.shutdown()
+            throw error
+        }
+        await box.shutdown()
+    }
+
+    /// The whole incident with the app run by a real systemd: guardian stops
+    /// and starts its unit over D-Bus.
+    @Test func incidentWithTheAppUnderSystemd() async throws {
+        try await withWorld(rows: 5_000) { w in
+            let box = try await NspawnSystemd(bind: w.dir)
+            do {
+                try await box.install(unit: "gtest-db-app.service", """
+                    [Service]
+                    ExecStart=/usr/bin/python3 \(w.dir)/app.py \(w.db) \(w.dir)
+                    """)
+                var config = w.config()
+                config.stopCommand = []
+                config.startCommand = []
+                config.statusCommand = []
+                config.unit = "gtest-db-app.service"
+                config.systemdBusAddress = box.busAddress
+                let app = SystemdUnitController(unit: "gtest-db-app.service", busAddress: box.busAddress)
+                _ = try await app.start(timeout: .seconds(20))
+                #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { !w.served.isEmpty })
+                try await w.startReplication()
+                let (svc, store) = w.service(config: config)
+                try Damage.overwritePages(w.db, count: 6)
+                let done = await runService(svc) { (try? await store.incidents().first)?.outcome == .resolvedAutomatically }
+                let incident = try #require(try await store.incidents().first)
+                #expect(done, "\(describe(incident))")
+                #expect(incident.steps.first { $0.step == IncidentStepName.stopApp }?.detail == "systemd unit gtest-db-app.service")
+                #expect(await box.activeState("gtest-db-app.service") == "active")
+                let restartedAt = incident.steps.last { $0.step == IncidentStepName.startApp }?.at.timeIntervalSince1970 ?? 0
+                #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { w.served.contains { $0.at > restartedAt } }, "the app serves again")
+                _ = try? await app.stop(timeout: .seconds(20))
+            } catch {
+                await box.shutdown()
+                throw error
+            }
+            await box.shutdown()
         }
     }
 }

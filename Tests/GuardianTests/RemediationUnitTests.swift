@@ -181,6 +181,22 @@ enum Damage {
         }
         #expect(completed)
         #expect(runs == 5, "items, t0...t3")
+        // A table bigger than the budget gets twice the budget each time
+        // (up to the maximum), alone, until it fits.
+        var boosted = IntegrityCursor()
+        boosted.perTable = true
+        let tiny = Duration.microseconds(1)
+        let b1 = IntegrityChecker.quickCheck(path: db, budget: tiny, maxBudget: .seconds(10), cursor: &boosted)
+        #expect(b1.stoppedAtBudget)
+        #expect(boosted.nextTable == "items")
+        #expect(boosted.boosted["items"] == tiny * 2)
+        var fitted = false
+        for _ in 0..<40 where !fitted {
+            let o = IntegrityChecker.quickCheck(path: db, budget: tiny, maxBudget: .seconds(10), cursor: &boosted)
+            fitted = o.tablesChecked == ["items"]
+        }
+        #expect(fitted, "items was eventually checked on a grown budget")
+        #expect(boosted.nextTable == "t0")
         // With room, one run checks every table.
         let full = IntegrityChecker.quickCheck(path: db, budget: .seconds(10), cursor: &cursor)
         #expect(full.verdict == .ok)
@@ -254,6 +270,9 @@ enum Damage {
         // Remembered for errorMemory, then forgotten.
         #expect(a.record(sample(20 + 599, wal: 1 << 20, salts: (5, 6))).1.map(\.kind) == ["sqlite-full"])
         #expect(a.record(sample(20 + 601, wal: 1 << 20, salts: (5, 6))).1.isEmpty)
+        var nearlyFull = sample(700, wal: 1 << 20, salts: (5, 6))
+        nearlyFull.freeBytes = 12_000
+        #expect(a.record(nearlyFull).1.map(\.kind) == ["db-disk-full"])
     }
 
     @Test func realPassiveCheckpointWithAReaderHeld() async throws {

@@ -143,7 +143,9 @@ struct ReplicaConformanceTests {
             try await c.deleteAll()
             for level in LTXNaming.allLevels {
                 #expect(try await c.listFiles(level: level, exactTimestamps: false).isEmpty, "level \(level)")
-                #expect(try await r.inspect(level).keys.filter { LTXNaming.parse(fileName: $0) != nil }.isEmpty)
+            }
+            for level in [0, 1, 2, 9] {
+                #expect(try await r.inspect(level).keys.filter { LTXNaming.parse(fileName: $0) != nil }.isEmpty, "level \(level)")
             }
             // The replica is usable again afterwards.
             try await c.writeFile(level: 0, minTXID: 4, maxTXID: 4, contents: .bytes(ltxLikePayload(min: 4, max: 4, timestamp: Self.t0)), createdAt: Self.t0)
@@ -225,18 +227,20 @@ struct ReplicaConformanceTests {
     func missingFile(_ backend: Backend) async throws {
         try await withReplica(backend) { r in
             let ghost = LTXFileInfo(level: 0, minTXID: 5, maxTXID: 5, size: 10, createdAt: Self.t0)
+            let local = NSTemporaryDirectory() + "ghost-\(UUID().uuidString)"
             for op in ["read", "prefix", "download"] {
                 do {
                     switch op {
                     case "read": _ = try await r.client.readFile(ghost)
                     case "prefix": _ = try await r.client.readPrefix(ghost, count: 100)
-                    default: try await r.client.downloadFile(ghost, to: NSTemporaryDirectory() + "ghost-\(UUID().uuidString)")
+                    default: try await r.client.downloadFile(ghost, to: local)
                     }
                     Issue.record("\(op) of a missing file succeeded")
                 } catch let e as ReplicaError {
                     #expect(e.kind == .notFound, "\(op): \(e)")
                 }
             }
+            #expect(!FileManager.default.fileExists(atPath: local), "a failed download leaves no file")
         }
     }
 }

@@ -175,4 +175,42 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try await f.rows(out) == f.rows(f.db))
     }
+
+    @Test func compactionAndRetentionKeepTheReplicaSmallAndRestorable() async throws {
+        let f = try await Fixture("compact")
+        let config = f.dir + "/g.yml"
+        try TestSupport.write("""
+            dbs:
+              - path: \(f.db)
+                compaction-levels: [1s, 3s]
+                l0-retention: 1s
+                snapshot-interval: 2s
+                replicas:
+                  - url: file://\(f.replica)
+                    retention: 2s
+            """, to: config)
+        f.replicator = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--config", config, "--state-dir", f.dir + "/state"])
+        #expect(await Self.waitForReplica(f, atLeast: 1))
+        let c = try SQLiteConnection(path: f.db, mode: .readWrite)
+        for round in 0..<8 {
+            for i in 1...25 {
+                let id = round * 25 + i
+                try c.query("INSERT INTO t(id, v, pad) VALUES (?, ?, randomblob(300))", [.integer(Int64(id)), .text("row-\(id)")])
+            }
+            try await Task.sleep(for: .milliseconds(700))
+        }
+        let files = { (level: Int) in ((try? FileManager.default.contentsOfDirectory(atPath: "\(f.replica)/ltx/\(level)")) ?? []).filter { $0.hasSuffix(".ltx") } }
+        let compacted = await TestSupport.waitUntil(timeout: .seconds(20)) { !files(1).isEmpty && !files(9).isEmpty && files(0).count < 50 }
+        #expect(compacted, "L0 \(files(0).count), L1 \(files(1).count), L9 \(files(9).count): \(f.replicator?.stderr ?? "")")
+        #expect(await f.stopGuardian() == 0)
+        let expected = try await f.rows(f.db)
+        let mine = f.dir + "/g.db"
+        let r = try await guardian(["restore", "-o", mine, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(mine) == expected)
+        let theirs = f.dir + "/l.db"
+        let l = try await run(Self.litestream, ["restore", "-o", theirs, "file://" + f.replica])
+        #expect(l.status == 0, "\(l.stderr)")
+        #expect(try await f.rows(theirs) == expected)
+    }
 }

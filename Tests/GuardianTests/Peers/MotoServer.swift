@@ -11,32 +11,37 @@ final class MotoServer: @unchecked Sendable {
     let dir: String
     let port: Int
     let auth: Bool
+    /// 127.0.0.1, or the inner address of `namespace`.
+    let host: String
+    let namespace: NetNamespace?
     private let lock = NSLock()
     private var child: Spawned?
     /// Credentials that work (in auth mode: the IAM key created at start).
     private(set) var accessKeyID = "testkey"
     private(set) var secretAccessKey = "testsecret"
 
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    var endpoint: String { "http://\(host):\(port)" }
     var pid: Int32 { lock.withLock { child?.pid ?? -1 } }
 
     static var motoBinary: String { TestSupport.venvBin + "/moto_server" }
     static var python: String { TestSupport.venvBin + "/python" }
     static var available: Bool { FileManager.default.isExecutableFile(atPath: motoBinary) }
 
-    private init(dir: String, port: Int, auth: Bool) {
+    private init(dir: String, port: Int, auth: Bool, namespace: NetNamespace?) {
         self.dir = dir
         self.port = port
         self.auth = auth
+        self.namespace = namespace
+        self.host = namespace?.innerAddress ?? "127.0.0.1"
     }
 
     /// Starts moto and waits until it answers. In auth mode, creates an IAM
     /// key (`accessKeyID`/`secretAccessKey`) and the buckets in `buckets`.
-    static func start(auth: Bool = false, buckets: [String] = []) async throws -> MotoServer {
+    static func start(auth: Bool = false, buckets: [String] = [], in namespace: NetNamespace? = nil) async throws -> MotoServer {
         guard available else {
             throw TestFailure("moto_server not found at \(motoBinary); run scripts/install-deps.sh")
         }
-        let server = MotoServer(dir: try TestSupport.makeTempDir("moto"), port: TestSupport.freePort(), auth: auth)
+        let server = MotoServer(dir: try TestSupport.makeTempDir("moto"), port: TestSupport.freePort(), auth: auth, namespace: namespace)
         do {
             try await server.launch()
             if auth {
@@ -55,7 +60,9 @@ final class MotoServer: @unchecked Sendable {
         var env = ["AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KEY": "bootstrap", "AWS_DEFAULT_REGION": "us-east-1"]
         // 4 bootstrap calls: create-user, create-access-key, put-user-policy, create-bucket.
         if auth { env["INITIAL_NO_AUTH_ACTION_COUNT"] = "4" }
-        let process = try Spawned(Self.motoBinary, ["-H", "127.0.0.1", "-p", String(port)], environment: env)
+        let command = (Self.motoBinary, ["-H", host, "-p", String(port)])
+        let (executable, arguments) = namespace?.wrap(command.0, command.1) ?? command
+        let process = try await Spawned.start(executable, arguments, environment: env)
         lock.withLock { child = process }
         let ready = await TestSupport.waitUntil(timeout: .seconds(30)) {
             guard process.isRunning else { return false }

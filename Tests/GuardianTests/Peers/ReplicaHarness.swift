@@ -189,8 +189,27 @@ func ltxLikePayload(min: UInt64, max: UInt64, timestamp: Date, size: Int = 300) 
     put(min, at: 16)
     put(max, at: 24)
     put(UInt64(bitPattern: Int64((timestamp.timeIntervalSince1970 * 1000).rounded())), at: 32)
+    // Random content, fast even for hundreds of MiB in a debug build: one
+    // random 64 KiB block, tiled, with a random word stamped every 4 KiB.
     var rng = SystemRandomNumberGenerator()
-    for i in 100..<bytes.count { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
+    var block = [UInt64](repeating: 0, count: 8192)
+    for i in block.indices { block[i] = rng.next() }
+    bytes.withUnsafeMutableBytes { out in
+        block.withUnsafeBytes { tile in
+            guard let dst = out.baseAddress, let src = tile.baseAddress else { return }
+            var offset = 100
+            while offset < out.count {
+                let n = Swift.min(tile.count, out.count - offset)
+                memcpy(dst + offset, src, n)
+                offset += n
+            }
+        }
+        var offset = 4096
+        while offset + 8 <= out.count {
+            out.storeBytes(of: rng.next() as UInt64, toByteOffset: offset, as: UInt64.self)
+            offset += 4096
+        }
+    }
     return bytes
 }
 

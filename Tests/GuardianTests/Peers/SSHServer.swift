@@ -12,6 +12,9 @@ final class SSHServer: @unchecked Sendable {
     let dir: String
     let port: Int
     let user: String
+    /// 127.0.0.1, or the inner address of `namespace`.
+    let host: String
+    let namespace: NetNamespace?
     private let lock = NSLock()
     private var child: Spawned?
 
@@ -25,16 +28,19 @@ final class SSHServer: @unchecked Sendable {
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd") }
 
-    private init(dir: String, port: Int, user: String) {
+    private init(dir: String, port: Int, user: String, namespace: NetNamespace?) {
         self.dir = dir
         self.port = port
         self.user = user
+        self.namespace = namespace
+        self.host = namespace?.innerAddress ?? "127.0.0.1"
     }
 
-    static func start() async throws -> SSHServer {
+    /// Starts sshd on 127.0.0.1, or inside `namespace` on its inner address.
+    static func start(in namespace: NetNamespace? = nil) async throws -> SSHServer {
         guard available else { throw TestFailure("/usr/sbin/sshd not found; apt-get install openssh-server") }
         guard let pw = getpwuid(getuid()) else { throw TestFailure("no passwd entry for uid \(getuid())") }
-        let server = SSHServer(dir: try TestSupport.makeTempDir("sshd"), port: TestSupport.freePort(), user: String(cString: pw.pointee.pw_name))
+        let server = SSHServer(dir: try TestSupport.makeTempDir("sshd"), port: TestSupport.freePort(), user: String(cString: pw.pointee.pw_name), namespace: namespace)
         do {
             try await server.setUp()
             try await server.launch()
@@ -53,7 +59,7 @@ final class SSHServer: @unchecked Sendable {
         try writeKnownHosts(forHostKey: hostKey)
         try TestSupport.write("""
             Port \(port)
-            ListenAddress 127.0.0.1
+            ListenAddress \(host)
             HostKey \(hostKey)
             PidFile none
             AuthorizedKeysFile \(dir)/authorized_keys
@@ -80,7 +86,7 @@ final class SSHServer: @unchecked Sendable {
     /// known_hosts naming this server (`[127.0.0.1]:port`) with the given public key.
     func writeKnownHosts(forHostKey key: String, to path: String? = nil) throws {
         let pub = try String(contentsOfFile: key + ".pub", encoding: .utf8).split(separator: " ")
-        try TestSupport.write("[127.0.0.1]:\(port) \(pub[0]) \(pub[1])\n", to: path ?? knownHosts)
+        try TestSupport.write("[\(host)]:\(port) \(pub[0]) \(pub[1])\n", to: path ?? knownHosts)
     }
 
     /// `SHA256:...` as `ssh-keygen -l` prints it.
@@ -93,22 +99,24 @@ final class SSHServer: @unchecked Sendable {
     }
 
     private func launch() async throws {
-        let process = try Spawned("/usr/sbin/sshd", ["-D", "-e", "-f", config])
+        let command = ("/usr/sbin/sshd", ["-D", "-e", "-f", config])
+        let (executable, arguments) = namespace?.wrap(command.0, command.1) ?? command
+        let process = try await Spawned.start(executable, arguments)
         lock.withLock { child = process }
         // Ready when the port accepts connections and sends a banner.
         let ready = await TestSupport.waitUntil(timeout: .seconds(10)) {
-            process.isRunning && Self.banner(port: self.port)
+            process.isRunning && Self.banner(host: self.host, port: self.port)
         }
         guard ready else { throw TestFailure("sshd did not start on port \(port): \(process.stderr.suffix(2000))") }
     }
 
-    private static func banner(port: Int) -> Bool {
+    private static func banner(host: String, port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(host)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         var tv = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -121,7 +129,7 @@ final class SSHServer: @unchecked Sendable {
 
     func location(path: String? = nil, keyPath: String? = nil, knownHosts: String? = nil) -> SFTPLocation {
         SFTPLocation(
-            host: "127.0.0.1", port: port, user: user, path: path ?? dataDir + "/replica",
+            host: host, port: port, user: user, path: path ?? dataDir + "/replica",
             keyPath: keyPath ?? clientKey, knownHosts: knownHosts ?? self.knownHosts)
     }
 

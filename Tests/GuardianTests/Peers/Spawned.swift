@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 
 /// A server process started with posix_spawn and reaped by its own PID.
 ///
@@ -16,7 +17,24 @@ final class Spawned: @unchecked Sendable {
     private let lock = NSLock()
     private var exitStatus: Int32?
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    /// posix_spawn runs on this one long-lived thread: the parent-death
+    /// signal (below) fires when the *thread* that spawned the child ends.
+    private static let spawner = BlockingPool(name: "guardian-test-spawner", threads: 1)
+
+    /// Starts `executable`. Under `setpriv --pdeathsig KILL` (util-linux) the
+    /// server dies with the test process even if that crashes, so no server
+    /// outlives its test run.
+    static func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Spawned {
+        try await spawner.run {
+            let setpriv = "/usr/bin/setpriv"
+            if FileManager.default.isExecutableFile(atPath: setpriv) {
+                return try Spawned(setpriv, ["--pdeathsig", "KILL", "--", executable] + arguments, environment: environment)
+            }
+            return try Spawned(executable, arguments, environment: environment)
+        }
+    }
+
+    private init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         let base = NSTemporaryDirectory() + "guardian-spawn-\(UUID().uuidString.prefix(8))"
         stdoutPath = base + ".out"
         stderrPath = base + ".err"
