@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
 scripts/install-deps.sh
 swift build --build-tests
-exec swift test --skip-build "$@"
+exec swift test --skip-build --no-parallel "$@"

@@ -5,3 +5,8 @@ static inline int csqlite_busy_timeout(sqlite3 *db, int ms) { return sqlite3_bus
 static inline int csqlite_persist_wal(sqlite3 *db, int on) {
     return sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on);
 }
+// Closing guardian's connections must never checkpoint and delete the WAL:
+// the frames in it are how guardian resumes without a full image.
+static inline int csqlite_no_checkpoint_on_close(sqlite3 *db) {
+    return sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)0);
+}

@@ -7,6 +7,16 @@ import Foundation
 /// All functions are pure CPU work; they never block on I/O except
 /// `Digest.file`, which reads a local file and belongs on `BlockingPool`.
 public enum Crypto {
+    /// Stops OpenSSL from tearing itself down in an `atexit` handler. Without
+    /// this, a process that exits while another thread still uses libcrypto
+    /// (libcurl, libssh2 closing a session) can crash in OpenSSL's freed
+    /// locks. Only effective as the process's first OpenSSL initialisation:
+    /// HTTPClient and the SFTP client call it before libcurl/libssh2 start,
+    /// and `main` may call it first thing. Idempotent.
+    public static let disableExitCleanup: Void = {
+        _ = OPENSSL_init_crypto(UInt64(OPENSSL_INIT_NO_ATEXIT), nil)
+    }()
+
     public enum Algorithm: Sendable {
         case sha256, sha1, md5
 

@@ -130,14 +130,15 @@ public final class HTTPClient: Sendable {
     public static let shared = HTTPClient()
 
     private static let globalInit: Bool = {
-        curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+        _ = Crypto.disableExitCleanup
+        return curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
     }()
 
     private let pool: BlockingPool
     private let idle = Mutex<[HandleBox]>([])
     private let counter = Atomic<Int>(0)
 
-    public init(pool: BlockingPool = BlockingPool(name: "guardian-http", threads: 4)) {
+    public init(pool: BlockingPool = BlockingPool(name: "guardian-http", threads: 2)) {
         self.pool = pool
         _ = Self.globalInit
     }

@@ -160,8 +160,12 @@ public final class SQLiteConnection: @unchecked Sendable {
         return CheckpointResult(busy: false, logFrames: Int(log), checkpointedFrames: Int(done))
     }
 
-    /// Keep the -wal file when this connection closes (SQLITE_FCNTL_PERSIST_WAL).
-    public func persistWAL() { _ = csqlite_persist_wal(handle, 1) }
+    /// Keep the -wal file when this connection closes (SQLITE_FCNTL_PERSIST_WAL),
+    /// and do not checkpoint on close (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE).
+    public func persistWAL() {
+        _ = csqlite_persist_wal(handle, 1)
+        _ = csqlite_no_checkpoint_on_close(handle)
+    }
 
     public var isAutocommit: Bool { sqlite3_get_autocommit(handle) != 0 }
 }

@@ -29,7 +29,7 @@ public struct AppControlError: Error, Sendable, CustomStringConvertible {
 /// then polls the unit's `ActiveState` until it is `inactive`/`failed`
 /// (stop) or `active` (start). A unit systemd does not know (`LoadState`
 /// not-found) is refused before anything is done. sd-bus connections are
-/// not thread-safe: each operation opens its own, on `BlockingPool`.
+/// not thread-safe: each operation opens its own, on Remediate's thread pool.
 public struct SystemdUnitController: AppController {
     public let unit: String
     /// nil = the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured by sd-bus).
@@ -44,7 +44,7 @@ public struct SystemdUnitController: AppController {
 
     public func stop(timeout: Duration) async throws {
         let unit = unit, address = busAddress
-        try await BlockingPool.shared.run {
+        try await RemediatePool.shared.run {
             let bus = try SDBus(address: address)
             let path = try bus.loadUnit(unit)
             try bus.requireLoaded(unit: unit, path: path)
@@ -55,7 +55,7 @@ public struct SystemdUnitController: AppController {
 
     public func start(timeout: Duration) async throws -> Date {
         let unit = unit, address = busAddress
-        return try await BlockingPool.shared.run {
+        return try await RemediatePool.shared.run {
             let bus = try SDBus(address: address)
             let path = try bus.loadUnit(unit)
             try bus.requireLoaded(unit: unit, path: path)

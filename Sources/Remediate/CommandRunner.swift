@@ -21,7 +21,7 @@ public struct CommandOutcome: Sendable, Equatable {
 }
 
 /// Runs a configured command (an argv, never through a shell) with a
-/// timeout, on `BlockingPool` — never on the cooperative pool. stdin is
+/// timeout, on Remediate's own thread pool — never on the cooperative pool. stdin is
 /// /dev/null; stdout and stderr go to a private temp file rather than a
 /// pipe, so a command that leaves a background child (a start script that
 /// launches the app) returns as soon as the command itself exits. The child
@@ -29,7 +29,7 @@ public struct CommandOutcome: Sendable, Equatable {
 /// the group gets SIGTERM, then SIGKILL after two seconds.
 public enum CommandRunner {
     public static func run(_ argv: [String], timeout: Duration) async throws -> CommandOutcome {
-        try await BlockingPool.shared.run { try runBlocking(argv, timeout: timeout) }
+        try await RemediatePool.shared.run { try runBlocking(argv, timeout: timeout) }
     }
 
     public static func runBlocking(_ argv: [String], timeout: Duration) throws -> CommandOutcome {

@@ -88,6 +88,21 @@ public enum HeaderProblem: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The kind of problem, without its numbers (to compare two probes).
+    public var kind: String {
+        switch self {
+        case .tooShort: "too-short"
+        case .badMagic: "bad-magic"
+        case .badPageSize: "bad-page-size"
+        case .badField(let name, _): "bad-field-\(name)"
+        case .sizeNotPageMultiple: "size-not-page-multiple"
+        case .truncated: "truncated"
+        case .walBadHeader: "wal-bad-header"
+        case .walPartialFrame: "wal-partial-frame"
+        case .walShrank: "wal-shrank"
+        }
+    }
+
     /// The header itself is unusable (SQLite will answer SQLITE_NOTADB).
     public var isHeaderDestroyed: Bool {
         switch self {

@@ -158,6 +158,13 @@ public struct IntegrityCursor: Sendable, Equatable {
     public init() {}
 }
 
+/// Remediate's own threads for long blocking work — integrity checks (up to
+/// their budget), app commands, systemd waits — so that they never hold up
+/// the replication and file I/O on `BlockingPool.shared`.
+enum RemediatePool {
+    static let shared = BlockingPool(name: "guardian-check", threads: 2)
+}
+
 /// `PRAGMA quick_check` on a budget and `PRAGMA integrity_check` to confirm.
 /// All functions block; call them through `BlockingPool`.
 public enum IntegrityChecker {

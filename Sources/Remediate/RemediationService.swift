@@ -76,6 +76,14 @@ public struct RemediationService: Service {
         await remediator.report(sqliteError: SQLiteFailure(sqliteError))
     }
 
+    /// Suspicions reported by other parts of guardian, handled one at a time
+    /// beside the check loop (the machine ignores them while an incident runs).
+    func handleReports() async {
+        for await s in remediator.reported.cancelOnGracefulShutdown() {
+            await remediator.suspect(s)
+        }
+    }
+
     public func status() async -> HealthStatus { await remediator.status() }
 
     public func run() async throws {
@@ -83,7 +91,10 @@ public struct RemediationService: Service {
         let alerter = alerter
         await withTaskGroup(of: Bool.self) { group in
             if ownsAlerter { group.addTask { await alerter.run(); return true } }
+            let reports = Task { await handleReports() }
             await monitor()
+            reports.cancel()
+            await reports.value
             guard ownsAlerter else { return }
             // Let queued alerts (a resolve after the last trigger) go out, briefly.
             await alerter.finish()

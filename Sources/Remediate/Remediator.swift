@@ -77,6 +77,7 @@ public actor Remediator {
         self.logger = logger
         self.onStatus = onStatus
         machine = IncidentMachine(policy: .init(mode: config.effectiveMode, cooldown: config.cooldown, maxRestoreAttempts: config.maxRestoreAttempts))
+        (reported, reportedInput) = AsyncStream<Suspicion>.makeStream(bufferingPolicy: .bufferingNewest(8))
         assessor = CheckpointAssessor(walWarnSize: config.walWarnSize, walCriticalSize: config.walCriticalSize, starvation: config.checkpointStarvation)
     }
 
@@ -132,14 +133,20 @@ public actor Remediator {
     }
 
     /// An SQLite error seen by another part of guardian on this database.
-    public func report(sqliteError e: SQLiteFailure, at: Date = Date()) async {
+    /// Returns at once: a corruption error is handed to the service's loop
+    /// (`reported`), which confirms it and runs the incident.
+    public func report(sqliteError e: SQLiteFailure, at: Date = Date()) {
         assessor.note(sqliteCode: e.code, at: at)
         if e.isCorrupt, config.mode != .off {
-            await drive(.suspicion(Suspicion(source: .sqliteError, detail: e.description, at: at)))
+            reportedInput.yield(Suspicion(source: .sqliteError, detail: e.description, at: at))
         }
     }
 
-    /// A suspicion raised from outside (tests, other modules).
+    /// Suspicions reported from outside, for the service's loop.
+    public nonisolated let reported: AsyncStream<Suspicion>
+    private let reportedInput: AsyncStream<Suspicion>.Continuation
+
+    /// Runs a suspicion raised from outside to its end (confirmation, and the incident if any).
     public func suspect(_ s: Suspicion) async {
         guard config.mode != .off else { return }
         await drive(.suspicion(s))
@@ -160,8 +167,8 @@ public actor Remediator {
         if !sample.files.problems.isEmpty {
             try? await Task.sleep(for: .milliseconds(200))
             let again = await BlockingPool.shared.run { FileProbe.read(path: path, previous: prev) }
-            let kinds = Set(again.problems.map { "\($0)".prefix(12) })
-            sample.files.problems = sample.files.problems.filter { kinds.contains("\($0)".prefix(12)) }
+            let kinds = Set(again.problems.map(\.kind))
+            sample.files.problems = sample.files.problems.filter { kinds.contains($0.kind) }
             if sample.files.problems.isEmpty { sample.files = again }
         }
         lastProbe = sample.files
@@ -195,7 +202,7 @@ public actor Remediator {
         let budget = config.integrityBudget
         let maxBudget = max(config.integrityBudget, config.confirmBudget)
         let before = cursor
-        let (outcome, newCursor) = await BlockingPool.shared.run { () -> (QuickCheckOutcome, IntegrityCursor) in
+        let (outcome, newCursor) = await RemediatePool.shared.run { () -> (QuickCheckOutcome, IntegrityCursor) in
             var c = before
             let o = IntegrityChecker.quickCheck(path: path, budget: budget, maxBudget: maxBudget, cursor: &c)
             return (o, c)
@@ -337,7 +344,7 @@ public actor Remediator {
         await publish()
         let path = database
         let budget = config.confirmBudget
-        let (verdict, code) = await BlockingPool.shared.run { IntegrityChecker.confirm(path: path, budget: budget) }
+        let (verdict, code) = await RemediatePool.shared.run { IntegrityChecker.confirm(path: path, budget: budget) }
         if let code { assessor.note(sqliteCode: code, at: Date()) }
         switch verdict {
         case .ok:
@@ -525,7 +532,7 @@ public actor Remediator {
         let queries = config.verifyQueries
         let budget = config.confirmBudget
         let start = Date()
-        let result = await BlockingPool.shared.run { IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        let result = await RemediatePool.shared.run { IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
         let end = Date()
         record?.verifyFinishedAt = end
         switch result {

@@ -5,9 +5,15 @@ import Platform
 extension ReplicaClients {
     /// Builds the S3 or SFTP client of a target, with standard timeouts and retries.
     static func makeRemote(_ target: ReplicaTarget) throws -> any ReplicaClient {
+        try make(target, options: .standard)
+    }
+
+    /// Builds the client of a target with these timeouts, retries and logger
+    /// (the file replica has none of them).
+    public static func make(_ target: ReplicaTarget, options: RemoteClientOptions) throws -> any ReplicaClient {
         switch target {
-        case .s3(let location): return try S3ReplicaClient(location)
-        case .sftp(let location): return try SFTPReplicaClient(location)
+        case .s3(let location): return try S3ReplicaClient(location, options: options)
+        case .sftp(let location): return try SFTPReplicaClient(location, options: options)
         case .file(let path): return FileReplicaClient(root: path)
         }
     }

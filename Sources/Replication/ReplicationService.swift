@@ -15,12 +15,15 @@ public struct ReplicationService: Service {
     let logger: Logger
     let onStatus: @Sendable (DatabaseStatus) async -> Void
     let heartbeat: @Sendable () async -> Void
+    let control: ReplicationControl
 
     public init(
         config: DatabaseConfig, stateDir: String, logger: Logger,
         onStatus: @escaping @Sendable (DatabaseStatus) async -> Void = { _ in },
-        heartbeat: @escaping @Sendable () async -> Void = {}
+        heartbeat: @escaping @Sendable () async -> Void = {},
+        control: ReplicationControl = ReplicationControl()
     ) {
+        self.control = control
         self.config = config
         // One staging folder per database for snapshots on their way out.
         let key = config.path.replacingOccurrences(of: "/", with: "_")
@@ -31,6 +34,19 @@ public struct ReplicationService: Service {
     }
 
     public func run() async throws {
+        // Remediation may pause replication while it swaps the database file;
+        // each session ends when paused and a new one starts on resume.
+        while true {
+            try await runSession()
+            guard await control.isPaused(config.path), !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+            await control.acknowledgePause(config.path)
+            await onStatus(DatabaseStatus(path: config.path, state: "paused"))
+            await control.waitForResume(config.path)
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        }
+    }
+
+    private func runSession() async throws {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
         // 1. Open, retrying while the database is missing or not in WAL mode.
         var reported = ""
@@ -44,6 +60,7 @@ public struct ReplicationService: Service {
                     logger.event(.databaseOpenFailed, level: .error, ["db": "\(config.path)", "error": "\(text)"])
                     reported = text
                 }
+                if await control.isPaused(config.path) { return }
                 let missing = !FileManager.default.fileExists(atPath: config.path)
                 await onStatus(DatabaseStatus(path: config.path, state: missing ? "missing" : "error", error: text))
                 await heartbeat()
@@ -87,6 +104,7 @@ public struct ReplicationService: Service {
         // 3. Run the shippers and the sync loop.
         let watcher = WALWatcher(walPath: config.path + "-wal")
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await control.register(config.path, wake: wake)
         await withDiscardingTaskGroup { group in
             for s in shippers {
                 let stream = await replicator.subscribe()
@@ -105,6 +123,11 @@ public struct ReplicationService: Service {
                 var failing = false
                 for await _ in wakeups.cancelOnGracefulShutdown() {
                     await heartbeat()
+                    if await control.isPaused(config.path) { break }
+                    // A burst (more than one transaction per wake-up): let it
+                    // gather for a few milliseconds before the next file.
+                    let busy = await replicator.lastSyncTransactions
+                    if busy > 1 { try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5)) }
                     do {
                         try await replicator.sync()
                         try await replicator.checkpointIfNeeded()
@@ -165,5 +188,62 @@ public struct ReplicationService: Service {
             path: config.path, state: "open", pageSize: Int(state.pageSize), dbSize: sizes.db, walSize: sizes.wal,
             txid: LTXNaming.hex(state.txid), lastCommit: state.lastCommit.map(Timestamps.iso8601), checkpoint: checkpoint,
             replicas: replicas))
+    }
+}
+
+/// Lets remediation pause a database's replication while it moves the
+/// database file away and swaps a restored copy in, and resume afterwards
+/// (replication then starts over from the replicas' position with a full image).
+public actor ReplicationControl {
+    private var paused: Set<String> = []
+    private var wakes: [String: AsyncStream<Void>.Continuation] = [:]
+    private var pauseWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    private var resumeWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    private var acknowledged: Set<String> = []
+
+    public init() {}
+
+    func register(_ path: String, wake: AsyncStream<Void>.Continuation) { wakes[path] = wake }
+
+    public func isPaused(_ path: String) -> Bool { paused.contains(path) }
+
+    /// Stops replication of `path` and returns once guardian holds no
+    /// connection or descriptor on it (or after `timeout`).
+    public func pause(_ path: String, timeout: Duration = .seconds(10)) async {
+        paused.insert(path)
+        acknowledged.remove(path)
+        wakes[path]?.yield(())
+        if acknowledged.contains(path) { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForAcknowledgement(path) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+            self.releasePauseWaiters(path)
+        }
+    }
+
+    private func waitForAcknowledgement(_ path: String) async {
+        if acknowledged.contains(path) { return }
+        await withCheckedContinuation { pauseWaiters[path, default: []].append($0) }
+    }
+
+    private func releasePauseWaiters(_ path: String) {
+        for w in pauseWaiters.removeValue(forKey: path) ?? [] { w.resume() }
+    }
+
+    func acknowledgePause(_ path: String) {
+        acknowledged.insert(path)
+        releasePauseWaiters(path)
+    }
+
+    public func resume(_ path: String) {
+        paused.remove(path)
+        for w in resumeWaiters.removeValue(forKey: path) ?? [] { w.resume() }
+    }
+
+    func waitForResume(_ path: String) async {
+        guard paused.contains(path) else { return }
+        await withCheckedContinuation { resumeWaiters[path, default: []].append($0) }
     }
 }

@@ -59,6 +59,10 @@ public actor Replicator {
 
     /// Under heavy load several transactions found by one sync go into one file.
     static let batchThreshold = 32
+    /// Transactions the newest sync found: above one, the next sync waits a
+    /// little so that a burst becomes a few larger files instead of thousands
+    /// of fsyncs competing with the application's own writes.
+    private(set) var lastSyncTransactions = 0
 
     /// Where full images and snapshots are staged on their way to the replicas.
     let stagingDir: String
@@ -110,6 +114,22 @@ public actor Replicator {
         pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
         dbFD = Foundation.open(config.path, O_RDONLY | O_CLOEXEC)
         guard dbFD >= 0 else { throw SystemError("open", path: config.path) }
+        giveSidecarsToTheOwner()
+    }
+
+    /// SQLite hands -wal/-shm to the database's owner only when it runs as
+    /// root; when guardian (its own user) creates them, the application could
+    /// no longer open its database. Give them back (guardian has CAP_CHOWN).
+    private func giveSidecarsToTheOwner() {
+        var db = stat()
+        guard fstat(dbFD, &db) == 0 else { return }
+        for suffix in ["-wal", "-shm"] {
+            var st = stat()
+            let path = config.path + suffix
+            guard stat(path, &st) == 0 else { continue }
+            if st.st_uid != db.st_uid || st.st_gid != db.st_gid { _ = chown(path, db.st_uid, db.st_gid) }
+            if st.st_mode & 0o777 != db.st_mode & 0o777 { _ = chmod(path, db.st_mode & 0o777) }
+        }
     }
 
     private func beginPin(_ index: Int) throws {
@@ -229,6 +249,7 @@ public actor Replicator {
                 cursor = next
             }
             if !txs.isEmpty { lastCommitObserved = now }
+            lastSyncTransactions = txs.count
             walBytes = next.offset
         } else {
             // No WAL (or an empty one): the database file holds everything.

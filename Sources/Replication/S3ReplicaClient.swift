@@ -29,8 +29,21 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
     private let endpoint: Endpoint
     private let counter: RequestCounter
 
-    public init(_ location: S3Location, options: RemoteClientOptions = .standard, http: HTTPClient = .shared) throws {
+    /// Credentials missing from `location` (a replica given as a bare
+    /// `s3://` URL on the command line) come from `environment`:
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then LITESTREAM_ACCESS_KEY_ID /
+    /// LITESTREAM_SECRET_ACCESS_KEY, as with Litestream.
+    public init(
+        _ location: S3Location, options: RemoteClientOptions = .standard, http: HTTPClient = .shared,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
         guard !location.bucket.isEmpty else { throw ReplicaError(.permanent, "s3 replica: the bucket name is empty") }
+        var location = location
+        func env(_ names: String...) -> String? { names.lazy.compactMap { environment[$0] }.first { !$0.isEmpty } }
+        if location.accessKeyID?.isEmpty ?? true { location.accessKeyID = env("AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID") }
+        if location.secretAccessKey?.isEmpty ?? true {
+            location.secretAccessKey = env("AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY").map(Secret.init)
+        }
         guard location.accessKeyID?.isEmpty == false, location.secretAccessKey?.isEmpty == false else {
             throw ReplicaError(.permanent, "s3 replica bucket \(location.bucket): no credentials; set access-key-id and secret-access-key in the configuration or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
         }

@@ -44,7 +44,7 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
         }
         self.location = location
         self.options = options
-        self.connection = SFTPConnection(location: location, options: options)
+        self.connection = SFTPConnection.shared(location: location, options: options)
     }
 
     public var requestCount: Int { connection.requests.load(ordering: .relaxed) }
@@ -59,7 +59,8 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
     public func directory(level: Int) -> String { "\(root)/ltx/\(level)" }
     public func path(of file: LTXFileInfo) -> String { "\(directory(level: file.level))/\(file.name)" }
 
-    /// Closes the session (a later call reconnects).
+    /// Closes the session, which every client of the same server and login
+    /// shares (a later call of any of them reconnects).
     public func disconnect() async { await connection.disconnect(broken: false) }
 
     private func withRetry<T: Sendable>(_ what: String, _ body: @escaping @Sendable (SFTPConnection) async throws -> T) async throws -> T {
@@ -153,7 +154,10 @@ actor SFTPConnection {
         var mtime: Int
     }
 
-    private static let libraryReady: Bool = libssh2_init(0) == 0
+    private static let libraryReady: Bool = {
+        _ = Crypto.disableExitCleanup
+        return libssh2_init(0) == 0
+    }()
 
     nonisolated let requests = Atomic<Int>(0)
     private nonisolated let executor: ThreadExecutor
@@ -171,7 +175,27 @@ actor SFTPConnection {
     private var broken = false
     private var knownDirectories: Set<String> = []
 
-    init(location: SFTPLocation, options: RemoteClientOptions) {
+    /// One connection (one session, one thread) per server, login and
+    /// timeouts, shared by every client for it, so that clients made again
+    /// and again (restores, status, reloads) never pile up threads or
+    /// sessions. Kept for the life of the process.
+    private static let registry = Mutex<[String: SFTPConnection]>([:])
+
+    static func shared(location: SFTPLocation, options: RemoteClientOptions) -> SFTPConnection {
+        let key = [
+            location.host, String(location.port), location.user, location.keyPath ?? "", location.knownHosts ?? "",
+            location.password.map { Crypto.sha256Hex($0.value) } ?? "",
+            "\(options.connectTimeout)", "\(options.stallTimeout)",
+        ].joined(separator: "\u{0}")
+        return registry.withLock { connections in
+            if let existing = connections[key] { return existing }
+            let connection = SFTPConnection(location: location, options: options)
+            connections[key] = connection
+            return connection
+        }
+    }
+
+    private init(location: SFTPLocation, options: RemoteClientOptions) {
         self.location = location
         self.options = options
         self.display = ReplicaTarget.sftp(location).destination

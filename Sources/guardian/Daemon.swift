@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import DiskWatch
+import Remediate
 import Platform
 import Replication
 import ServiceLifecycle
@@ -40,13 +41,24 @@ struct Daemon {
     private func runGeneration(_ config: GuardianConfig, isReload: Bool, box: ReloadBox) async throws {
         let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let control = ReplicationControl()
         for db in config.dbs {
             let loop = "db:\(db.path)"
             let service = ReplicationService(
                 config: db.replication, stateDir: config.stateDir, logger: logger,
-                onStatus: { await board.update($0) }, heartbeat: { await board.beat(loop) })
+                onStatus: { await board.update($0) }, heartbeat: { await board.beat(loop) }, control: control)
             // A database that cannot be replicated must not take the others down.
             services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
+            if db.remediation.mode != .off {
+                // Remediation pauses this database's replication while it swaps files.
+                let hooks = RemediationHooks(
+                    pause: { await control.pause($0) },
+                    resume: { path, _ in await control.resume(path) })
+                let remediation = RemediationService(
+                    database: db.path, config: db.remediation, replicas: db.replication.replicas, alerts: config.alerts,
+                    stateDir: config.stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks)
+                services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
+            }
         }
         let replicaDirs = config.dbs.flatMap { db in
             db.replication.replicas.compactMap { r -> String? in

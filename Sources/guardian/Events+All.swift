@@ -1,8 +1,9 @@
 import DiskWatch
 import Platform
 import Remediate
+import Replication
 
 extension GuardianEvent {
     /// Every event any module logs: the journald catalog lists them all.
-    static var everyKind: [GuardianEvent] { all + diskWatchEvents + remediateEvents }
+    static var everyKind: [GuardianEvent] { all + diskWatchEvents + remediateEvents + [replicaRequestRetrying] }
 }

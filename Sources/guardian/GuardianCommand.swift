@@ -13,6 +13,22 @@ struct GuardianCommand: AsyncParsableCommand {
             RunCommand.self, StatusCommand.self, CheckConfigCommand.self, RotateCommand.self, DiskBenchCommand.self, DemoCommand.self, ReplicateCommand.self, RestoreCommand.self, LTXCommand.self, CatalogCommand.self, SystemdPathsCommand.self, IncidentsCommand.self,
         ]
     )
+
+    static func main() async {
+        // Before anything else touches OpenSSL (libcurl, libssh2): no exit-time
+        // cleanup, which could free locks another thread still uses.
+        _ = Crypto.disableExitCleanup
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options shared by the commands that read the configuration file.

@@ -69,7 +69,9 @@ struct RestoreCommand: AsyncParsableCommand {
         let check = options.integrityCheck == .none ? "no integrity check" : "\(options.integrityCheck.rawValue) integrity check ok"
         print(
             "restored \(out) from \(name): TXID \(LTXNaming.hex(result.txid))\(when), \(result.files) files, "
-                + "\(Units.formatBytes(result.bytes)), \(check), \(String(format: "%.2f", result.totalSeconds)) s")
+                + "\(Units.formatBytes(result.bytes)), \(check), \(String(format: "%.2f", result.totalSeconds)) s "
+                + "(plan \(String(format: "%.2f", result.planSeconds)) s, download wait \(String(format: "%.2f", result.downloadSeconds)) s, "
+                + "apply \(String(format: "%.2f", result.applySeconds)) s, check \(String(format: "%.2f", result.verifySeconds)) s)")
     }
 
     func parseOptions() -> RestoreOptions {

@@ -1,6 +1,7 @@
 import Foundation
 import Platform
 import DiskWatch
+import Remediate
 import Replication
 
 /// The daemon's shared view of itself: each service publishes its status
@@ -17,6 +18,7 @@ actor StatusBoard {
     private var heartbeats: [String: ContinuousClock.Instant] = [:]
     private var readyWaiters: [CheckedContinuation<Void, Never>] = []
     private var disk: [MountStatus] = []
+    private var health: [String: HealthStatus] = [:]
 
     init(configPath: String, databasePaths: [String]) {
         self.configPath = configPath
@@ -46,6 +48,8 @@ actor StatusBoard {
 
     func updateDisk(_ mounts: [MountStatus]) { disk = mounts }
 
+    func updateHealth(_ status: HealthStatus) { health[status.path] = status }
+
     /// Names of loops whose last heartbeat is older than `limit`.
     func staleLoops(limit: Duration) -> [String] {
         let now = ContinuousClock.now
@@ -59,7 +63,7 @@ actor StatusBoard {
             version: GuardianVersion.string, pid: getpid(), startedAt: Timestamps.iso8601(startedAt),
             uptimeSeconds: (Date().timeIntervalSince(startedAt) * 1000).rounded() / 1000,
             config: configPath, state: state.rawValue,
-            databases: order.compactMap { databases[$0] }, disk: disk)
+            databases: order.compactMap { databases[$0] }, disk: disk, health: order.compactMap { health[$0] })
     }
 
     /// One line for systemd's STATUS=.
@@ -84,6 +88,8 @@ struct StatusDocument: Codable, Sendable {
     var state: String
     var databases: [DatabaseStatus]
     var disk: [MountStatus] = []
+    /// Checkpoint health, integrity and incidents per database (remediation).
+    var health: [HealthStatus] = []
 
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Platform
 import DiskWatch
+import Remediate
 import Replication
 
 struct StatusCommand: AsyncParsableCommand {
@@ -83,6 +84,12 @@ enum StatusTable {
                 if let e = r.error { out += "      Error: \(paint(e, "31"))\n" }
             }
             if db.replicas.isEmpty { out += "  no replicas configured\n" }
+            if let h = doc.health.first(where: { $0.path == db.path }) {
+                var line = "  health: \(h.state) (\(h.mode))  integrity: \(h.integrity.state)"
+                if let c = h.checkpoint { line += "  WAL \(Units.formatBytes(c.walSize))" }
+                out += line + "\n"
+                for i in h.openIncidents { out += "  " + paint("open incident \(i.id): \(i.cause) (\(i.phase))", "31") + "\n" }
+            }
         }
         if doc.databases.isEmpty { out += "\nno databases configured\n" }
         if !doc.disk.isEmpty {

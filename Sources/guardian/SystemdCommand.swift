@@ -5,7 +5,7 @@ import Platform
 // Hidden helper commands used by the Debian package (packaging/):
 //
 // - `guardian catalog` prints the journald message catalog, one entry per
-//   `GuardianEvent.all` (so `journalctl -x` explains every MESSAGE_ID).
+//   `GuardianEvent.everyKind` (so `journalctl -x` explains every MESSAGE_ID).
 // - `guardian systemd-paths` prints a systemd drop-in with the
 //   `ReadWritePaths=` the configuration needs under `ProtectSystem=strict`;
 //   the package's generator runs it at boot and on `systemctl daemon-reload`.
@@ -21,14 +21,14 @@ struct CatalogCommand: ParsableCommand {
     var check = false
 
     func run() throws {
-        let problems = JournalCatalog.problems(GuardianEvent.all)
+        let problems = JournalCatalog.problems(GuardianEvent.everyKind)
         if check {
             for p in problems { FileHandle.standardError.write(Data("guardian: catalog: \(p)\n".utf8)) }
             if !problems.isEmpty { throw ExitCode(1) }
-            print("\(GuardianEvent.all.count) events, each with an id and an explanation")
+            print("\(GuardianEvent.everyKind.count) events, each with an id and an explanation")
             return
         }
-        print(JournalCatalog.render(GuardianEvent.all), terminator: "")
+        print(JournalCatalog.render(GuardianEvent.everyKind), terminator: "")
     }
 }
 

@@ -10,7 +10,7 @@ import Testing
 /// ones itself, and can be told to fail the first N requests.
 final class WebhookReceiver: @unchecked Sendable {
     static let script = #"""
-    import hashlib, hmac, json, sys, threading
+    import hashlib, hmac, json, os, sys, threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     port_file, log_file, key, fail_first, fail_status = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     lock = threading.Lock()
@@ -37,6 +37,13 @@ final class WebhookReceiver: @unchecked Sendable {
             self.wfile.write(b"ok")
         def log_message(self, *a):
             pass
+    def orphan_watch(parent=os.getppid()):
+        # Leave with the test process, even if it dies without stopping us.
+        import time
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+    threading.Thread(target=orphan_watch, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", 0), H)
     with open(port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))

@@ -24,7 +24,8 @@ final class RemediationWorld: @unchecked Sendable {
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, body TEXT NOT NULL, at REAL NOT NULL)")
     ready = False
-    while not stop[0]:
+    # A test that died without stopping the app removes its directory (or not): leave then too.
+    while not stop[0] and os.path.isdir(d + "/data"):
         try:
             t = time.time()
             cur = conn.execute("INSERT INTO items(body, at) VALUES (?, ?)", ("r" * 100, t))
@@ -164,10 +165,12 @@ final class RemediationWorld: @unchecked Sendable {
         guard ok else { throw TestFailure("litestream did not replicate: \(litestream?.stderr ?? "")") }
     }
 
+    /// SIGTERM (Litestream makes a last sync), SIGKILL after 2 s.
     func stopReplication() async {
         guard let l = litestream else { return }
         l.signal(SIGTERM)
-        await l.wait(timeout: .seconds(10))
+        await l.wait(timeout: .seconds(2))
+        l.removeFiles()
         litestream = nil
     }
 
@@ -414,6 +417,37 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
             #expect(resolved)
             #expect(await w.receiver?.waitFor(2) == true)
             #expect(w.receiver?.deliveries.map { $0.body["action"] as? String ?? "" } == ["trigger", "resolve"])
+        }
+    }
+
+    /// Another part of guardian (the replicator) hits SQLITE_CORRUPT on its
+    /// own reads and reports it: that alone starts the incident.
+    @Test func corruptionReportedByAnotherModuleStartsTheIncident() async throws {
+        try await withWorld(rows: 5_000) { w in
+            try await w.startApp()
+            try await w.startReplication()
+            var config = w.config()
+            config.integrityInterval = .seconds(3600)
+            config.checkpointInterval = .seconds(3600)
+            let (svc, store) = w.service(config: config)
+            let task = Task { try await svc.run() }
+            try await Task.sleep(for: .milliseconds(300))
+            try Damage.overwritePages(w.db, count: 20)
+            var seen: SQLiteError?
+            do {
+                _ = try SQLiteConnection(path: w.db, mode: .readOnly).query("SELECT sum(length(body)) FROM items")
+            } catch let e as SQLiteError {
+                seen = e
+            }
+            let e = try #require(seen, "reading the damaged table did not fail")
+            #expect(e.isCorrupt)
+            await svc.report(sqliteError: e)
+            let done = await TestSupport.waitUntil(timeout: .seconds(60)) { (try? await store.incidents().first)?.outcome == .resolvedAutomatically }
+            task.cancel()
+            _ = await task.result
+            let incident = try #require(try await store.incidents().first)
+            #expect(done, "\(describe(incident))")
+            #expect(incident.suspicion.source == .sqliteError)
         }
     }
 

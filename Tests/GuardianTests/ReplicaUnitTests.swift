@@ -76,7 +76,10 @@ struct ReplicaUnitTests {
         // Levels in %04x, as Litestream names them.
         let c = try S3ReplicaClient(S3Location(bucket: "b", path: "dbs/app", accessKeyID: "k", secretAccessKey: Secret("s")))
         #expect(c.prefix(level: 0) == "dbs/app/0000/" && c.prefix(level: 9) == "dbs/app/0009/")
-        #expect(throws: ReplicaError.self) { try S3ReplicaClient(S3Location(bucket: "b", path: "p")) }
+        #expect(throws: ReplicaError.self) { try S3ReplicaClient(S3Location(bucket: "b", path: "p"), environment: [:]) }
+        // A bare s3:// URL takes its credentials from the environment.
+        let fromEnv = try S3ReplicaClient(S3Location(bucket: "b", path: "p"), environment: ["AWS_ACCESS_KEY_ID": "AK", "LITESTREAM_SECRET_ACCESS_KEY": "SK"])
+        #expect(fromEnv.location.accessKeyID == "AK" && fromEnv.location.secretAccessKey == Secret("SK"))
     }
 
     @Test func xmlReaderHandlesS3Documents() throws {

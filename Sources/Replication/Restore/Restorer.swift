@@ -304,9 +304,11 @@ public struct Restorer: Sendable {
     }
 }
 
-/// Writes pages into the temp database at (pgno-1) × pageSize, coalescing
-/// runs of consecutive pages into one pwrite, and tracks which pages are
-/// present. Used by one restore at a time, from BlockingPool threads.
+/// Writes pages into the temp database at (pgno-1) × pageSize and tracks
+/// which pages are present. Decoding (LZ4 + CRC) runs on the calling thread;
+/// runs of consecutive pages are handed, in order, to a write-behind thread
+/// that pwrites them and starts writeback every 64 MiB, so decoding, writing
+/// and flushing overlap. Used by one restore at a time, from BlockingPool.
 final class RestoreWriter: @unchecked Sendable {
     static let chunkBytes = 4 << 20
 
@@ -321,6 +323,7 @@ final class RestoreWriter: @unchecked Sendable {
     private var previous: String?
     /// One bit per page, bit p-1 for page p.
     private var present: [UInt64] = []
+    private var writer: WriteBehind?
     private var chunk: UnsafeMutableRawBufferPointer?
     private var chunkPages = 0
     private var chunkStart: UInt32 = 0
@@ -332,12 +335,13 @@ final class RestoreWriter: @unchecked Sendable {
         guard fd >= 0 else { throw SystemError("open", path: path) }
     }
 
-    deinit {
-        close()
-        chunk?.deallocate()
-    }
+    deinit { close() }
 
+    /// Stops the write-behind thread and closes the file (idempotent).
     func close() {
+        writer?.stop()
+        writer = nil
+        chunk = nil
         if fd >= 0 {
             Foundation.close(fd)
             fd = -1
@@ -369,22 +373,27 @@ final class RestoreWriter: @unchecked Sendable {
             }
             pageSize = h.pageSize
             chunkPages = max(1, Self.chunkBytes / Int(h.pageSize))
-            chunk = .allocate(byteCount: chunkPages * Int(h.pageSize), alignment: 4096)
+            writer = WriteBehind(fd: fd, path: path, bufferBytes: chunkPages * Int(h.pageSize), buffers: 3)
             first = label
         }
-        guard let chunk, let base = chunk.baseAddress else { return }
+        guard let writer else { return }
         let size = Int(pageSize)
         markCapacity(h.commit)
         var reported: Int64 = 0
         while true {
             if chunkCount == chunkPages { try flush() }
+            let buffer = try chunk ?? writer.take()
+            chunk = buffer
+            guard let base = buffer.baseAddress else { return }
             let slot = UnsafeMutableRawBufferPointer(start: base + chunkCount * size, count: size)
             guard let pgno = try decoder.nextPage(into: slot) else { break }
             if chunkCount > 0, pgno != chunkStart + UInt32(chunkCount) {
-                // Not adjacent: write out the run before it, then start a new run.
+                // Not adjacent: hand over the run before it and start a new run with this page.
                 let landed = chunkCount
-                try flush(count: landed)
-                base.copyMemory(from: base + landed * size, byteCount: size)
+                try flush()
+                let next = try writer.take()
+                chunk = next
+                if let target = next.baseAddress { memmove(target, base + landed * size, size) }
             }
             if chunkCount == 0 { chunkStart = pgno }
             chunkCount += 1
@@ -407,15 +416,17 @@ final class RestoreWriter: @unchecked Sendable {
         previous = label
     }
 
-    /// Zeroes the lock page if the database reaches it, checks that every
-    /// page is present, truncates to the final size and fsyncs.
+    /// Waits for pending writes, zeroes the lock page if the database reaches
+    /// it, checks that every page is present, truncates to the final size and fsyncs.
     func finish() throws {
-        guard first != nil else { throw RestoreError(.noFiles, "nothing to restore") }
+        guard first != nil, let writer else { throw RestoreError(.noFiles, "nothing to restore") }
+        try flush()
+        try writer.drain()
         let lock = LTXHeader.lockPgno(pageSize: pageSize)
         let size = Int(pageSize)
         if commit >= lock {
             let zeros = [UInt8](repeating: 0, count: size)
-            try zeros.withUnsafeBytes { try pwriteAll($0.baseAddress.unsafelyUnwrapped, size, at: off_t(lock - 1) * off_t(size)) }
+            try zeros.withUnsafeBytes { try WriteBehind.pwriteAll(fd: fd, path: path, $0.baseAddress.unsafelyUnwrapped, size, at: off_t(lock - 1) * off_t(size)) }
             let bit = Int(lock - 1)
             present[bit >> 6] |= 1 << UInt64(bit & 63)
         }
@@ -435,15 +446,126 @@ final class RestoreWriter: @unchecked Sendable {
         if present.count < words { present += [UInt64](repeating: 0, count: words - present.count) }
     }
 
-    private func flush(count: Int? = nil) throws {
-        let n = count ?? chunkCount
-        guard n > 0, let base = chunk?.baseAddress else { return }
+    /// Hands the current run to the write-behind thread.
+    private func flush() throws {
+        guard chunkCount > 0, let buffer = chunk, let writer else { return }
         let size = Int(pageSize)
-        try pwriteAll(UnsafeRawPointer(base), n * size, at: off_t(chunkStart - 1) * off_t(size))
+        try writer.submit(buffer, count: chunkCount * size, offset: off_t(chunkStart - 1) * off_t(size))
+        chunk = nil
         chunkCount = 0
     }
+}
 
-    private func pwriteAll(_ base: UnsafeRawPointer, _ count: Int, at offset: off_t) throws {
+/// A dedicated thread that performs queued pwrites in order, with a few
+/// reusable buffers. Every 64 MiB it runs fdatasync so the disk works while
+/// the restore keeps decoding and the final fsync has little left to do.
+/// The first error is kept and rethrown to the producer.
+final class WriteBehind: @unchecked Sendable {
+    private struct Job {
+        var buffer: UnsafeMutableRawBufferPointer
+        var count: Int
+        var offset: off_t
+    }
+
+    static let syncEvery = Int.max
+
+    private let fd: Int32
+    private let path: String
+    private let condition = NSCondition()
+    private var all: [UnsafeMutableRawBufferPointer] = []
+    private var free: [UnsafeMutableRawBufferPointer] = []
+    private var queue: [Job] = []
+    private var failure: (any Error)?
+    private var stopping = false
+    private var finished = false
+    private var busy = false
+
+    init(fd: Int32, path: String, bufferBytes: Int, buffers: Int) {
+        self.fd = fd
+        self.path = path
+        for _ in 0..<max(2, buffers) {
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
+            all.append(b)
+            free.append(b)
+        }
+        let thread = Thread { [self] in self.loop() }
+        thread.name = "guardian-restore-writer"
+        thread.start()
+    }
+
+    deinit {
+        for b in all { b.deallocate() }
+    }
+
+    /// A free buffer (waits while all are queued).
+    func take() throws -> UnsafeMutableRawBufferPointer {
+        condition.lock()
+        defer { condition.unlock() }
+        while free.isEmpty && failure == nil { condition.wait() }
+        if let failure { throw failure }
+        return free.removeLast()
+    }
+
+    func submit(_ buffer: UnsafeMutableRawBufferPointer, count: Int, offset: off_t) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw failure }
+        queue.append(Job(buffer: buffer, count: count, offset: offset))
+        condition.broadcast()
+    }
+
+    /// Waits until every queued write is done.
+    func drain() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while (!queue.isEmpty || busy) && failure == nil { condition.wait() }
+        if let failure { throw failure }
+    }
+
+    /// Ends the thread (after the queued writes) and waits for it.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    private func loop() {
+        var sinceSync = 0
+        condition.lock()
+        while true {
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty { break }
+            let job = queue.removeFirst()
+            busy = true
+            let skip = failure != nil
+            condition.unlock()
+            var error: (any Error)?
+            if !skip, let base = job.buffer.baseAddress {
+                do {
+                    try Self.pwriteAll(fd: fd, path: path, UnsafeRawPointer(base), job.count, at: job.offset)
+                    sinceSync += job.count
+                    if sinceSync >= Self.syncEvery {
+                        sinceSync = 0
+                        if fdatasync(fd) != 0 { throw SystemError("fdatasync", path: path) }
+                    }
+                } catch let e {
+                    error = e
+                }
+            }
+            condition.lock()
+            busy = false
+            if let error, failure == nil { failure = error }
+            free.append(job.buffer)
+            condition.broadcast()
+        }
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    static func pwriteAll(fd: Int32, path: String, _ base: UnsafeRawPointer, _ count: Int, at offset: off_t) throws {
         var done = 0
         while done < count {
             let n = pwrite(fd, base + done, count - done, offset + off_t(done))

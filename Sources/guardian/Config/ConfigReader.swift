@@ -179,9 +179,19 @@ enum ConfigText {
         var out = ""
         var line = 1
         var i = text.startIndex
+        var atLineStart = true
         while i < text.endIndex {
             let c = text[i]
             if c == "\n" { line += 1 }
+            // A comment line is copied as it is: `# url: ${SLACK_WEBHOOK}` must not need the variable.
+            if atLineStart, let end = text[i...].firstIndex(of: "\n") ?? Optional(text.endIndex),
+               text[i..<end].trimmingCharacters(in: .whitespaces).hasPrefix("#") {
+                out += text[i..<end]
+                i = end
+                atLineStart = false
+                continue
+            }
+            atLineStart = c == "\n"
             if c == "$", text[i...].hasPrefix("$${") {
                 out += "${"
                 i = text.index(i, offsetBy: 3)

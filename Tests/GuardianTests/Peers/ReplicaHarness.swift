@@ -120,7 +120,6 @@ func withReplica(
                 getRaw: { rel in FileManager.default.contents(atPath: root + "/" + rel).map { [UInt8]($0) } },
                 inspect: { level in localInspect(root + "/ltx/\(level)") },
                 levelDirectory: { "ltx/\($0)" }))
-            await client.disconnect()
         } catch {
             await SharedPeers.shared.releaseSSH()
             throw error
