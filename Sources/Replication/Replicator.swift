@@ -107,6 +107,9 @@ public actor Replicator {
             try c.execute("PRAGMA wal_autocheckpoint=0")
             c.persistWAL()
         }
+        // A connection only knows the database is in WAL mode once it has read
+        // it; until then sqlite3_wal_checkpoint_v2 silently does nothing (-1, -1).
+        _ = try ckpt.scalar("SELECT count(*) FROM sqlite_schema")
         pins = [first, second]
         checkpointer = ckpt
         try beginPin(0)
@@ -419,6 +422,7 @@ public actor Replicator {
             let w = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .milliseconds(200))
             try w.execute("PRAGMA wal_autocheckpoint=0")
             w.persistWAL()
+            _ = try w.scalar("SELECT count(*) FROM sqlite_schema")
             writer = w
         }
         guard let w = writer else { return }

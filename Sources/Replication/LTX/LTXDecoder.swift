@@ -107,7 +107,7 @@ public final class LTXDecoder {
     public init(source: any LTXSource, name: String) throws {
         self.source = source
         self.name = name
-        buffer = .allocate(byteCount: 1 << 20, alignment: 16)
+        buffer = .allocate(byteCount: 256 << 10, alignment: 16)
         do {
             try Self.fill(buffer, &lo, &hi, LTXHeader.size, source: source, name: name, offset: 0)
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[lo..<(lo + LTXHeader.size)])

@@ -310,7 +310,7 @@ public struct Restorer: Sendable {
 /// that pwrites them and starts writeback every 64 MiB, so decoding, writing
 /// and flushing overlap. Used by one restore at a time, from BlockingPool.
 final class RestoreWriter: @unchecked Sendable {
-    static let chunkBytes = 4 << 20
+    static let chunkBytes = 256 << 10
 
     let path: String
     private var fd: Int32
@@ -373,7 +373,7 @@ final class RestoreWriter: @unchecked Sendable {
             }
             pageSize = h.pageSize
             chunkPages = max(1, Self.chunkBytes / Int(h.pageSize))
-            writer = WriteBehind(fd: fd, path: path, bufferBytes: chunkPages * Int(h.pageSize), buffers: 3)
+            writer = WriteBehind(fd: fd, path: path, bufferBytes: chunkPages * Int(h.pageSize), buffers: 16)
             first = label
         }
         guard let writer else { return }
