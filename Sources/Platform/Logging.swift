@@ -100,10 +100,7 @@ public struct JournalLogHandler: LogHandler {
             "CODE_LINE=\(event.line)",
             "CODE_FUNC=\(event.function)",
         ]
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let extra = event.metadata { merged.merge(extra) { $1 } }
-        if let error = event.error { merged["error"] = .string("\(error)") }
+        let merged = mergedMetadata(event)
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
             if key == Self.messageIDKey {
                 fields.append("MESSAGE_ID=\(value)")
@@ -133,6 +130,17 @@ public struct JournalLogHandler: LogHandler {
     }
 }
 
+extension LogHandler {
+    /// The handler's metadata, the provider's, the event's and its error, later ones winning.
+    func mergedMetadata(_ event: LogEvent) -> Logger.Metadata {
+        var merged = metadata
+        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        if let error = event.error { merged["error"] = .string("\(error)") }
+        return merged
+    }
+}
+
 /// Readable single lines on stderr, for terminals and tests:
 /// `2026-11-25T10:00:00.123Z info database opened db=/data/app.db wal_size=0`.
 public struct StderrLogHandler: LogHandler {
@@ -151,10 +159,7 @@ public struct StderrLogHandler: LogHandler {
     private static let lock = NSLock()
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let extra = event.metadata { merged.merge(extra) { $1 } }
-        if let error = event.error { merged["error"] = .string("\(error)") }
+        var merged = mergedMetadata(event)
         merged.removeValue(forKey: JournalLogHandler.messageIDKey)
         merged.removeValue(forKey: "event")
         var line = "\(Timestamps.iso8601(Date())) \(event.level.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)"

@@ -427,7 +427,7 @@ public actor Remediator {
         let sent = await alerter.trigger(
             key: alerter.key(database: database, kind: "incident-\(r.id)"), severity: severity, summary: summary, database: database, incident: r.id,
             details: ["cause": r.cause.title, "phase": machine.phase.rawValue, "postmortem": "guardian incidents show \(r.id)"])
-        if sent {
+        if sent, !alerter.destinations.isEmpty {
             await step(IncidentStepName.alert, .ok, "\(severity.rawValue) alert to \(alerter.destinations.count) destination\(alerter.destinations.count == 1 ? "" : "s"): \(summary)")
         }
     }

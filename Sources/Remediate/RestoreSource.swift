@@ -68,9 +68,10 @@ public struct ReplicaHoldings: Sendable, Equatable {
     /// Highest TXID over all levels, and when it was written.
     public var position: UInt64
     public var positionTime: Date?
-    /// Earlier points, newest first: every snapshot (level 9) and the newest
-    /// file of each compaction level (1...8) — the natural checkpoints of
-    /// the replica, spaced by the compaction intervals.
+    /// Earlier points, newest first: every snapshot (level 9), the point just
+    /// before each snapshot (restorable only without it), and the newest file
+    /// of each compaction level (1...8) — the natural checkpoints of the
+    /// replica, spaced by the compaction intervals.
     public var earlierPoints: [(txid: UInt64, time: Date)]
 
     public init(name: String, destination: String, position: UInt64, positionTime: Date?, earlierPoints: [(txid: UInt64, time: Date)]) {
@@ -124,7 +125,14 @@ public enum CandidatePlanner {
                 positionTime = f.createdAt
             }
             if level == LTXNaming.snapshotLevel {
-                for f in files { points[f.maxTXID] = f.createdAt }
+                for f in files {
+                    points[f.maxTXID] = f.createdAt
+                    // Just before the snapshot: a restore that cannot use it.
+                    // A snapshot is read from the database file, so if the
+                    // file was already damaged the snapshot carries the damage;
+                    // the lower levels' chain (from the WAL) does not.
+                    if f.maxTXID > 1, points[f.maxTXID - 1] == nil { points[f.maxTXID - 1] = f.createdAt }
+                }
             } else if level > 0, let newest = files.max(by: { $0.maxTXID < $1.maxTXID }) {
                 points[newest.maxTXID] = newest.createdAt
             }

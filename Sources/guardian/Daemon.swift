@@ -44,19 +44,30 @@ struct Daemon {
         let control = ReplicationControl()
         for db in config.dbs {
             let loop = "db:\(db.path)"
-            let service = ReplicationService(
-                config: db.replication, stateDir: config.stateDir, logger: logger,
-                onStatus: { await board.update($0) }, heartbeat: { await board.beat(loop) }, control: control)
-            // A database that cannot be replicated must not take the others down.
-            services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
+            // Remediation pauses this database's replication while it swaps
+            // files, and reads its status (for lag alerts and the RPO of a
+            // post-mortem). Its loop is not on the watchdog: an incident may
+            // legitimately take minutes.
+            var remediation: RemediationService?
             if db.remediation.mode != .off {
-                // Remediation pauses this database's replication while it swaps files.
                 let hooks = RemediationHooks(
                     pause: { await control.pause($0) },
                     resume: { path, _ in await control.resume(path) })
-                let remediation = RemediationService(
+                remediation = RemediationService(
                     database: db.path, config: db.remediation, replicas: db.replication.replicas, alerts: config.alerts,
                     stateDir: config.stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks)
+            }
+            let observer = remediation
+            let service = ReplicationService(
+                config: db.replication, stateDir: config.stateDir, logger: logger,
+                onStatus: { status in
+                    await board.update(status)
+                    await observer?.observe(replication: status)
+                },
+                heartbeat: { await board.beat(loop) }, control: control)
+            // A database that cannot be replicated must not take the others down.
+            services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
+            if let remediation {
                 services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
             }
         }

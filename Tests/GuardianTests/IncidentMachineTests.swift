@@ -93,6 +93,17 @@ import Testing
         #expect(m.phase == .escalated)
     }
 
+    @Test func aLatePlanDoesNotRestartTheAttempts() {
+        var m = machine(attempts: 2)
+        toRestoring(&m, candidates: 2)
+        _ = m.handle(.restoreFailed("x"))
+        #expect(m.attempt == 1)
+        let again = m.handle(.restorePlanned(candidates: 2, problems: ""))
+        #expect(again.count == 1)
+        if case .ignored = again[0] {} else { Issue.record("a second plan was accepted: \(again)") }
+        #expect(m.attempt == 1)
+    }
+
     @Test func secondCandidateThatVerifiesIsSwappedIn() {
         var m = machine()
         toRestoring(&m, candidates: 2)

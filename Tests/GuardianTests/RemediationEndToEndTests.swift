@@ -157,10 +157,12 @@ final class RemediationWorld: @unchecked Sendable {
             """, to: conf)
         litestream = try ChildProcess.start(TestSupport.venvBin + "/litestream", ["replicate", "-config", conf])
         // Litestream writes its first snapshot (level 9) about a second in,
-        // from the database file: wait for it, so the damage comes after.
+        // from the database file: wait until it is complete, so the damage
+        // comes after (a snapshot read from a damaged file carries the damage).
+        let child = litestream
         let ok = await TestSupport.waitUntil(timeout: timeout) {
             ((try? FileManager.default.contentsOfDirectory(atPath: self.replica + "/ltx/0")) ?? []).count >= 3
-                && !((try? FileManager.default.contentsOfDirectory(atPath: self.replica + "/ltx/9")) ?? []).isEmpty
+                && ((child?.stdout ?? "") + (child?.stderr ?? "")).contains("snapshot complete")
         }
         guard ok else { throw TestFailure("litestream did not replicate: \(litestream?.stderr ?? "")") }
     }
@@ -417,6 +419,33 @@ func runService(_ svc: RemediationService, timeout: Duration = .seconds(90), unt
             #expect(resolved)
             #expect(await w.receiver?.waitFor(2) == true)
             #expect(w.receiver?.deliveries.map { $0.body["action"] as? String ?? "" } == ["trigger", "resolve"])
+        }
+    }
+
+    /// The damage reached the replica: a snapshot was taken from the already
+    /// damaged file. The latest restore point fails verification; guardian
+    /// rejects it and restores the point just before that snapshot.
+    @Test func damagedLatestSnapshotFallsBackToAnEarlierPoint() async throws {
+        try await withWorld(rows: 5_000) { w in
+            try await w.startApp()
+            try await w.startReplication()
+            try await Task.sleep(for: .milliseconds(300))
+            await w.stopReplication()
+            try Damage.overwritePages(w.db, count: 6)
+            // A snapshot forced now reads the damaged pages into the replica.
+            let snap = try await CommandRunner.run(
+                [TestSupport.venvBin + "/litestream", "replicate", "-config", w.dir + "/litestream.yml", "-once", "-force-snapshot"], timeout: .seconds(60))
+            #expect(snap.succeeded, "\(snap.summary)")
+            let (svc, store) = w.service(config: w.config())
+            let done = await runService(svc) { (try? await store.incidents().first)?.outcome == .resolvedAutomatically }
+            let incident = try #require(try await store.incidents().first)
+            #expect(done, "\(describe(incident))")
+            #expect(incident.restoreAttempts >= 2, "\(describe(incident))")
+            #expect(incident.steps.contains { $0.step == IncidentStepName.discard })
+            #expect(incident.restoredFrom?.contains("earlier point") == true)
+            let live = try SQLiteConnection(path: w.db, mode: .readOnly)
+            #expect(try live.scalar("PRAGMA integrity_check") == .text("ok"))
+            #expect(PostMortem.render(incident).contains("Restore points tried: \(incident.restoreAttempts)"))
         }
     }
 
@@ -756,6 +785,7 @@ struct RemediationSystemdTests {
                 let incident = try #require(try await store.incidents().first)
                 #expect(done, "\(describe(incident))")
                 #expect(incident.steps.first { $0.step == IncidentStepName.stopApp }?.detail == "systemd unit gtest-db-app.service")
+                #expect(!incident.steps.contains { $0.step == IncidentStepName.alert }, "no destination, no alert step")
                 #expect(await box.activeState("gtest-db-app.service") == "active")
                 let restartedAt = incident.steps.last { $0.step == IncidentStepName.startApp }?.at.timeIntervalSince1970 ?? 0
                 #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { w.served.contains { $0.at > restartedAt } }, "the app serves again")

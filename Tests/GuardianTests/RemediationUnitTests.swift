@@ -324,7 +324,7 @@ enum Damage {
         let replica = ReplicaConfig(name: "file", target: .file(path: dir))
         let h = try await CandidatePlanner.holdings(of: replica, client: FileReplicaClient(root: dir))
         #expect(h.position == 0x12)
-        #expect(h.earlierPoints.map(\.txid) == [0x10, 0x0c, 0x05], "newest L1 file, both snapshots")
+        #expect(h.earlierPoints.map(\.txid) == [0x10, 0x0c, 0x0b, 0x05, 0x04], "newest L1 file, both snapshots and the points just before them")
         let empty = try await CandidatePlanner.holdings(of: replica, client: FileReplicaClient(root: dir + "/none"))
         #expect(empty.position == 0)
         let plan = await ReplicaRestoreSource(replicas: [ReplicaConfig(name: "gone", target: .file(path: dir + "/none"))]).plan(maxCandidates: 3)

@@ -77,7 +77,7 @@ final class ChainBuilder: @unchecked Sendable {
         let encoder = try LTXEncoder(header: header, sink: sink)
         for (pgno, data) in pages { try encoder.writePage(pgno: pgno, data) }
         try encoder.finish()
-        try await client.writeFile(level: level, minTXID: min, maxTXID: max, contents: .bytes(sink.bytes), createdAt: header.date)
+        _ = try await client.writeFile(level: level, minTXID: min, maxTXID: max, contents: .bytes(sink.bytes), createdAt: header.date)
     }
 
     func path(level: Int = 0, _ min: UInt64, _ max: UInt64? = nil) -> String {
@@ -218,8 +218,10 @@ final class ProgressLog: @unchecked Sendable {
         let six = try await Restorer().restore(client: b.client, to: dir + "/six.db", options: RestoreOptions(txid: 6))
         #expect(six.plan.map(\.description) == ["L0/0000000000000001-0000000000000001.ltx", "L1/0000000000000002-0000000000000006.ltx"])
         #expect(Self.bytes(dir + "/six.db") == b.state(6))
-        // The shrink (TXID 11) inside a compaction: the restored file is truncated.
+        // TXID 11 (DELETE + VACUUM) shrank the file; "latest" above went through L2 9-11,
+        // which contains the shrink, and was truncated correctly. TXID 10 is before it.
         let ten = try await Restorer().restore(client: b.client, to: dir + "/ten.db", options: RestoreOptions(txid: 10))
+        #expect(ten.plan.map(\.description) == ["L9/0000000000000001-0000000000000008.ltx", "L0/0000000000000009-0000000000000009.ltx", "L0/000000000000000a-000000000000000a.ltx"])
         #expect(Self.bytes(dir + "/ten.db") == b.state(10))
         #expect(b.state(11).count < b.state(10).count)
     }
@@ -248,8 +250,8 @@ final class ProgressLog: @unchecked Sendable {
     ) async -> (any Error)? {
         let out = dir + "/precious.db"
         let precious = Array("precious contents".utf8)
-        FileManager.default.createFile(atPath: out, contents: Data(precious))
-        FileManager.default.createFile(atPath: out + "-wal", contents: Data("wal".utf8))
+        _ = FileManager.default.createFile(atPath: out, contents: Data(precious))
+        _ = FileManager.default.createFile(atPath: out + "-wal", contents: Data("wal".utf8))
         defer {
             unlink(out)
             unlink(out + "-wal")
@@ -416,7 +418,7 @@ final class ProgressLog: @unchecked Sendable {
         for suffix in ["-wal", "-shm", "-journal"] { #expect(!FileManager.default.fileExists(atPath: out + suffix)) }
         // An empty OUT needs no force.
         let empty = dir + "/empty.db"
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         _ = try await Restorer().restore(client: b.client, to: empty, options: RestoreOptions(txid: 3))
         #expect(Self.bytes(empty) == b.state(3))
     }

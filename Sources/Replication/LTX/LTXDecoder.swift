@@ -3,7 +3,7 @@ import Foundation
 import Platform
 
 // Reading LTX files (the format is described in LTXFormat.swift). The decoder
-// streams through one 1 MiB buffer: header, then one page per `nextPage`
+// streams through one 256 KiB buffer: header, then one page per `nextPage`
 // call, decompressed straight into the caller's memory; after the end marker
 // it reads the page index and the trailer, checks that the index describes
 // the frames it saw, that the file checksum matches and that nothing follows
