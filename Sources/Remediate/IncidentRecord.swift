@@ -85,6 +85,13 @@ public enum RootCause: String, Sendable, Codable, CaseIterable {
             text += ", and the database was left damaged."
             return (.diskFull, ([text] + notes).joined(separator: " "))
         }
+        if let w = e.walProblem {
+            // Reading a damaged (e.g. truncated) WAL itself raises SQLITE_IOERR:
+            // the damage found in the WAL is the cause, the I/O error its symptom.
+            var text = "The WAL file was damaged while the database was in use: \(w)."
+            if let at = e.ioErrorSeenAt { text += " Reads of it failed with SQLITE_IOERR (first at \(PostMortem.time(at)))." }
+            return (.walDamaged, ([text] + notes).joined(separator: " "))
+        }
         if let at = e.ioErrorSeenAt {
             return (.ioError, (["An I/O error (SQLITE_IOERR) was seen at \(PostMortem.time(at)) before the corruption was found: the storage returned errors, and pages read back damaged."] + notes).joined(separator: " "))
         }
@@ -94,9 +101,6 @@ public enum RootCause: String, Sendable, Codable, CaseIterable {
         }
         if let h = e.headerProblem {
             return (.headerOverwritten, (["The first page of the database was overwritten: \(h)."] + notes).joined(separator: " "))
-        }
-        if let w = e.walProblem {
-            return (.walDamaged, (["The WAL file was damaged while the database was in use: \(w)."] + notes).joined(separator: " "))
         }
         if e.checkLines.contains(where: { $0.contains("short read") || $0.contains("SHORT_READ") }) {
             return (.truncated, (["SQLite read past the end of a file: the database or its WAL lost bytes."] + notes).joined(separator: " "))
