@@ -153,20 +153,23 @@ actor ReplicaShipper {
                 return
             case .files(let files):
                 for file in files where file.info.maxTXID > (position ?? 0) {
-                    try await client.writeFile(level: 0, minTXID: file.info.minTXID, maxTXID: file.info.maxTXID, contents: file.payload, createdAt: file.info.createdAt)
-                    requests += 1
-                    bytesShipped += file.info.size
+                    try await store(file.info, file.payload)
                     stored(file.info.maxTXID)
                 }
             case .snapshot(let snap):
-                try await client.writeFile(level: snap.info.level, minTXID: snap.info.minTXID, maxTXID: snap.info.maxTXID, contents: .file(path: snap.path), createdAt: snap.info.createdAt)
-                requests += 1
-                bytesShipped += snap.info.size
+                try await store(snap.info, .file(path: snap.path))
                 stored(snap.info.maxTXID)
             }
             let all = await positions.set(config.name, position ?? 0)
-            await replicator.acknowledge(upTo: position ?? 0, allPositions: all)
+            await replicator.acknowledge(allPositions: all)
         }
+    }
+
+    /// Writes one LTX file to the replica and counts the request and bytes.
+    private func store(_ info: LTXFileInfo, _ payload: LTXPayload) async throws {
+        try await client.writeFile(level: info.level, minTXID: info.minTXID, maxTXID: info.maxTXID, contents: payload, createdAt: info.createdAt)
+        requests += 1
+        bytesShipped += info.size
     }
 
     private func stored(_ txid: UInt64) {
@@ -181,9 +184,7 @@ actor ReplicaShipper {
 
     /// Writes a level-9 snapshot now (on schedule), then applies retention.
     func shipSnapshot(_ snap: SnapshotFile) async throws {
-        try await client.writeFile(level: snap.info.level, minTXID: snap.info.minTXID, maxTXID: snap.info.maxTXID, contents: .file(path: snap.path), createdAt: snap.info.createdAt)
-        requests += 1
-        bytesShipped += snap.info.size
+        try await store(snap.info, .file(path: snap.path))
         try await enforceRetention()
     }
 

@@ -485,7 +485,7 @@ public actor Replicator {
     }
 
     /// Drops pending files every replica already has.
-    func acknowledge(upTo position: UInt64, allPositions: [UInt64]) {
+    func acknowledge(allPositions: [UInt64]) {
         guard let floor = allPositions.min() else { return }
         while let first = pending.first, first.info.maxTXID <= floor {
             pendingBytes -= first.memoryBytes
