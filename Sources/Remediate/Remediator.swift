@@ -370,6 +370,14 @@ public actor Remediator {
             guard statvfs(dir, &s) == 0 else { return nil }
             return (Int64(s.f_bavail) * Int64(s.f_frsize), Int64(s.f_blocks) * Int64(s.f_frsize), Int64(s.f_favail))
         }
+        // What the disk guardian logged for this database's filesystem in
+        // the hour before (the daemon's DiskAlertBridge writes it).
+        let since = (machine.suspicion?.at ?? Date()).addingTimeInterval(-3600)
+        let logged = ((try? await store.events(database: database, limit: 200)) ?? [])
+            .filter { $0.kind.hasPrefix("disk-") && $0.at >= since }
+            .sorted { $0.at < $1.at }
+        let disk = logged.suffix(20).map { Evidence.DiskNote(at: $0.at, level: $0.level, text: $0.detail) }
+        let emergency = logged.first { $0.kind == "disk-ballastReleased" || $0.detail.contains("to=emergency") }?.at
         let health = assessor.current
         let header = lastProbe?.problems.first { !$0.concernsWAL }
         let wal = lastProbe?.problems.first { $0.concernsWAL }
@@ -391,7 +399,8 @@ public actor Remediator {
             sqliteFullSeenAt: assessor.lastFull, ioErrorSeenAt: assessor.lastIOError, diskFreeBytes: fs?.0, diskTotalBytes: fs?.1,
             diskFreeInodes: fs?.2, walSize: health?.walSize ?? lastProbe?.walSize, walCriticalSize: config.walCriticalSize,
             checkpointStarved: health?.starved ?? false, secondsSinceCompleteCheckpoint: health?.secondsSinceComplete,
-            headerProblem: headerText, walProblem: walText, checkLines: confirmation)
+            headerProblem: headerText, walProblem: walText, checkLines: confirmation,
+            diskEvents: disk.isEmpty ? nil : disk, diskEmergencyAt: emergency)
     }
 
     private func openIncident(remediating: Bool) async {
