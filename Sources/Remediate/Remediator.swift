@@ -113,13 +113,17 @@ public actor Remediator {
 
     /// Replication status (from the replication service): the app's last
     /// commit as guardian saw it (for the measured RPO) and replica lag.
+    static let failuresBeforeLagAlert = 3
+
     public func observe(replication s: DatabaseStatus) async {
         if let hex = s.txid, let txid = UInt64(hex, radix: 16) { localTXID = txid }
         if let t = s.lastCommit.flatMap(Timestamps.parse) { localCommitAt = t }
         guard let limit = config.lagAlert else { return }
         for r in s.replicas {
             let key = alerter.key(database: database, kind: "replication-lag-\(r.name)")
-            if r.lagMs > limit.milliseconds || r.state == "Failing" {
+            // Lag over the limit, or a replica that keeps failing (one retried
+            // error is not worth a page).
+            if r.lagMs > limit.milliseconds || (r.state == "Failing" && r.consecutiveFailures >= Self.failuresBeforeLagAlert) {
                 if lagging.insert(r.name).inserted {
                     await alerter.trigger(
                         key: key, severity: .warning,

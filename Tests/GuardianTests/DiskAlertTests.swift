@@ -123,3 +123,68 @@ import Testing
         #expect((try? JSONDecoder().decode(Evidence.self, from: Data(old.utf8))) != nil)
     }
 }
+
+/// Replication lag reaches the team through the same alerter: a file
+/// replica on a real filesystem remounted read-only keeps failing → one
+/// trigger; writable again → it catches up → one resolve.
+@Suite(.serialized) struct LagAlertTests {
+    @Test(.enabled(if: geteuid() == 0), .timeLimit(.minutes(2)))
+    func aFailingReplicaIsAlertedAndResolvedWhenItCatchesUp() async throws {
+        let fs = try DiskKit.Tmpfs(size: "32m")
+        defer { fs.unmount() }
+        let dir = try TestSupport.makeTempDir("lag-alert")
+        defer { TestSupport.cleanup(dir) }
+        let rx = try await WebhookReceiver(key: "lag-key")
+        defer { rx.stop() }
+        let db = dir + "/app.db"
+        try await sqlite3(db, "PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        let config = dir + "/guardian.yml"
+        try TestSupport.write("""
+            state-dir: \(dir)/state
+            status:
+              socket: \(dir)/guardian.sock
+            dbs:
+              - path: \(db)
+                monitor-interval: 100ms
+                remediate: alert-only
+                lag-alert: 2s
+                replicas:
+                  - name: local
+                    url: file://\(fs.path)/replica
+            alerts:
+              - type: webhook
+                url: \(rx.url("/hook"))
+                secret: lag-key
+            """, to: config)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["run", "--config", config, "--log-target", "stderr"])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        let synced = try await TestSupport.waitUntil(timeout: .seconds(20)) {
+            let r = try await guardian(["status", "--config", config, "--json"])
+            return r.status == 0 && r.stdout.contains("\"state\" : \"Syncing\"")
+        }
+        #expect(synced, "replica never synced: \(child.stderr)")
+
+        try fs.remount(readOnly: true)
+        try await sqlite3(db, "INSERT INTO t VALUES (2);")
+        let key = "/\(db)/replication-lag-local"
+        let triggered = await TestSupport.waitUntil(timeout: .seconds(30)) {
+            rx.deliveries.contains { ($0.body["dedup_key"] as? String)?.hasSuffix(key) == true && $0.body["action"] as? String == "trigger" }
+        }
+        #expect(triggered, "no lag alert: \(rx.deliveries.map(\.body))")
+        try fs.remount(readOnly: false)
+        let resolved = await TestSupport.waitUntil(timeout: .seconds(30)) {
+            rx.deliveries.contains { ($0.body["dedup_key"] as? String)?.hasSuffix(key) == true && $0.body["action"] as? String == "resolve" }
+        }
+        #expect(resolved, "no resolve: \(rx.deliveries.map(\.body))")
+        child.signal(SIGTERM)
+        #expect(await child.wait(timeout: .seconds(20)) == 0, "\(child.stderr)")
+        let forKey = rx.deliveries.filter { ($0.body["dedup_key"] as? String)?.hasSuffix(key) == true }
+        #expect(forKey.map { $0.body["action"] as? String ?? "" } == ["trigger", "resolve"], "\(forKey.map(\.body))")
+        #expect(forKey.allSatisfy { $0.sigOK == true })
+        // Every row reached the replica once it was writable again.
+        let restored = dir + "/restored.db"
+        let r = try await guardian(["restore", "-o", restored, "file://\(fs.path)/replica"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await sqlite3(restored, "SELECT count(*) FROM t") == "2")
+    }
+}
