@@ -39,13 +39,8 @@ import Testing
                 url: \(rx.url("/hook"))
                 secret: disk-hook-key
             """, to: config)
-        let child = try ChildProcess.start(TestSupport.guardianBinary, ["run", "--config", config, "--log-target", "stderr"])
+        let child = try await startDaemon(config: config)
         defer { child.removeFiles(); child.signal(SIGKILL) }
-        let up = try await TestSupport.waitUntil {
-            let r = try await guardian(["status", "--config", config, "--json"])
-            return r.status == 0 && r.stdout.contains("\"state\" : \"ready\"")
-        }
-        #expect(up, "daemon never became ready: \(child.stderr)")
 
         // Something fills the filesystem to ~80 %: warn and critical.
         let usage = try #require(fs.usage)
@@ -156,13 +151,8 @@ import Testing
                 url: \(rx.url("/hook"))
                 secret: lag-key
             """, to: config)
-        let child = try ChildProcess.start(TestSupport.guardianBinary, ["run", "--config", config, "--log-target", "stderr"])
+        let child = try await startDaemon(config: config, until: "\"state\" : \"Syncing\"")
         defer { child.removeFiles(); child.signal(SIGKILL) }
-        let synced = try await TestSupport.waitUntil(timeout: .seconds(20)) {
-            let r = try await guardian(["status", "--config", config, "--json"])
-            return r.status == 0 && r.stdout.contains("\"state\" : \"Syncing\"")
-        }
-        #expect(synced, "replica never synced: \(child.stderr)")
 
         try fs.remount(readOnly: true)
         try await sqlite3(db, "INSERT INTO t VALUES (2);")

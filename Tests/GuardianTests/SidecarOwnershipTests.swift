@@ -47,17 +47,11 @@ import Testing
                   - url: file://\(dir)/replica
             """, to: config)
         let caps = "+chown,+dac_override,+fowner"
-        let child = try ChildProcess.start("/usr/bin/setpriv", [
-            "--reuid", "\(Self.guardianUID)", "--regid", "\(Self.guardianUID)", "--clear-groups",
+        let child = try await startDaemon(config: config, launcher: [
+            "/usr/bin/setpriv", "--reuid", "\(Self.guardianUID)", "--regid", "\(Self.guardianUID)", "--clear-groups",
             "--inh-caps", caps, "--ambient-caps", caps,
-            TestSupport.guardianBinary, "run", "--config", config, "--log-target", "stderr",
         ])
         defer { child.removeFiles(); child.signal(SIGKILL) }
-        let up = try await TestSupport.waitUntil(timeout: .seconds(20)) {
-            let r = try await guardian(["status", "--config", config, "--json"])
-            return r.status == 0 && r.stdout.contains("\"state\" : \"ready\"")
-        }
-        #expect(up, "daemon never became ready: \(child.stderr)")
         // Some health and integrity ticks with their own connections.
         try await Task.sleep(for: .milliseconds(800))
         for suffix in ["-wal", "-shm"] {
