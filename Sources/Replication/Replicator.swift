@@ -76,10 +76,6 @@ public actor Replicator {
         wal = WALFile(path: config.path + "-wal")
     }
 
-    deinit {
-        if dbFD >= 0 { close(dbFD) }
-    }
-
     // MARK: - Opening
 
     public enum OpenError: Error, CustomStringConvertible {
@@ -115,8 +111,9 @@ public actor Replicator {
         try beginPin(0)
         activePin = 0
         pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
-        dbFD = Foundation.open(config.path, O_RDONLY | O_CLOEXEC)
-        guard dbFD >= 0 else { throw SystemError("open", path: config.path) }
+        // Kept open by DatabaseFiles: closing a descriptor of the database
+        // would drop the pins' locks.
+        dbFD = try DatabaseFiles.shared.descriptor(config.path)
         // (-wal/-shm created by these connections go back to the database's
         // owner: SQLiteConnection does it after each statement until both exist.)
     }
