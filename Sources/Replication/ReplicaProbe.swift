@@ -57,6 +57,10 @@ public protocol ReplicaProbing: ReplicaClient {
     /// Whether the replica's root directory exists; nil where there is no
     /// such thing (an S3 prefix exists once an object has it).
     func rootExists() async throws -> Bool?
+    /// One cheap authenticated read of the replica's root (S3: a one-key
+    /// listing of the path, which needs the credentials, the bucket and
+    /// s3:ListBucket), so that credentials are judged before anything is written.
+    func checkAccess() async throws
     func writeProbe(name: String, bytes: [UInt8]) async throws
     func readProbe(name: String) async throws -> [UInt8]
     /// Deletes a probe (gone already is fine) and the probe directory once empty.
@@ -84,6 +88,14 @@ extension FileReplicaClient: ReplicaProbing {
                 throw ReplicaError(.permanent, "file replica \(root) is not a directory")
             }
             return true
+        }
+    }
+
+    public func checkAccess() async throws {
+        let root = root
+        try await BlockingPool.shared.run {
+            guard let d = opendir(root) else { throw Self.probeError("opendir", root) }
+            closedir(d)
         }
     }
 
@@ -165,6 +177,13 @@ extension S3ReplicaClient: ReplicaProbing {
 
     public func rootExists() async throws -> Bool? { nil }
 
+    public func checkAccess() async throws {
+        // (The path without a trailing slash: a query value with an encoded
+        // slash is refused by some S3-compatible servers' signature checks.)
+        _ = try await send(
+            "GET", key: nil, query: [("list-type", "2"), ("max-keys", "1"), ("prefix", location.path)], operation: "LIST \(location.path)")
+    }
+
     public func writeProbe(name: String, bytes: [UInt8]) async throws {
         try await putObject(
             key: probePrefix + name, body: .bytes(bytes), sha256: Crypto.sha256(bytes), md5: Crypto.md5(bytes), extraHeaders: [])
@@ -198,6 +217,11 @@ extension SFTPReplicaClient: ReplicaProbing {
     public func rootExists() async throws -> Bool? {
         let root = root
         return try await connection.directoryExists(root)
+    }
+
+    public func checkAccess() async throws {
+        let root = root
+        _ = try await connection.list(root)
     }
 
     public func writeProbe(name: String, bytes: [UInt8]) async throws {

@@ -56,7 +56,10 @@ struct DoctorCommand: AsyncParsableCommand {
         var files = environmentFile
         if files.isEmpty, access(Self.defaultEnvironmentFile, R_OK) == 0 { files = [Self.defaultEnvironmentFile] }
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            // (FileHandle rather than FileManager.contents: /dev/null and pipes work too.)
+            guard let handle = FileHandle(forReadingAtPath: file), let data = try? handle.readToEnd() ?? Data(),
+                  let text = String(data: data, encoding: .utf8)
+            else {
                 CLI.fail("\(file): cannot read the environment file", code: 2)
             }
             environment.merge(EnvironmentFile.parse(text)) { _, new in new }

@@ -105,10 +105,11 @@ enum HostChecks {
     }
 
     static func systemd(busAddress: String?) async -> [DoctorReport.Check] {
-        guard SystemdUnitProbe.bootedWithSystemd || busAddress != nil else {
-            return [.ok(group, "systemd", "this host was not booted with systemd (guardian runs without it; use stop-command:/start-command: for remediation)")]
-        }
-        var out: [DoctorReport.Check] = [.ok(group, "systemd", "booted with systemd")]
+        let booted = SystemdUnitProbe.bootedWithSystemd
+        var out: [DoctorReport.Check] = [booted
+            ? .ok(group, "systemd", "booted with systemd")
+            : .ok(group, "systemd", "this host was not booted with systemd (guardian runs without it; use stop-command:/start-command: for remediation)")]
+        guard booted || busAddress != nil else { return out }
         // guardian's own unit, when the package installed it.
         if case .unit(let load, let active) = await SystemdUnitProbe.check(unit: "guardian.service", busAddress: busAddress), load == "loaded" {
             if active == "active" {

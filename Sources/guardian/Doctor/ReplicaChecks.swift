@@ -64,19 +64,22 @@ struct ReplicaChecks: Sendable {
             out.append(.ok(group, "replica.directory", "directory \(path) exists"))
         }
 
-        // 2. Usable: TLS, host key, credentials, bucket; and what it holds.
+        // 2. Usable: TLS, host key, credentials, bucket.
         let started = ContinuousClock.now
+        guard await step({ try await client.checkAccess() }, into: &out, check: "replica.credentials") != nil else { return out }
+        out.append(.ok(group, "replica.credentials", "\(accessDescription) (\(Units.formatDuration(ContinuousClock.now - started)))"))
+
+        // 3. Writable.
+        let (probeChecks, writable) = await probe(client)
+        out += probeChecks
+        if !writable { return out }
+
+        // 4. What it holds, and how far behind the live database it is.
         guard let files = await step({
             var all: [LTXFileInfo] = []
             for level in LTXNaming.allLevels { all += try await client.listFiles(level: level, exactTimestamps: false) }
             return all
-        }, into: &out, check: "replica.credentials") else { return out }
-        out.append(.ok(group, "replica.credentials", "\(accessDescription); \(files.count) LTX file\(files.count == 1 ? "" : "s") listed in \(Units.formatDuration(ContinuousClock.now - started))"))
-
-        // 3. Writable.
-        out += await probe(client)
-
-        // 4. Holdings and lag.
+        }, into: &out, check: "replica.holdings") else { return out }
         out += holdings(files)
         return out
     }
@@ -93,7 +96,8 @@ struct ReplicaChecks: Sendable {
         }
     }
 
-    private func probe(_ client: any ReplicaProbing) async -> [DoctorReport.Check] {
+    /// The probe's checks, and whether writing works.
+    private func probe(_ client: any ReplicaProbing) async -> ([DoctorReport.Check], Bool) {
         var out: [DoctorReport.Check] = []
         let name = ReplicaProbe.makeName()
         let bytes = ReplicaProbe.contents(name: name, host: host, at: now())
@@ -125,14 +129,14 @@ struct ReplicaChecks: Sendable {
             } catch {
                 out.append(.fail(group, "replica.delete", "cannot delete the probe object \(client.probeLocation)\(name): \(Self.text(error))",
                     fix: "guardian must delete files here (retention, compaction): \(grantFix(write: true)); then delete \(client.probeLocation)\(name) by hand"))
-                return out
+                return (out, false)
             }
         }
-        guard let readBack else { return out }
+        guard let readBack else { return (out, false) }
         guard readBack == bytes else {
             out.append(.fail(group, "replica.write", "the probe object read back differs from what was written (\(readBack.count) bytes instead of \(bytes.count))",
                 fix: "something between guardian and the store alters objects (a proxy, a misbehaving S3-compatible server); guardian's LTX checksums would refuse such files at restore"))
-            return out
+            return (out, false)
         }
         let elapsed = ContinuousClock.now - started
         // The probe must be gone, and probes of interrupted runs are swept.
@@ -141,7 +145,7 @@ struct ReplicaChecks: Sendable {
             if left.contains(where: { $0.name == name }) {
                 out.append(.fail(group, "replica.delete", "the probe object \(name) is still listed after it was deleted",
                     fix: "the store acknowledges deletes it does not perform (versioning with delete markers hides them from listings, so this is something else): check the server; delete \(client.probeLocation)\(name) by hand"))
-                return out
+                return (out, false)
             }
             let stale = left.filter { now().timeIntervalSince($0.modified) > 600 }
             var swept = 0
@@ -152,7 +156,7 @@ struct ReplicaChecks: Sendable {
             if swept > 0 { note = "; removed \(swept) probe object\(swept == 1 ? "" : "s") left by an interrupted run" }
         }
         out.append(.ok(group, "replica.write", "wrote, read back and deleted a probe object in \(client.probeLocation) (\(Units.formatDuration(elapsed)))\(note)"))
-        return out
+        return (out, true)
     }
 
     private func holdings(_ files: [LTXFileInfo]) -> [DoctorReport.Check] {
@@ -216,7 +220,7 @@ struct ReplicaChecks: Sendable {
 
     private var accessDescription: String {
         switch replica.target {
-        case .file: "readable"
+        case .file: "directory readable"
         case .s3(let s3): "credentials accepted; bucket \(s3.bucket) listed\(s3.endpoint.map { _ in "" } ?? " (region \(s3.region))")"
         case .sftp(let s): "host key verified; logged in as \(s.user)"
         }
