@@ -349,6 +349,54 @@ struct DoctorTests {
         #expect(stoppedRun.stdout.contains("[FAIL] unreachable: 127.0.0.1:\(moto.port) refused the connection"), "\(stoppedRun.stdout)")
     }
 
+    /// An https endpoint whose certificate this host does not trust (a real
+    /// TLS server with a self-signed certificate).
+    @Test func untrustedCertificateIsATLSFailure() async throws {
+        let w = try await DoctorWorld()
+        let cert = w.dir + "/cert.pem", key = w.dir + "/key.pem"
+        let gen = try await run("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+        ])
+        #expect(gen.status == 0, "\(gen.stderr)")
+        try TestSupport.write("""
+            import http.server, os, ssl, sys
+            port_file, cert, key = sys.argv[1:4]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+                def log_message(self, *a): pass
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+            s.socket = ctx.wrap_socket(s.socket, server_side=True)
+            open(port_file + ".tmp", "w").write(str(s.server_address[1])); os.rename(port_file + ".tmp", port_file)
+            s.serve_forever()
+            """ + "\n", to: w.dir + "/tls.py")
+        let server = try ChildProcess.start("/usr/bin/python3", [w.dir + "/tls.py", w.dir + "/port", cert, key])
+        defer {
+            server.signal(SIGKILL)
+            server.removeFiles()
+        }
+        #expect(await TestSupport.waitUntil { FileManager.default.fileExists(atPath: w.dir + "/port") }, "\(server.stderr)")
+        let port = Int((try? String(contentsOfFile: w.dir + "/port", encoding: .utf8)) ?? "") ?? 0
+        w.replicasYAML = """
+                  - name: tls
+                    type: s3
+                    bucket: doctor
+                    path: app
+                    endpoint: https://127.0.0.1:\(port)
+                    access-key-id: AKIATLSTEST000000000
+                    secret-access-key: tls-test-secret
+
+            """
+        let report = try await w.doctor()
+        #expect(report.check("replica tls", "replica.reach")?.status == .ok, "\(report.dump)")
+        let tls = try #require(report.check("replica tls", "replica.credentials"), "\(report.dump)")
+        #expect(tls.status == .fail)
+        #expect(tls.message.hasPrefix("TLS certificate not verified: "), "\(tls.message)")
+        #expect(tls.fix?.contains("update-ca-certificates") == true)
+    }
+
     @Test func sftpUnknownOrChangedHostKeyFailsWithHowToAddIt() async throws {
         let ssh = try await SharedPeers.shared.acquireSSH()
         let w = try await DoctorWorld()
@@ -362,6 +410,7 @@ struct DoctorTests {
             let path = ssh.dataDir + "/doctor-hk-\(UUID().uuidString.prefix(6))"
             w.sftpReplica("unknown", ssh: ssh, path: path, knownHosts: empty)
             w.sftpReplica("changed", ssh: ssh, path: path, knownHosts: wrong)
+            w.sftpReplica("notyet", ssh: ssh, path: path)
             let fingerprint = try await ssh.fingerprint(of: ssh.hostKey)
             let report = try await w.doctor()
 
@@ -376,6 +425,11 @@ struct DoctorTests {
             #expect(changed.status == .fail)
             #expect(changed.message.hasPrefix("SSH host key not verified (it changed): "), "\(changed.message)")
             #expect(changed.fix?.contains("ssh-keygen -R '[\(ssh.host)]:\(ssh.port)' -f \(wrong)") == true, "\(changed.fix ?? "")")
+            // The right key and a directory guardian has not created yet: a warning, nothing created.
+            let notYet = try #require(report.check("replica notyet", "replica.directory"), "\(report.dump)")
+            #expect(notYet.status == .warn)
+            #expect(notYet.message == "directory \(path) does not exist on \(ssh.host) yet: guardian creates it on its first write (not probed)")
+            #expect(report.check("replica notyet", "replica.write") == nil)
             #expect(!FileManager.default.fileExists(atPath: path), "nothing was written")
 
             let run = try await w.binary()
@@ -387,6 +441,69 @@ struct DoctorTests {
             throw error
         }
         await SharedPeers.shared.releaseSSH()
+    }
+
+    /// With a daemon running, the lag is judged by TXID against the daemon's
+    /// live position, and doctor's probe does not disturb it.
+    @Test func runningDaemonGivesTheLivePosition() async throws {
+        let w = try await DoctorWorld()
+        let replica = w.dir + "/replica"
+        try FileManager.default.createDirectory(atPath: replica, withIntermediateDirectories: true)
+        w.fileReplica("local", replica)
+        w.dbExtraYAML = "    remediate: off\n    monitor-interval: 100ms\n"
+        _ = try w.config()
+        let daemon = try ChildProcess.start(TestSupport.guardianBinary, ["run", "--config", w.configPath, "--log-target", "stderr"])
+        defer {
+            daemon.signal(SIGKILL)
+            daemon.removeFiles()
+        }
+        try await sqlite3(w.db, "INSERT INTO t(v) VALUES ('while running');")
+        // Ready, and the replica caught up with the daemon's position.
+        var before = ""
+        let synced = try await TestSupport.waitUntil(timeout: .seconds(20)) {
+            let r = try await guardian(["status", "--config", w.configPath, "--json"])
+            guard r.status == 0, let doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(r.stdout.utf8)),
+                  let db = doc.databases.first, let txid = db.txid else { return false }
+            before = txid
+            return doc.state == "ready" && db.replicas.first?.position == txid
+        }
+        #expect(synced, "daemon: \(daemon.stderr.suffix(2000))")
+
+        let report = try await w.doctor()
+        #expect(report.check("guardian", "daemon")?.message.hasPrefix("the daemon answers at \(w.dir)/guardian.sock: guardian \(GuardianVersion.string), pid \(daemon.pid), ready") == true, "\(report.dump)")
+        let live = try #require(report.check("database", "db.daemon"), "\(report.dump)")
+        #expect(live.status == .ok && live.message == "replicated by the running daemon (TXID \(before))", "\(live.message)")
+        let lag = try #require(report.check("replica local", "replica.lag"), "\(report.dump)")
+        #expect(lag.status == .ok)
+        #expect(lag.message == "caught up with the live database (TXID \(before), per the running daemon)", "\(lag.message)")
+        #expect(report.failures.isEmpty, "\(report.dump)")
+
+        // The daemon still replicates after the probe came and went.
+        try await sqlite3(w.db, "INSERT INTO t(v) VALUES ('after doctor');")
+        let still = try await TestSupport.waitUntil(timeout: .seconds(10)) {
+            let r = try await guardian(["status", "--config", w.configPath, "--json"])
+            guard let doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(r.stdout.utf8)), let db = doc.databases.first else { return false }
+            return db.replicas.first?.state == "Syncing" && db.replicas.first?.position == db.txid && db.txid != before
+        }
+        #expect(still, "daemon: \(daemon.stderr.suffix(2000))")
+        #expect(!FileManager.default.fileExists(atPath: replica + "/.guardian-doctor"))
+    }
+
+    @Test(.enabled(if: getuid() == 0, "mounting needs root"))
+    func readOnlyReplicaIsToldFromAMissingOne() async throws {
+        let w = try await DoctorWorld()
+        let ro = w.dir + "/ro"
+        try FileManager.default.createDirectory(atPath: ro, withIntermediateDirectories: true)
+        let m = try await run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro])
+        #expect(m.status == 0, "\(m.stderr)")
+        defer { _ = Glibc.umount2(ro, Int32(MNT_DETACH)) }
+        w.fileReplica("ro", ro)
+        let report = try await w.doctor()
+        #expect(report.check("replica ro", "replica.credentials")?.status == .ok, "listing works: \(report.dump)")
+        let write = try #require(report.check("replica ro", "replica.write"), "\(report.dump)")
+        #expect(write.status == .fail)
+        #expect(write.message.hasPrefix("read-only: listing works but writing is refused: "), "\(write.message)")
+        #expect(write.message.contains("Read-only file system"))
     }
 
     @Test func missingReplicaDirectoryFailsWithTheInstallFix() async throws {

@@ -24,6 +24,27 @@ enum HostChecks {
 
     /// Asks the daemon for its status (the same request as `guardian status`).
     static func daemon(socket path: String, timeout: Duration) async -> Daemon {
+        if let early = await BlockingPool.shared.run({ socketProblem(path) }) { return early }
+        let ms = Int32(clamping: max(1, timeout.milliseconds))
+        do {
+            let reply = try await Deadline.run(timeout) {
+                try await BlockingPool.shared.run { try UnixSocketServer.request(path: path, "status", timeoutMS: ms) }
+            }
+            let doc = try StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply))
+            return .answered(doc)
+        } catch let e as SystemError where e.code == ECONNREFUSED {
+            return .notRunning("no daemon answers at \(path) (a stale socket: guardian stopped without removing it)")
+        } catch let e as SystemError where e.code == EACCES {
+            return .unusable(.warn(group, "status-socket", "not allowed to connect to \(path) as \(Identity.current.user)",
+                fix: "run doctor as root or as a member of the socket's group (guardian), e.g. sudo guardian doctor"))
+        } catch {
+            return .unusable(.warn(group, "status-socket", "the daemon at \(path) did not answer properly: \(error)",
+                fix: "see journalctl -u guardian; restart it if it hangs (systemctl restart guardian)"))
+        }
+    }
+
+    /// Why nothing can answer at `path`, when that is plain without connecting. Blocking.
+    private static func socketProblem(_ path: String) -> Daemon? {
         if path.utf8.count >= 108 {
             return .unusable(.fail(group, "status-socket", "status socket path \(path) is \(path.utf8.count) bytes; unix sockets allow 107",
                 fix: "choose a shorter status: socket: path (default /run/guardian/guardian.sock)"))
@@ -43,22 +64,7 @@ enum HostChecks {
             return .unusable(.fail(group, "status-socket", "\(path) exists and is not a socket: guardian cannot bind its status socket there",
                 fix: "remove \(path) or choose another status: socket: path"))
         }
-        let ms = Int32(clamping: max(1, timeout.milliseconds))
-        do {
-            let reply = try await Deadline.run(timeout) {
-                try await BlockingPool.shared.run { try UnixSocketServer.request(path: path, "status", timeoutMS: ms) }
-            }
-            let doc = try StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply))
-            return .answered(doc)
-        } catch let e as SystemError where e.code == ECONNREFUSED {
-            return .notRunning("no daemon answers at \(path) (a stale socket: guardian stopped without removing it)")
-        } catch let e as SystemError where e.code == EACCES {
-            return .unusable(.warn(group, "status-socket", "not allowed to connect to \(path) as \(Identity.current.user)",
-                fix: "run doctor as root or as a member of the socket's group (guardian), e.g. sudo guardian doctor"))
-        } catch {
-            return .unusable(.warn(group, "status-socket", "the daemon at \(path) did not answer properly: \(error)",
-                fix: "see journalctl -u guardian; restart it if it hangs (systemctl restart guardian)"))
-        }
+        return nil
     }
 
     static func run(_ config: GuardianConfig, daemon: Daemon, busAddress: String?) async -> [DoctorReport.Check] {
@@ -134,20 +140,23 @@ enum HostChecks {
             }
             return [.ok(group, "db.app-control", "remediate: \(r.mode.rawValue): guardian alerts and does not stop the application")]
         case .commands(let stop, let start, let status):
-            var problems: [String] = []
-            var fine: [String] = []
-            for (key, argv) in [("stop-command", stop), ("start-command", start), ("status-command", status)] where !argv.isEmpty {
-                let program = argv[0]
-                var st = stat()
-                if stat(program, &st) != 0 {
-                    problems.append("\(key) \(program) does not exist")
-                } else if (st.st_mode & S_IFMT) != S_IFREG {
-                    problems.append("\(key) \(program) is not a regular file")
-                } else if access(program, X_OK) != 0 {
-                    problems.append("\(key) \(program) is not executable by \(Identity.current.user)")
-                } else {
-                    fine.append("\(key) \(program)")
+            let (problems, fine) = await BlockingPool.shared.run { () -> ([String], [String]) in
+                var problems: [String] = []
+                var fine: [String] = []
+                for (key, argv) in [("stop-command", stop), ("start-command", start), ("status-command", status)] where !argv.isEmpty {
+                    let program = argv[0]
+                    var st = stat()
+                    if stat(program, &st) != 0 {
+                        problems.append("\(key) \(program) does not exist")
+                    } else if (st.st_mode & S_IFMT) != S_IFREG {
+                        problems.append("\(key) \(program) is not a regular file")
+                    } else if access(program, X_OK) != 0 {
+                        problems.append("\(key) \(program) is not executable by \(Identity.current.user)")
+                    } else {
+                        fine.append("\(key) \(program)")
+                    }
                 }
+                return (problems, fine)
             }
             if problems.isEmpty {
                 return [.ok(group, "db.app-control", "\(fine.joined(separator: ", ")): executable (not run)")]

@@ -232,8 +232,8 @@ struct ReplicaChecks: Sendable {
             .fail(group, "replica.directory", "directory \(path) does not exist",
                 fix: "create it for the user guardian runs as: install -d -o guardian -g guardian -m 0750 \(path) (under systemd guardian cannot create it from inside its sandbox)")
         case .sftp(let s):
-            .fail(group, "replica.directory", "directory \(s.path) does not exist on \(s.host)",
-                fix: "create it on the server, writable by \(s.user): ssh -p \(s.port) \(s.user)@\(s.host) mkdir -p \(s.path)")
+            .warn(group, "replica.directory", "directory \(s.path) does not exist on \(s.host) yet: guardian creates it on its first write (not probed)",
+                fix: "nothing to do if \(s.user) may create it; to check writing now, create it and run doctor again: ssh -p \(s.port) \(s.user)@\(s.host) mkdir -p \(s.path)")
         case .s3:
             .fail(group, "replica.directory", "missing", fix: "-")
         }
@@ -254,7 +254,7 @@ struct ReplicaChecks: Sendable {
         case .sftp(let s):
             "make \(s.path) and everything below it writable by \(s.user) on \(s.host)"
         case .file(let path):
-            "make \(path) writable by the user guardian runs as: chown -R guardian:guardian \(path)"
+            "make \(path) writable by the user guardian runs as: chown -R guardian:guardian \(path) (a read-only mount must be remounted read-write)"
         }
     }
 
