@@ -119,7 +119,7 @@ enum DatabaseChecks {
             out.append(.fail(
                 group, "db.owner",
                 "\(list), but the database by \(dbOwner): the application, or guardian, running as \(user) cannot open it (SQLITE_CANTOPEN)",
-                fix: "give them back to the database's owner: chown \(user):\(ownerGroup) \(mismatched.map(\.0).joined(separator: " ")) (they were created by another user, e.g. sqlite3 run as root)"))
+                fix: "give them back to the database's owner: chown \(user):\(ownerGroup) \(mismatched.map(\.0).joined(separator: " ")) (SQLite created them as the user of the process that opened the database, e.g. sqlite3 run by another user)"))
         }
         return (out, facts)
     }
