@@ -465,7 +465,7 @@ actor SFTPConnection {
     /// Turns the last libssh2 error into a `ReplicaError`. Transport errors
     /// (timeouts, resets, a closed channel) tear the session down so that
     /// the next attempt reconnects.
-    func failure(_ operation: String, _ path: String, rc explicit: Int32? = nil) -> ReplicaError {
+    private func failure(_ operation: String, _ path: String, rc explicit: Int32? = nil) -> ReplicaError {
         guard let session else {
             return ReplicaError(.transient, "sftp replica \(display): \(operation) \(path): not connected")
         }
