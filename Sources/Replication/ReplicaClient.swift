@@ -126,12 +126,37 @@ public enum LTXPayload: Sendable {
 /// A replica that failed in a way worth telling an operator about.
 public struct ReplicaError: Error, CustomStringConvertible, Sendable {
     public enum Kind: Sendable { case notFound, transient, permanent }
+
+    /// Why, when the client knows (`guardian doctor` turns it into a fix).
+    public enum Cause: String, Sendable {
+        /// DNS, connection refused, network unreachable, a cut handshake.
+        case unreachable
+        /// The peer accepted the connection but did not answer in time.
+        case timeout
+        /// The server's TLS certificate could not be verified.
+        case tls
+        /// The SSH host key is not in known-hosts, or does not match it.
+        case hostKey
+        /// Wrong credentials: unknown access key, bad signature, SSH login refused.
+        case authentication
+        /// Authenticated, but this operation is not allowed (read-only, policy).
+        case accessDenied
+        /// The bucket does not exist.
+        case missingBucket
+        /// Another region or endpoint serves the bucket.
+        case wrongRegion
+        /// The local clock is too far off for request signatures.
+        case clockSkew
+    }
+
     public let kind: Kind
     public let description: String
+    public let cause: Cause?
 
-    public init(_ kind: Kind, _ description: String) {
+    public init(_ kind: Kind, _ description: String, cause: Cause? = nil) {
         self.kind = kind
         self.description = description
+        self.cause = cause
     }
 }
 

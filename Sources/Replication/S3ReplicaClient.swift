@@ -218,7 +218,7 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
         }
     }
 
-    private func putObject(key: String, body: HTTPRequest.Body, sha256: [UInt8], md5: [UInt8], extraHeaders: [HTTPHeader]) async throws {
+    func putObject(key: String, body: HTTPRequest.Body, sha256: [UInt8], md5: [UInt8], extraHeaders: [HTTPHeader]) async throws {
         let headers = [
             HTTPHeader("Content-Type", "application/octet-stream"),
             HTTPHeader("Content-MD5", Crypto.base64(md5)),
@@ -293,7 +293,7 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
         }
     }
 
-    private func deleteKeys(_ keys: [String]) async throws {
+    func deleteKeys(_ keys: [String]) async throws {
         var start = 0
         while start < keys.count {
             let batch = keys[start..<min(start + 1000, keys.count)]
@@ -319,12 +319,12 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
 
     // MARK: - Requests
 
-    private var context: String { "s3 replica bucket \(location.bucket) (\(endpoint.display))" }
+    var context: String { "s3 replica bucket \(location.bucket) (\(endpoint.display))" }
 
     /// Sends one signed request with retries; returns a 2xx response (or a
     /// status in `accept`) or throws a `ReplicaError` that names the bucket,
     /// the operation and S3's error code.
-    private func send(
+    func send(
         _ method: String, key: String?, query: [(String, String)] = [], operation: String,
         headers: [HTTPHeader] = [], body: HTTPRequest.Body = .none, sha256: String = Crypto.emptySHA256Hex,
         response destination: HTTPRequest.ResponseDestination = .memory(limit: 16 << 20),
@@ -349,7 +349,13 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
             do {
                 response = try await http.perform(request)
             } catch let e as HTTPError {
-                throw ReplicaError(e.isTransient ? .transient : .permanent, redact("\(context): \(what): \(e.message)"))
+                let cause: ReplicaError.Cause? = switch e.kind {
+                case .connect: .unreachable
+                case .timeout: .timeout
+                case .tls: .tls
+                default: nil
+                }
+                throw ReplicaError(e.isTransient ? .transient : .permanent, redact("\(context): \(what): \(e.message)"), cause: cause)
             }
             if response.isSuccess || accept.contains(response.status) {
                 // CompleteMultipartUpload can answer 200 with an error document.
@@ -369,33 +375,40 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
         if !code.isEmpty { text += " \(code)" }
         if !message.isEmpty { text += ": \(message)" }
         let kind: ReplicaError.Kind
+        var cause: ReplicaError.Cause?
         var hint = ""
         switch (status, code) {
         case (404, "NoSuchBucket"):
             kind = .permanent
+            cause = .missingBucket
             hint = "the bucket does not exist; create it or fix the bucket name (and region/endpoint)"
         case (404, _): kind = .notFound
         case (_, "InvalidAccessKeyId"):
             kind = .permanent
+            cause = .authentication
             hint = "the access key id is unknown to the server; check access-key-id / AWS_ACCESS_KEY_ID"
         case (_, "SignatureDoesNotMatch"):
             kind = .permanent
+            cause = .authentication
             hint = "the signature was refused; check secret-access-key / AWS_SECRET_ACCESS_KEY and region"
         case (_, "AuthorizationHeaderMalformed"), (301, _), (_, "PermanentRedirect"):
             kind = .permanent
+            cause = .wrongRegion
             hint = "the bucket is in another region or behind another endpoint; check region and endpoint"
         case (_, "RequestTimeTooSkewed"):
             kind = .permanent
+            cause = .clockSkew
             hint = "the system clock is too far off; fix the time (NTP)"
         case (_, "RequestTimeout"), (_, "SlowDown"), (_, "OperationAborted"), (_, "InternalError"), (408, _), (429, _), (500...599, _):
             kind = .transient
         case (403, _):
             kind = .permanent
+            cause = .accessDenied
             hint = "access was denied; check the key's permissions on this bucket and path"
         default: kind = .permanent
         }
         if !hint.isEmpty { text += " (\(hint))" }
-        return ReplicaError(kind, redact(text))
+        return ReplicaError(kind, redact(text), cause: cause)
     }
 
     /// Belt and braces: a server that echoed the secret in a message must

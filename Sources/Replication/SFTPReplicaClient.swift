@@ -33,7 +33,7 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
     public let location: SFTPLocation
     public var target: ReplicaTarget { .sftp(location) }
     public let options: RemoteClientOptions
-    private let connection: SFTPConnection
+    let connection: SFTPConnection
 
     public init(_ location: SFTPLocation, options: RemoteClientOptions = .standard) throws {
         guard location.knownHosts?.isEmpty == false else {
@@ -369,7 +369,7 @@ actor SFTPConnection {
         knownDirectories.insert(dir)
     }
 
-    private func isDirectory(_ path: String) -> Bool {
+    func isDirectory(_ path: String) -> Bool {
         guard let sftp else { return false }
         var attrs = LIBSSH2_SFTP_ATTRIBUTES()
         guard libssh2_sftp_stat_ex(sftp, path, UInt32(path.utf8.count), LIBSSH2_SFTP_STAT, &attrs) == 0 else { return false }
@@ -451,7 +451,7 @@ actor SFTPConnection {
         knownDirectories.removeAll()
     }
 
-    private func removeDirectoryIfEmpty(_ dir: String) throws {
+    func removeDirectoryIfEmpty(_ dir: String) throws {
         let sftp = try connected()
         let rc = libssh2_sftp_rmdir_ex(sftp, dir, UInt32(dir.utf8.count))
         guard rc != 0 else { return }
@@ -484,7 +484,8 @@ actor SFTPConnection {
             if kind == .transient, status == LIBSSH2_FX_NO_CONNECTION || status == LIBSSH2_FX_CONNECTION_LOST {
                 markBroken()
             }
-            return ReplicaError(kind, "sftp replica \(display): \(operation) \(path): \(text)")
+            let cause: ReplicaError.Cause? = status == LIBSSH2_FX_PERMISSION_DENIED ? .accessDenied : nil
+            return ReplicaError(kind, "sftp replica \(display): \(operation) \(path): \(text)", cause: cause)
         }
         let message = lastErrorMessage(session)
         markBroken()
@@ -510,7 +511,7 @@ actor SFTPConnection {
         if socketFD >= 0 { shutdown(socketFD, Int32(SHUT_RDWR)) }
     }
 
-    private func resetIfBroken() {
+    func resetIfBroken() {
         if broken { teardown(broken: true) }
     }
 
@@ -533,7 +534,7 @@ actor SFTPConnection {
         knownDirectories.removeAll()
     }
 
-    private func connected() throws -> OpaquePointer {
+    func connected() throws -> OpaquePointer {
         if broken { throw ReplicaError(.transient, "sftp replica \(display): connection lost; will reconnect") }
         if let sftp { return sftp }
         try connect()
@@ -572,7 +573,7 @@ actor SFTPConnection {
         if rc != 0 {
             let message = lastErrorMessage(session)
             teardown(broken: true)
-            throw ReplicaError(.transient, "sftp replica \(display): SSH handshake failed: \(message) (libssh2 error \(rc))")
+            throw ReplicaError(.transient, "sftp replica \(display): SSH handshake failed: \(message) (libssh2 error \(rc))", cause: .unreachable)
         }
         if let problem = hostKeyProblem(session, knownHostsPath: knownHostsPath) {
             teardown(broken: true)
@@ -597,7 +598,7 @@ actor SFTPConnection {
         }
         if rc != 0 {
             teardown(broken: true)
-            throw ReplicaError(.permanent, "sftp replica \(display): authentication as \(location.user) failed (\(tried.joined(separator: "; ")))")
+            throw ReplicaError(.permanent, "sftp replica \(display): authentication as \(location.user) failed (\(tried.joined(separator: "; ")))", cause: .authentication)
         }
         guard let channel = libssh2_sftp_init(session) else {
             let message = lastErrorMessage(session)
@@ -636,11 +637,11 @@ actor SFTPConnection {
         case LIBSSH2_KNOWNHOST_CHECK_MATCH:
             return nil
         case LIBSSH2_KNOWNHOST_CHECK_MISMATCH:
-            return ReplicaError(.permanent, "sftp replica \(display): HOST KEY CHANGED: \(hostLabel) offers \(typeName) \(fingerprint), which does not match \(knownHostsPath); refusing to connect (someone may be intercepting the connection; if the server's key really changed, replace its line in \(knownHostsPath))")
+            return ReplicaError(.permanent, "sftp replica \(display): HOST KEY CHANGED: \(hostLabel) offers \(typeName) \(fingerprint), which does not match \(knownHostsPath); refusing to connect (someone may be intercepting the connection; if the server's key really changed, replace its line in \(knownHostsPath))", cause: .hostKey)
         case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND:
-            return ReplicaError(.permanent, "sftp replica \(display): unknown host key: \(hostLabel) offers \(typeName) \(fingerprint), which is not in \(knownHostsPath); refusing to connect (after checking the fingerprint, add it with: ssh-keyscan -p \(location.port) \(location.host) >> \(knownHostsPath))")
+            return ReplicaError(.permanent, "sftp replica \(display): unknown host key: \(hostLabel) offers \(typeName) \(fingerprint), which is not in \(knownHostsPath); refusing to connect (after checking the fingerprint, add it with: ssh-keyscan -p \(location.port) \(location.host) >> \(knownHostsPath))", cause: .hostKey)
         default:
-            return ReplicaError(.permanent, "sftp replica \(display): host key of \(hostLabel) (\(typeName) \(fingerprint)) could not be checked against \(knownHostsPath)")
+            return ReplicaError(.permanent, "sftp replica \(display): host key of \(hostLabel) (\(typeName) \(fingerprint)) could not be checked against \(knownHostsPath)", cause: .hostKey)
         }
     }
 
@@ -683,7 +684,7 @@ actor SFTPConnection {
         var list: UnsafeMutablePointer<addrinfo>?
         let gai = getaddrinfo(host, String(port), &hints, &list)
         guard gai == 0, let first = list else {
-            throw ReplicaError(.transient, "sftp replica \(display): cannot resolve \(host): \(String(cString: gai_strerror(gai)))")
+            throw ReplicaError(.transient, "sftp replica \(display): cannot resolve \(host): \(String(cString: gai_strerror(gai)))", cause: .unreachable)
         }
         defer { freeaddrinfo(list) }
         var lastError: Int32 = 0
@@ -718,7 +719,7 @@ actor SFTPConnection {
             }
             close(fd)
         }
-        throw ReplicaError(.transient, "sftp replica \(display): cannot connect to \(host) port \(port): \(String(cString: strerror(lastError)))")
+        throw ReplicaError(.transient, "sftp replica \(display): cannot connect to \(host) port \(port): \(String(cString: strerror(lastError)))", cause: lastError == ETIMEDOUT ? .timeout : .unreachable)
     }
 }
 

@@ -10,7 +10,7 @@ struct GuardianCommand: AsyncParsableCommand {
         abstract: "Keeps a production SQLite database alive: replication, disk guard, remediation.",
         version: GuardianVersion.string,
         subcommands: [
-            RunCommand.self, StatusCommand.self, CheckConfigCommand.self, RotateCommand.self, DiskBenchCommand.self, DemoCommand.self, ReplicateCommand.self, RestoreCommand.self, LTXCommand.self, CatalogCommand.self, SystemdPathsCommand.self, IncidentsCommand.self,
+            RunCommand.self, StatusCommand.self, CheckConfigCommand.self, RotateCommand.self, DiskBenchCommand.self, DemoCommand.self, ReplicateCommand.self, RestoreCommand.self, LTXCommand.self, CatalogCommand.self, SystemdPathsCommand.self, IncidentsCommand.self, DoctorCommand.self,
         ]
     )
 
