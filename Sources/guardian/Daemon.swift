@@ -70,6 +70,16 @@ struct Daemon {
             if let remediation {
                 services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
             }
+            // Scheduled recovery drills; not on the watchdog either (a drill may take minutes).
+            if let drill = db.drill, !db.replication.replicas.isEmpty {
+                // shared alerter: until the generation's shared Alerter exists, drills have their own (and run it).
+                let drillAlerter = Alerter(
+                    destinations: config.alerts, transport: HTTPAlertTransport(), store: StateStore(stateDir: config.stateDir), logger: logger)
+                let drills = DrillService(
+                    database: db.path, replicas: db.replication.replicas, config: drill, stateDir: config.stateDir,
+                    alerter: drillAlerter, runsAlerter: true, logger: logger, onStatus: { await board.updateDrill($0) })
+                services.append(.init(service: drills, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "drills \(db.path)"))
+            }
         }
         let replicaDirs = config.dbs.flatMap { db in
             db.replication.replicas.compactMap { r -> String? in
