@@ -66,8 +66,9 @@ public struct DrillRecorder: Sendable {
 /// a time. The next drill is computed by `DrillSchedule.nextRun` from the
 /// last drill recorded in the state database, so a restart neither repeats
 /// nor skips one; a slot missed while guardian was down runs shortly after
-/// the start. The timer ticks with `AsyncTimerSequence` and compares wall
-/// clock time, so a weekly slot holds across suspends and clock changes.
+/// the start. The timer (`AsyncTimerSequence`) fires at the next drill or
+/// after `tick`, whichever is sooner, and compares wall clock time, so a
+/// weekly slot holds across suspends and clock changes.
 /// A graceful shutdown cancels a running drill (its copy is removed, and it
 /// is not recorded). Results go to the status board through `onStatus`.
 public struct DrillService: Service {
@@ -145,14 +146,7 @@ public struct DrillService: Service {
                 "replicas": "\(replicas.map(\.name).joined(separator: ","))",
             ])
             await publish(next: next, running: false)
-            var due = false
-            for await _ in AsyncTimerSequence(interval: timing.tick, clock: .continuous).cancelOnGracefulShutdown() {
-                if Date() >= next {
-                    due = true
-                    break
-                }
-            }
-            guard due, !Task.isShuttingDownGracefully else { return }
+            guard await wait(until: next), !Task.isShuttingDownGracefully else { return }
             lastRound = Date()
             for replica in replicas {
                 await publish(next: nil, running: true)
@@ -162,6 +156,21 @@ public struct DrillService: Service {
                 await recorder.record(result)
             }
         }
+    }
+
+    /// Waits until the wall clock reaches `date`, looking at it at least
+    /// every `tick`; false on graceful shutdown or cancellation.
+    func wait(until date: Date) async -> Bool {
+        while Date() < date {
+            let left = Duration.milliseconds(Int64(date.timeIntervalSinceNow * 1000) + 1)
+            var ticked = false
+            for await _ in AsyncTimerSequence(interval: min(timing.tick, max(left, .milliseconds(10))), clock: .continuous).cancelOnGracefulShutdown() {
+                ticked = true
+                break
+            }
+            if !ticked { return false }
+        }
+        return !Task.isCancelled
     }
 
     /// When the newest recorded drill of this database started.
