@@ -11,6 +11,36 @@ enum DrillPool {
     static let shared = BlockingPool(name: "guardian-drill", threads: 1)
 }
 
+/// Lets a cancelled drill (shutdown, Ctrl-C) stop the SQLite statement it
+/// runs on `DrillPool` at once (`sqlite3_interrupt`) instead of at the end
+/// of its budget. Connections are registered while they are in use, so
+/// none is closed while another thread interrupts it.
+final class StatementInterrupter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var open: [ObjectIdentifier: CheckConnection] = [:]
+    private var cancelled = false
+
+    /// False when the drill is already cancelled: do not start.
+    func register(_ c: CheckConnection) -> Bool {
+        lock.withLock {
+            guard !cancelled else { return false }
+            open[ObjectIdentifier(c)] = c
+            return true
+        }
+    }
+
+    func unregister(_ c: CheckConnection) {
+        _ = lock.withLock { open.removeValue(forKey: ObjectIdentifier(c)) }
+    }
+
+    func cancel() {
+        lock.withLock {
+            cancelled = true
+            for c in open.values { c.interrupt() }
+        }
+    }
+}
+
 /// Carries out one recovery drill of one replica, the seed's weekly
 /// "Automated Recovery Test" done properly:
 ///
@@ -200,7 +230,13 @@ public struct DrillRunner: Sendable {
         // 4. integrity_check, on what is left of the budget.
         let budgetLeft = deadline - ContinuousClock.now
         guard budgetLeft > .zero else { throw Self.overBudget("the restore", config.budget) }
-        let check = await DrillPool.shared.run { Self.integrity(of: output, budget: budgetLeft) }
+        let interrupter = StatementInterrupter()
+        let check = await withTaskCancellationHandler {
+            await DrillPool.shared.run { Self.integrity(of: output, budget: budgetLeft, interrupter: interrupter) }
+        } onCancel: {
+            interrupter.cancel()
+        }
+        try Task.checkCancellation()
         switch check {
         case .ok:
             result.integrity = "ok"
@@ -218,7 +254,12 @@ public struct DrillRunner: Sendable {
         guard queriesLeft > .zero else { throw Self.overBudget("integrity_check", config.budget) }
         let queries = config.queries
         let live = database
-        let (outcomes, interrupted) = await DrillPool.shared.run { Self.verify(queries, copy: output, live: live, budget: queriesLeft) }
+        let (outcomes, interrupted) = await withTaskCancellationHandler {
+            await DrillPool.shared.run { Self.verify(queries, copy: output, live: live, budget: queriesLeft, interrupter: interrupter) }
+        } onCancel: {
+            interrupter.cancel()
+        }
+        try Task.checkCancellation()
         result.queries = outcomes
         result.rows = outcomes.first?.value
         if interrupted { throw Self.overBudget("the queries", config.budget) }
@@ -259,13 +300,15 @@ public struct DrillRunner: Sendable {
 
     /// `PRAGMA integrity_check` on the copy, opened immutable (no -wal or
     /// -shm appears beside it), stopped at `budget`. Blocking.
-    static func integrity(of path: String, budget: Duration) -> IntegrityVerdict {
+    static func integrity(of path: String, budget: Duration, interrupter: StatementInterrupter) -> IntegrityVerdict {
         let conn: CheckConnection
         do {
             conn = try CheckConnection(path: immutableURI(path), readOnly: true, uri: true)
         } catch {
             return .inconclusive("\(error)")
         }
+        guard interrupter.register(conn) else { return .inconclusive(interrupted) }
+        defer { interrupter.unregister(conn) }
         conn.setBudget(budget)
         let (rows, err) = conn.rows("PRAGMA integrity_check(20)")
         if let err {
@@ -281,7 +324,9 @@ public struct DrillRunner: Sendable {
     /// Runs each query on the copy and, for `within-live`, on the live
     /// database (read-only). Returns every outcome, and whether the budget
     /// ran out. Blocking.
-    static func verify(_ queries: [DrillQuery], copy: String, live: String, budget: Duration) -> ([DrillQueryOutcome], Bool) {
+    static func verify(
+        _ queries: [DrillQuery], copy: String, live: String, budget: Duration, interrupter: StatementInterrupter
+    ) -> ([DrillQueryOutcome], Bool) {
         var outcomes: [DrillQueryOutcome] = []
         let copyConn: CheckConnection
         do {
@@ -290,9 +335,12 @@ public struct DrillRunner: Sendable {
             let q = queries[0]
             return ([DrillQueryOutcome(sql: q.sql, value: nil, live: nil, expectation: expectation(q), passed: false, detail: "cannot open the copy: \(error)")], false)
         }
+        guard interrupter.register(copyConn) else { return ([], true) }
+        defer { interrupter.unregister(copyConn) }
         copyConn.setBudget(budget)
         var liveConn: CheckConnection?
         var liveError: String?
+        defer { if let liveConn { interrupter.unregister(liveConn) } }
         for q in queries {
             var outcome = DrillQueryOutcome(sql: q.sql, value: nil, live: nil, expectation: expectation(q), passed: false, detail: nil)
             switch copyConn.firstInteger(q.sql) {
@@ -309,6 +357,7 @@ public struct DrillRunner: Sendable {
                     if liveConn == nil, liveError == nil {
                         do {
                             let c = try CheckConnection(path: live, readOnly: true)
+                            guard interrupter.register(c) else { return (outcomes, true) }
                             c.setBudget(budget)
                             liveConn = c
                         } catch {
@@ -385,6 +434,28 @@ public struct DrillRunner: Sendable {
             guard let value = first else { throw overBudget(step, budget) }
             return value
         }
+    }
+
+    /// Removes the copies a killed guardian left behind: `drill-*`
+    /// directories of the scratch directory untouched for longer than the
+    /// budget plus 10 minutes (no drill runs that long). Returns their paths.
+    @discardableResult
+    public func removeStaleCopies(now: Date = Date()) async -> [String] {
+        let scratch = scratchDir
+        let limit = config.budget.seconds + 600
+        let stale = await DrillPool.shared.run { () -> [String] in
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []
+            return names.filter { $0.hasPrefix("drill-") }.map { scratch + "/" + $0 }.filter { path in
+                var st = stat()
+                guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return false }
+                return now.timeIntervalSince1970 - Double(st.st_mtim.tv_sec) > limit
+            }
+        }
+        for dir in stale {
+            logger.event(.internalError, level: .warning, ["what": "removing a drill copy left behind by an earlier run", "path": "\(dir)"])
+            await remove(dir)
+        }
+        return stale
     }
 
     /// Removes the drill's directory (the copy, its temp files). Always called.

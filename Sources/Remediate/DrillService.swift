@@ -136,6 +136,7 @@ public struct DrillService: Service {
 
     /// The schedule loop; returns on graceful shutdown or cancellation.
     func schedule() async {
+        await runner.removeStaleCopies()
         var lastRound: Date?
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             let recorded = await latestRecorded()

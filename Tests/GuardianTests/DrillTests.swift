@@ -368,6 +368,40 @@ final class DrillWorld: @unchecked Sendable {
         #expect(world.scratchEntries().isEmpty, "\(world.scratchEntries())")
     }
 
+    @Test(.timeLimit(.minutes(2)))
+    func anInterruptedDrillRemovesItsCopyAndRecordsNothing() async throws {
+        let world = try DrillWorld("drill-sigint")
+        defer { world.cleanup() }
+        // A query that runs for about a minute: the drill is interrupted in it.
+        world.drill = """
+                drill:
+                  budget: 5m
+                  scratch-dir: \(world.scratch)
+                  queries:
+                    - sql: WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c
+            """
+        try world.writeConfig()
+        try await world.replicate(transactions: 3)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["drill", "--config", world.config], environment: world.environment)
+        defer { child.removeFiles() }
+        let copying = await TestSupport.waitUntil(timeout: .seconds(30)) {
+            world.scratchEntries().contains { name in
+                ((try? FileManager.default.contentsOfDirectory(atPath: world.scratch + "/" + name)) ?? []).contains("app.db")
+            }
+        }
+        #expect(copying, "no copy appeared: \(child.stderr)")
+        try await Task.sleep(for: .milliseconds(500))
+        child.signal(SIGINT)
+        let started = ContinuousClock.now
+        let status = await child.wait(timeout: .seconds(20))
+        #expect(status == 130, "\(child.stdout) \(child.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(5), "the running statement was interrupted, not waited for")
+        #expect(child.stderr.contains("drill interrupted; its copy was removed and nothing was recorded"), "\(child.stderr)")
+        #expect(world.scratchEntries().isEmpty, "\(world.scratchEntries())")
+        let history = try await guardian(["drills", "--json", "--config", world.config])
+        #expect(history.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || Self.json(history.stdout).isEmpty, "\(history.stdout)")
+    }
+
     // MARK: - Schedule, history, status
 
     @Test(.timeLimit(.minutes(2)))
@@ -398,6 +432,14 @@ final class DrillWorld: @unchecked Sendable {
                 runsAlerter: false, logger: RecordingLog().logger(), timing: timing, onStatus: { published.add($0) })
         }
 
+        // Copies a killed guardian left behind go at the start; a recent one (a running drill) stays.
+        let stale = world.scratch + "/drill-file-AbC123"
+        let recent = world.scratch + "/drill-file-XyZ789"
+        for d in [stale, recent] { try FileManager.default.createDirectory(atPath: d + "/sub", withIntermediateDirectories: true) }
+        try TestSupport.write("old copy", to: stale + "/app.db")
+        var times = [timeval(tv_sec: time(nil) - 7200, tv_usec: 0), timeval(tv_sec: time(nil) - 7200, tv_usec: 0)]
+        #expect(utimes(stale, &times) == 0)
+
         let first = Published()
         let a = service(first)
         let running = Task { await a.schedule() }
@@ -414,7 +456,8 @@ final class DrillWorld: @unchecked Sendable {
         let next = try #require(first.last?.nextAt.flatMap(Timestamps.parse))
         #expect(abs(next.timeIntervalSince(newest.startedAt) - 3600) < 2, "next = last drill + 1 h: \(next) vs \(newest.startedAt)")
         #expect(first.last?.last?.result == "PASSED" && first.last?.replicas.count == 1)
-        #expect(world.scratchEntries().isEmpty)
+        #expect(world.scratchEntries() == ["drill-file-XyZ789"], "\(world.scratchEntries())")
+        try FileManager.default.removeItem(atPath: recent)
 
         // A restart: the next drill still counts from the one recorded, not from the start.
         try await Task.sleep(for: .seconds(1))
