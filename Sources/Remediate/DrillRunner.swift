@@ -178,6 +178,12 @@ public struct DrillRunner: Sendable {
                 if stat(scratch, &st) != 0 {
                     try DurableFile.makeDirectories(scratch)
                     chmod(scratch, 0o700)
+                    // Made by `sudo guardian drill`: it belongs to the owner of its
+                    // parent (the daemon's user, for <state-dir>/drills), not to root.
+                    var parent = stat()
+                    if getuid() == 0, stat((scratch as NSString).deletingLastPathComponent, &parent) == 0, parent.st_uid != 0 {
+                        _ = chown(scratch, parent.st_uid, parent.st_gid)
+                    }
                 }
                 var fs = statvfs()
                 guard statvfs(scratch, &fs) == 0 else { throw SystemError("statvfs", path: scratch) }

@@ -145,7 +145,7 @@ struct DrillsCommand: AsyncParsableCommand {
         let store = location.store()
         var history: [DrillResult]
         do {
-            if let database, database.hasPrefix("/") {
+            if let database, database.contains("/") {
                 history = try await store.drills(database: URL(fileURLWithPath: database).standardizedFileURL.path, limit: limit)
             } else {
                 history = try await store.drills(limit: database == nil ? limit : 100_000)
