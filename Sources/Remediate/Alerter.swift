@@ -130,6 +130,11 @@ public actor Alerter {
     @discardableResult
     public func resolve(key: String, summary: String? = nil, details: [String: String] = [:], at: Date = Date()) async -> Bool {
         await loadActive()
+        // Another guardian process (`guardian drill` beside the daemon) may
+        // have triggered it since this alerter loaded the state database.
+        if active[key] == nil, let stored = try? await store?.activeAlerts().first(where: { $0.key == key }) {
+            active[key] = stored
+        }
         guard let current = active.removeValue(forKey: key) else { return false }
         try? await store?.clearAlert(key: key)
         enqueue(AlertNotice(

@@ -75,6 +75,10 @@ final class CheckConnection {
         sqlite3_close_v2(handle)
     }
 
+    /// Stops the statement running on another thread (`sqlite3_interrupt`);
+    /// the caller keeps the connection alive meanwhile.
+    func interrupt() { sqlite3_interrupt(handle) }
+
     /// Sets (or clears, with nil) the deadline for the statements that follow.
     func setBudget(_ budget: Duration?) {
         if let budget {

@@ -19,6 +19,12 @@ extension GuardianEvent {
         message: "no unit or stop/start command configured; corruption will be alerted, not repaired")
     public static let incidentInterrupted = GuardianEvent(
         name: "incidentInterrupted", id: "73972591eb380575ec843ce6592a5594", message: "an incident was interrupted by a guardian restart")
+    public static let drillStarted = GuardianEvent(
+        name: "drillStarted", id: "dd3a2a1b8f5449b889c7bcd28954bd19", message: "recovery drill started")
+    public static let drillScheduled = GuardianEvent(
+        name: "drillScheduled", id: "e2407d6739674b66acba14327b5194fa", message: "next recovery drill scheduled")
+    public static let drillInterrupted = GuardianEvent(
+        name: "drillInterrupted", id: "48df219ea3064b448cea521b2b82232e", message: "recovery drill interrupted by a shutdown; not recorded")
 }
 
 extension GuardianEvent {
@@ -26,5 +32,6 @@ extension GuardianEvent {
     public static let remediateEvents: [GuardianEvent] = [
         .healthWarning, .healthRecovered, .integrityCheckPassed, .integrityCheckIncomplete,
         .corruptionSuspected, .suspicionCleared, .remediationLimited, .incidentInterrupted,
+        .drillStarted, .drillScheduled, .drillInterrupted,
     ]
 }

@@ -178,32 +178,58 @@ public struct AlertConfig: Sendable, Equatable {
     }
 }
 
-/// A scheduled recovery drill of one database.
+/// A scheduled recovery drill of one database: restore the latest point of
+/// each replica (or of `replica`) into a scratch directory, run
+/// `integrity_check` and the queries, record the result, alert on failure.
+///
+/// | key | type | default | meaning |
+/// |---|---|---|---|
+/// | `interval` | duration | 7d | time between drills (from the last recorded one) |
+/// | `weekly` | `"DAY HH:MM"` | – | instead of `interval`: a weekly slot in local time (`"sun 03:00"`) |
+/// | `budget` | duration | 10m | longest a drill may take; over it the drill fails |
+/// | `scratch-dir` | path | `<state-dir>/drills` | where the temporary copy is restored (removed afterwards) |
+/// | `replica` | name | every replica | drill only this replica (per database only) |
+/// | `queries` | list of `{sql, min, within-live}` | – | checks on the restored copy |
 public struct DrillConfig: Sendable, Equatable {
-    public var interval: Duration
+    public var schedule: DrillSchedule
     public var queries: [DrillQuery]
     public var budget: Duration
     public var scratchDir: String?
+    /// Drill only this replica (nil: every replica of the database).
+    public var replica: String?
 
-    public init(interval: Duration = .seconds(7 * 86400), queries: [DrillQuery] = [], budget: Duration = .seconds(600), scratchDir: String? = nil) {
-        self.interval = interval
+    public init(
+        schedule: DrillSchedule = .every(.seconds(7 * 86400)), queries: [DrillQuery] = [], budget: Duration = .seconds(600),
+        scratchDir: String? = nil, replica: String? = nil
+    ) {
+        self.schedule = schedule
         self.queries = queries
         self.budget = budget
         self.scratchDir = scratchDir
+        self.replica = replica
+    }
+
+    /// `scratch-dir`, or `<state-dir>/drills`.
+    public func scratchDirectory(stateDir: String) -> String {
+        scratchDir ?? (stateDir as NSString).appendingPathComponent("drills")
     }
 }
 
-/// `SELECT count(*) FROM users` with an expectation on its first column.
+/// `SELECT count(*) FROM users` with expectations on its first column
+/// (an integer): at least `min`, and/or within `withinLivePercent` % of the
+/// same query on the live database. With neither, the value must be at
+/// least 1 (the seed's `ROW_COUNT -gt 0`).
 public struct DrillQuery: Sendable, Equatable {
-    public enum Expectation: Sendable, Equatable {
-        case greaterThan(Int64)
-        case withinPercentOfLive(Double)
-    }
     public var sql: String
-    public var expect: Expectation
+    public var min: Int64?
+    public var withinLivePercent: Double?
 
-    public init(sql: String, expect: Expectation) {
+    public init(sql: String, min: Int64? = nil, withinLivePercent: Double? = nil) {
         self.sql = sql
-        self.expect = expect
+        self.min = min
+        self.withinLivePercent = withinLivePercent
     }
+
+    /// The lower bound in force (`min`, or 1 when nothing else is expected).
+    public var effectiveMin: Int64? { min ?? (withinLivePercent == nil ? 1 : nil) }
 }

@@ -10,6 +10,7 @@ import Platform
 ///     event_log(id, at, db, kind, level, incident_id, detail)
 ///     alert_state(dedup_key, db, severity, summary, triggered_at)
 ///     alert_deliveries(id, at, dedup_key, action, destination, status, attempts, detail)
+///     drills(id, db, replica, destination, started_at, duration, txid, rows, integrity, result, reason, data JSON)
 ///
 /// Times are Unix seconds (REAL, millisecond precision). Several services
 /// and the CLI share the file; each opens its own connection. The actor runs
@@ -34,7 +35,7 @@ public actor StateStore {
         self.readOnly = readOnly
     }
 
-    private func db() throws -> SQLiteConnection {
+    func db() throws -> SQLiteConnection {
         if let connection { return connection }
         if readOnly {
             guard FileManager.default.fileExists(atPath: path) else {
@@ -72,6 +73,7 @@ public actor StateStore {
                 COMMIT;
                 """)
         }
+        try Self.createDrillTable(c)
         connection = c
         return c
     }

@@ -71,8 +71,19 @@ extension GuardianConfig {
             out += "    health-interval: \(d(m.checkpointInterval))\n"
             out += "    cooldown: \(d(m.cooldown))\n"
             if let drill = db.drill {
-                out += "    drill:\n      interval: \(d(drill.interval))\n      budget: \(d(drill.budget))\n"
-                for query in drill.queries { out += "      - sql: \(q(query.sql))\n" }
+                switch drill.schedule {
+                case .every(let interval): out += "    drill:\n      interval: \(d(interval))\n"
+                case .weekly: out += "    drill:\n      weekly: \(q(drill.schedule.configValue))\n"
+                }
+                out += "      budget: \(d(drill.budget))\n"
+                if let s = drill.scratchDir { out += "      scratch-dir: \(q(s))\n" }
+                if let r = drill.replica { out += "      replica: \(q(r))\n" }
+                if !drill.queries.isEmpty { out += "      queries:\n" }
+                for query in drill.queries {
+                    out += "        - sql: \(q(query.sql))\n"
+                    if let min = query.min { out += "          min: \(min)\n" }
+                    if let p = query.withinLivePercent { out += "          within-live: \(p)%\n" }
+                }
             }
         }
         let k = disk

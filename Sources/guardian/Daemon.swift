@@ -76,6 +76,13 @@ struct Daemon {
             if let remediation {
                 services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
             }
+            // Scheduled recovery drills; not on the watchdog either (a drill may take minutes).
+            if let drill = db.drill, !db.replication.replicas.isEmpty {
+                let drills = DrillService(
+                    database: db.path, replicas: db.replication.replicas, config: drill, stateDir: config.stateDir,
+                    alerter: alerter, runsAlerter: false, logger: logger, onStatus: { await board.updateDrill($0) })
+                services.append(.init(service: drills, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "drills \(db.path)"))
+            }
         }
         let replicaDirs = config.dbs.flatMap { db in
             db.replication.replicas.compactMap { r -> String? in

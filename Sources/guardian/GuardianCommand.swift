@@ -11,6 +11,7 @@ struct GuardianCommand: AsyncParsableCommand {
         version: GuardianVersion.string,
         subcommands: [
             RunCommand.self, StatusCommand.self, CheckConfigCommand.self, RotateCommand.self, DiskBenchCommand.self, DemoCommand.self, ReplicateCommand.self, RestoreCommand.self, LTXCommand.self, CatalogCommand.self, SystemdPathsCommand.self, IncidentsCommand.self, DoctorCommand.self,
+            DrillCommand.self, DrillsCommand.self,
         ]
     )
 

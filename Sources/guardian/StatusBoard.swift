@@ -19,6 +19,7 @@ actor StatusBoard {
     private var readyWaiters: [CheckedContinuation<Void, Never>] = []
     private var disk: [MountStatus] = []
     private var health: [String: HealthStatus] = [:]
+    private var drills: [String: DrillStatus] = [:]
 
     init(configPath: String, databasePaths: [String]) {
         self.configPath = configPath
@@ -50,6 +51,9 @@ actor StatusBoard {
 
     func updateHealth(_ status: HealthStatus) { health[status.path] = status }
 
+    /// The last drill of each replica and the next drill of a database (DrillService).
+    func updateDrill(_ status: DrillStatus) { drills[status.path] = status }
+
     /// Names of loops whose last heartbeat is older than `limit`.
     func staleLoops(limit: Duration) -> [String] {
         let now = ContinuousClock.now
@@ -63,7 +67,8 @@ actor StatusBoard {
             version: GuardianVersion.string, pid: getpid(), startedAt: Timestamps.iso8601(startedAt),
             uptimeSeconds: (Date().timeIntervalSince(startedAt) * 1000).rounded() / 1000,
             config: configPath, state: state.rawValue,
-            databases: order.compactMap { databases[$0] }, disk: disk, health: order.compactMap { health[$0] })
+            databases: order.compactMap { databases[$0] }, disk: disk, health: order.compactMap { health[$0] },
+            drills: order.compactMap { drills[$0] })
     }
 
     /// One line for systemd's STATUS=.
@@ -90,6 +95,8 @@ struct StatusDocument: Codable, Sendable {
     var disk: [MountStatus] = []
     /// Checkpoint health, integrity and incidents per database (remediation).
     var health: [HealthStatus] = []
+    /// Recovery drills per database: the newest of each replica, the next one.
+    var drills: [DrillStatus] = []
 
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()

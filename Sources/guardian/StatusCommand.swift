@@ -90,6 +90,9 @@ enum StatusTable {
                 out += line + "\n"
                 for i in h.openIncidents { out += "  " + paint("open incident \(i.id): \(i.cause) (\(i.phase))", "31") + "\n" }
             }
+            if let d = doc.drills.first(where: { $0.path == db.path }) {
+                for (line, failed) in DrillText.statusLines(d) { out += "  " + (failed ? paint(line, "31") : line) + "\n" }
+            }
         }
         if doc.databases.isEmpty { out += "\nno databases configured\n" }
         if !doc.disk.isEmpty {

@@ -507,19 +507,39 @@ enum JournalCatalog {
             Check the alerts section of the configuration and outbound network \
             access from this host.
             """,
+        "drillStarted": """
+            A recovery drill of GUARDIAN_DB started: guardian restores the latest \
+            point of replica GUARDIAN_REPLICA (GUARDIAN_DESTINATION) into a scratch \
+            copy, runs PRAGMA integrity_check and the configured queries, and \
+            removes the copy. GUARDIAN_TRIGGER says whether the schedule or \
+            guardian drill started it. Nothing to do.
+            """,
+        "drillScheduled": """
+            The next recovery drill of GUARDIAN_DB will start at GUARDIAN_AT \
+            (GUARDIAN_SCHEDULE, counted from the last drill recorded in the history). \
+            Nothing to do; guardian drill runs one now.
+            """,
         "drillPassed": """
-            A scheduled recovery drill restored GUARDIAN_DB from its replica into a \
-            scratch file, verified it and ran the configured queries: the backups \
-            work. Nothing to do.
+            A recovery drill restored GUARDIAN_DB from replica GUARDIAN_REPLICA into a \
+            scratch copy at TXID GUARDIAN_TXID, which passed integrity_check and the \
+            configured queries (GUARDIAN_ROWS rows) within its budget: the backups \
+            work. Nothing to do; guardian drills shows the history.
             """,
         "drillFailed": """
-            A recovery drill of GUARDIAN_DB failed: a restore from the replica did \
-            not produce a usable database, or a verification query did not pass \
-            (GUARDIAN_ERROR). If corruption happened now, automatic repair would \
-            probably fail too.
+            A recovery drill of GUARDIAN_DB from replica GUARDIAN_REPLICA failed: \
+            GUARDIAN_REASON (GUARDIAN_FAILURE: restore, integrity, query, budget, or \
+            space when the scratch filesystem had no room and nothing was tested). \
+            If corruption happened now, a restore from this replica would probably \
+            fail too. An alert was sent; it is resolved by the next passing drill.
 
             Investigate the replica before it is needed: guardian ltx lists its \
-            restore points, guardian restore -o /tmp/check.db tries one by hand.
+            restore points, guardian restore -o /tmp/check.db tries one by hand, \
+            guardian drill --replica GUARDIAN_REPLICA repeats the drill.
+            """,
+        "drillInterrupted": """
+            A recovery drill of GUARDIAN_DB was cut short by a shutdown of guardian. \
+            Its scratch copy was removed; it is not recorded and raises no alert. \
+            The schedule runs it again after the next start.
             """,
         "internalError": """
             Something inside guardian went wrong that has no event of its own; \

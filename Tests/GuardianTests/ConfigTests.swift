@@ -98,6 +98,12 @@ import Testing
         ("log:\n  level: loud\n", "g.yml:2: log.level: \"loud\" must be one of trace, debug, info, notice, warning, error, critical"),
         ("dbs:\n  - path: /a.db\n   bad: indent\n", "g.yml:3: YAML syntax: did not find expected '-' indicator while parsing a block collection"),
         ("dbs:\n  - path: /a.db\n    remediate: maybe\n", "g.yml:3: dbs[0].remediate: \"maybe\" must be one of auto, alert-only, off"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n    drill:\n      weekly: sunday 3am\n",
+         "g.yml:6: dbs[0].drill.weekly: \"sunday 3am\" must be \"DAY HH:MM\" in local time, e.g. \"sun 03:00\" (days: sun mon tue wed thu fri sat)"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n    drill:\n      interval: 1d\n      weekly: sun 03:00\n",
+         "g.yml:6: dbs[0].drill: interval: and weekly: exclude each other; give one schedule"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n    drill:\n      replica: s3\n",
+         "g.yml:6: dbs[0].drill.replica: no replica named \"s3\" in this database (its replicas: file)"),
     ])
     func badConfigs(text: String, expected: String) {
         #expect(error(text) == expected)

@@ -76,7 +76,7 @@ extension GuardianConfig {
             if let target = try m.optional("target", { try $0.oneOf(LogTarget.self) }) { config.log.target = target }
             try m.finish()
         }
-        let drillDefaults = try top.optional("drills") { try parseDrill($0, base: nil) }
+        let drillDefaults = try top.optional("drills") { try parseDrill($0, base: nil, replicas: nil) }
         if let dbs = top.optional("dbs") {
             for db in try dbs.sequence() {
                 config.dbs.append(try parseDatabase(db, environment: environment, drillDefaults: drillDefaults))
@@ -188,8 +188,16 @@ extension GuardianConfig {
         remediation.quarantineDir = try m.optional("quarantine-dir") { try $0.absolutePath() }
         if let problem = remediation.problems().first { throw node.error(problem) }
 
-        var drill = drillDefaults
-        if let d = m.optional("drill") { drill = try parseDrill(d, base: drillDefaults) }
+        // Defaults from the top-level `drills:` apply to every database that has replicas.
+        var drill = replicas.isEmpty ? nil : drillDefaults
+        if let d = m.optional("drill") {
+            if case .scalar = d.node, ["off", "false", "no"].contains(try d.scalar().lowercased()) {
+                drill = nil
+            } else {
+                guard !replicas.isEmpty else { throw d.error("this database has no replicas to drill") }
+                drill = try parseDrill(d, base: drillDefaults, replicas: replicas.map(\.name))
+            }
+        }
 
         // Litestream per-database keys with no meaning in guardian.
         for key in ["meta-path", "checkpoint-interval", "min-checkpoint-page-count", "busy-timeout", "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists"] {
@@ -421,21 +429,48 @@ extension GuardianConfig {
         return alert
     }
 
-    static func parseDrill(_ node: ConfigNode, base: DrillConfig?) throws -> DrillConfig {
+    /// A `drills:` (defaults, `replicas` nil) or per-database `drill:` mapping.
+    static func parseDrill(_ node: ConfigNode, base: DrillConfig?, replicas: [String]?) throws -> DrillConfig {
         let m = try node.mapping()
         var d = base ?? DrillConfig()
-        if let v = try m.optional("interval", { try $0.duration() }) { d.interval = v }
-        if let v = try m.optional("budget", { try $0.duration() }) { d.budget = v }
+        func positive(_ n: ConfigNode) throws -> Duration {
+            let v = try n.duration()
+            guard v > .zero else { throw n.error("must be more than 0") }
+            return v
+        }
+        let interval = try m.optional("interval", positive)
+        let weekly = try m.optional("weekly") { n -> DrillSchedule in
+            let text = try n.string()
+            guard let w = DrillSchedule.parseWeekly(text) else {
+                throw n.error("\"\(text)\" must be \"DAY HH:MM\" in local time, e.g. \"sun 03:00\" (days: sun mon tue wed thu fri sat)")
+            }
+            return w
+        }
+        if interval != nil, weekly != nil {
+            throw node.error("interval: and weekly: exclude each other; give one schedule")
+        }
+        if let interval { d.schedule = .every(interval) }
+        if let weekly { d.schedule = weekly }
+        if let v = try m.optional("budget", positive) { d.budget = v }
         if let v = try m.optional("scratch-dir", { try $0.absolutePath() }) { d.scratchDir = v }
+        if let n = m.optional("replica") {
+            let name = try n.string()
+            guard let replicas else {
+                throw n.error("goes in a database's drill: (replica names belong to one database)")
+            }
+            guard replicas.contains(name) else {
+                throw n.error("no replica named \"\(name)\" in this database (its replicas: \(replicas.joined(separator: ", ")))")
+            }
+            d.replica = name
+        }
         if let queries = m.optional("queries") {
             d.queries = try queries.sequence().map { q in
                 let qm = try q.mapping()
                 let sql = try qm.required("sql").string()
-                var expect = DrillQuery.Expectation.greaterThan(0)
-                if let v = try qm.optional("min", { try $0.int() }) { expect = .greaterThan(Int64(v) - 1) }
-                if let v = try qm.optional("within-live", { try $0.percent() }) { expect = .withinPercentOfLive(v) }
+                let min = try qm.optional("min") { try $0.int() }.map(Int64.init)
+                let within = try qm.optional("within-live") { try $0.percent() }
                 try qm.finish()
-                return DrillQuery(sql: sql, expect: expect)
+                return DrillQuery(sql: sql, min: min, withinLivePercent: within)
             }
         }
         try m.finish()
