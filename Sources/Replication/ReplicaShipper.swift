@@ -52,12 +52,17 @@ actor ReplicaShipper {
         return (best, header)
     }
 
-    /// Ships until `wakeups` ends (after the final sync on shutdown).
+    /// Ships until `wakeups` ends (after the final sync on shutdown). With a
+    /// `sync-interval`, uploads start at most once per interval: a commit
+    /// after a quiet spell goes out at once, the commits that follow within
+    /// the interval wait for its end and go together (`batches`).
     func run(wakeups: AsyncStream<Void>) async {
+        var lastShip: ContinuousClock.Instant?
         for await _ in wakeups {
-            if config.syncInterval > .zero {
-                try? await Task.sleep(for: config.syncInterval)
+            if config.syncInterval > .zero, let last = lastShip, last + config.syncInterval > .now {
+                try? await Task.sleep(until: last + config.syncInterval, clock: .continuous)
             }
+            lastShip = .now
             await shipAll()
             await maintain()
         }
@@ -152,9 +157,10 @@ actor ReplicaShipper {
             case .none:
                 return
             case .files(let files):
-                for file in files where file.info.maxTXID > (position ?? 0) {
-                    try await store(file.info, file.payload)
-                    stored(file.info.maxTXID)
+                for batch in Self.batches(files.filter { $0.info.maxTXID > (position ?? 0) }, merge: config.syncInterval > .zero) {
+                    let (info, payload) = try batch.count == 1 ? (batch[0].info, batch[0].payload) : Self.merged(batch)
+                    try await store(info, payload)
+                    stored(info.maxTXID)
                 }
             case .snapshot(let snap):
                 try await store(snap.info, .file(path: snap.path))
@@ -163,6 +169,53 @@ actor ReplicaShipper {
             let all = await positions.set(config.name, position ?? 0)
             await replicator.acknowledge(allPositions: all)
         }
+    }
+
+    /// Largest merged upload.
+    static let batchLimit = 64 << 20
+
+    /// Groups pending files for upload. A replica with a `sync-interval`
+    /// (S3, SFTP: each file is a request) gets the transactions that arrived
+    /// during the interval as one L0 file spanning their TXIDs — one request
+    /// per interval instead of one per transaction, at the price of
+    /// point-in-time granularity of one upload on that replica. Full images
+    /// (staged files) always go alone; so does everything when `merge` is off.
+    static func batches(_ files: [PendingLTX], merge: Bool) -> [[PendingLTX]] {
+        guard merge else { return files.map { [$0] } }
+        var out: [[PendingLTX]] = []
+        var current: [PendingLTX] = []
+        var bytes = 0
+        for f in files {
+            let mergeable = f.info.level == 0 && f.memoryBytes > 0
+            if mergeable, let last = current.last, last.info.maxTXID + 1 == f.info.minTXID, bytes + f.memoryBytes <= batchLimit {
+                current.append(f)
+                bytes += f.memoryBytes
+                continue
+            }
+            if !current.isEmpty { out.append(current) }
+            current = [f]
+            bytes = f.memoryBytes
+            if !mergeable {
+                out.append(current)
+                current = []
+                bytes = 0
+            }
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
+    }
+
+    /// One L0 file for a batch of consecutive per-transaction files.
+    static func merged(_ batch: [PendingLTX]) throws -> (LTXFileInfo, LTXPayload) {
+        guard let first = batch.first, let last = batch.last else { throw LTXError("batch", "nothing to merge") }
+        let inputs = batch.map { f -> (name: String, bytes: [UInt8]) in
+            if case .bytes(let b) = f.payload { return ("\(f.info)", b) }
+            return ("\(f.info)", [])
+        }
+        let sink = LTXMemorySink()
+        _ = try LTXCompactor.merge(inputs, into: sink, keepWALRange: true)
+        let info = LTXFileInfo(level: 0, minTXID: first.info.minTXID, maxTXID: last.info.maxTXID, size: Int64(sink.bytes.count), createdAt: last.info.createdAt)
+        return (info, .bytes(sink.bytes))
     }
 
     /// Writes one LTX file to the replica and counts the request and bytes.

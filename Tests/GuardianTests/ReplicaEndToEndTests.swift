@@ -77,6 +77,11 @@ struct ReplicaEndToEndTests {
             try await sqlite3(db, sql)
             try await Task.sleep(for: .milliseconds(400))
         }
+        // A burst of 200 one-row transactions: with the 1 s sync-interval
+        // they reach the replica as a few batched L0 files, not 200 uploads.
+        var burst = ""
+        for i in 0..<200 { burst += "INSERT INTO t(v) VALUES('burst \(i)');" }
+        try await sqlite3(db, burst)
         let expected = try await sqlite3(db, "SELECT count(*), sum(length(v)), max(id) FROM t")
         try await Task.sleep(for: .seconds(3))
         replicate.signal(SIGTERM)
@@ -86,6 +91,9 @@ struct ReplicaEndToEndTests {
         let ltx = try await guardian(["ltx", "--json", url], environment: environment)
         #expect(ltx.status == 0, "guardian ltx: \(ltx.stderr)")
         #expect(ltx.stdout.contains("min_txid"), "\(ltx.stdout)")
+        let files = (try? JSONSerialization.jsonObject(with: Data(ltx.stdout.utf8)) as? [[String: Any]]) ?? []
+        let level0 = files.filter { $0["level"] as? Int == 0 }
+        #expect(!level0.isEmpty && level0.count < 40, "\(level0.count) L0 files for 205 transactions")
 
         let out = dir + "/guardian-restored.db"
         let restore = try await guardian(["restore", "-o", out, url], environment: environment)

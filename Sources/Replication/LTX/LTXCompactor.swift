@@ -6,11 +6,19 @@ import Platform
 /// result spans the run's TXIDs with the newest file's timestamp (so a
 /// point-in-time restore uses it only when every transaction in it qualifies).
 public enum LTXCompactor {
-    public static func merge(_ files: [(name: String, bytes: [UInt8])], into sink: any LTXSink) throws -> LTXHeader {
+    /// `keepWALRange`: the inputs are consecutive per-transaction files cut
+    /// from one WAL (a batch of L0 files shipped as one): the result records
+    /// the WAL range they span, like an L0 file guardian cuts itself, so a
+    /// restart can resume from it. Otherwise (or when the inputs do not form
+    /// one contiguous range of one WAL generation) the WAL fields are zero.
+    public static func merge(_ files: [(name: String, bytes: [UInt8])], into sink: any LTXSink, keepWALRange: Bool = false) throws -> LTXHeader {
         guard let first = files.first else { throw LTXError("compaction", "nothing to merge") }
         var pages: [UInt32: [UInt8]] = [:]
         var header: LTXHeader?
         var expectedNext: UInt64?
+        // The WAL range of the inputs so far, while they are contiguous in one WAL.
+        var wal: (offset: Int64, end: Int64, salt1: UInt32, salt2: UInt32)?
+        var walContiguous = keepWALRange
         for file in files {
             let decoder = try LTXDecoder(source: LTXMemorySource(file.bytes), name: file.name)
             let h = decoder.header
@@ -21,6 +29,19 @@ public enum LTXCompactor {
                 throw LTXError(file.name, "not contiguous: expected TXID \(LTXNaming.hex(next))")
             }
             expectedNext = h.maxTXID + 1
+            if walContiguous {
+                if h.walSize <= 0 {
+                    walContiguous = false
+                } else if let w = wal {
+                    if h.walSalt1 == w.salt1, h.walSalt2 == w.salt2, h.walOffset == w.end {
+                        wal?.end = h.walOffset + h.walSize
+                    } else {
+                        walContiguous = false
+                    }
+                } else {
+                    wal = (h.walOffset, h.walOffset + h.walSize, h.walSalt1, h.walSalt2)
+                }
+            }
             while let (pgno, data) = try decoder.nextPage() { pages[pgno] = data }
             if header == nil {
                 header = h
@@ -31,10 +52,17 @@ public enum LTXCompactor {
             }
         }
         guard var out = header else { throw LTXError(first.name, "nothing to merge") }
-        out.walOffset = 0
-        out.walSize = 0
-        out.walSalt1 = 0
-        out.walSalt2 = 0
+        if walContiguous, let w = wal {
+            out.walOffset = w.offset
+            out.walSize = w.end - w.offset
+            out.walSalt1 = w.salt1
+            out.walSalt2 = w.salt2
+        } else {
+            out.walOffset = 0
+            out.walSize = 0
+            out.walSalt1 = 0
+            out.walSalt2 = 0
+        }
         out.preApplyChecksum = 0
         out.flags = LTXHeader.flagNoChecksum
         let encoder = try LTXEncoder(header: out, sink: sink)
