@@ -60,12 +60,13 @@ public enum HTTPServing {
         }
     }
 
-    /// The index where the head ends (before CRLF CRLF, or LF LF), if it does.
+    /// The index where the head ends (before CRLF CRLF, or LF LF), if it
+    /// does: the text before it holds the request line and the headers.
     static func headEnd(_ b: [UInt8]) -> Int? {
         guard b.count >= 2 else { return nil }
         for i in 1..<b.count where b[i] == 10 {
             if b[i - 1] == 10 { return i - 1 }
-            if i >= 3, b[i - 1] == 13, b[i - 2] == 10 { return i - 2 }
+            if i >= 3, b[i - 1] == 13, b[i - 2] == 10 { return b[i - 3] == 13 ? i - 3 : i - 2 }
         }
         return nil
     }
