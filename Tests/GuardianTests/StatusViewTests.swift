@@ -1,6 +1,6 @@
 import DiskWatch
 import Foundation
-import Platform
+@testable import Platform
 @testable import Remediate
 import Replication
 import Testing
@@ -240,6 +240,35 @@ import Testing
             #expect(noColor.output.contains("[Syncing]") && !noColor.output.contains("\u{1B}["), "\(noColor.output)")
             let never = try await Self.onTerminal(["status", "--socket", d.socket, "--color", "never"], seconds: 1.5, environment: ["NO_COLOR": ""])
             #expect(never.output.contains("[Syncing]") && !never.output.contains("\u{1B}["))
+        } catch {
+            await d.stop()
+            throw error
+        }
+        await d.stop()
+    }
+
+    /// A status client that hangs up before the reply must not take the
+    /// daemon down (the reply is sent without SIGPIPE).
+    @Test(.timeLimit(.minutes(2)))
+    func clientsThatHangUpDoNotKillTheDaemon() async throws {
+        let d = try await Daemon.start()
+        do {
+            let path = d.socket
+            try await BlockingPool.shared.run {
+                for _ in 0..<200 {
+                    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+                    var addr = try UnixSocketServer.address(path)
+                    let rc = withUnsafePointer(to: &addr) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                    }
+                    if rc == 0 { _ = write(fd, "status\n", 7) }
+                    close(fd)
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(d.child.process.isRunning, "the daemon died: \(d.child.stderr)")
+            let r = try await guardian(["status", "--socket", d.socket, "--json"])
+            #expect(r.status == 0)
         } catch {
             await d.stop()
             throw error
