@@ -269,6 +269,53 @@ struct Exposition {
         }
     }
 
+    // MARK: - The accept loop
+
+    /// The listener shared with the status socket: hands over connections,
+    /// stops, closes its descriptor (the port can be bound again at once).
+    @Test(.timeLimit(.minutes(1)), arguments: ["127.0.0.1", "[::1]"])
+    func listenerAcceptsStopsAndFreesThePort(host: String) async throws {
+        let port = TestSupport.freePort()
+        let address = try LoopbackAddress.parse("\(host):\(port)")
+        let listener = SocketListener(listening: try address.listen(), threadName: "test-accept")
+        let family = address.isIPv6 ? AF_INET6 : AF_INET
+        let client = try await BlockingPool.shared.run { () throws -> Int32 in
+            let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
+            let rc: Int32
+            if address.isIPv6 {
+                var a = sockaddr_in6()
+                a.sin6_family = sa_family_t(AF_INET6)
+                a.sin6_port = in_port_t(UInt16(port).bigEndian)
+                _ = inet_pton(AF_INET6, "::1", &a.sin6_addr)
+                rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            } else {
+                var a = sockaddr_in()
+                a.sin_family = sa_family_t(AF_INET)
+                a.sin_port = in_port_t(UInt16(port).bigEndian)
+                a.sin_addr.s_addr = inet_addr("127.0.0.1")
+                rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            }
+            guard rc == 0 else { throw SystemError("connect", path: "\(address)") }
+            return fd
+        }
+        var iterator = listener.connections.makeAsyncIterator()
+        let accepted = await iterator.next()
+        #expect(accepted != nil)
+        if let accepted {
+            try SocketListener.sendAll(fd: accepted, Array("hello".utf8), peer: "test")
+            var buffer = [UInt8](repeating: 0, count: 8)
+            #expect(read(client, &buffer, 8) == 5)
+            close(accepted)
+        }
+        close(client)
+        listener.stop()
+        await listener.closed()
+        #expect(await iterator.next() == nil, "the stream ends once the listener is closed")
+        // A reloaded daemon binds the same address again.
+        let again = try address.listen()
+        close(again)
+    }
+
     // MARK: - HTTP request parsing
 
     @Test func requestHeads() throws {
