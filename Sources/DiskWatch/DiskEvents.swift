@@ -18,6 +18,7 @@ extension GuardianEvent {
     public static let diskCleanupFinished = GuardianEvent(name: "diskCleanupFinished", id: "59fe62180fe9ac0821a5f290d47a38b7", message: "disk cleanup finished")
     public static let diskCleanupInsufficient = GuardianEvent(name: "diskCleanupInsufficient", id: "fef9ec45bded0324d53916791e18d468", message: "disk cleanup could not bring usage below the level")
     public static let diskFillForecast = GuardianEvent(name: "diskFillForecast", id: "7c86b81c2928ab0e16fa4dd635d5cf23", message: "disk is forecast to fill up soon")
+    public static let diskFillForecastCleared = GuardianEvent(name: "diskFillForecastCleared", id: "637871687318d75c1e47bb732474525c", message: "disk is no longer forecast to fill up soon")
     public static let rotationStateFailed = GuardianEvent(name: "rotationStateFailed", id: "77bc2c4b963b559bded5c2dbd65bdf7d", message: "log rotation state could not be read or saved")
     public static let diskConfigProblem = GuardianEvent(name: "diskConfigProblem", id: "c188e6694db853cf7c91e923c6d7d0d3", message: "disk guard configuration problem")
 
@@ -25,7 +26,7 @@ extension GuardianEvent {
     public static let diskWatchEvents: [GuardianEvent] = [
         .logCompressed, .logCompressPostponed, .logRotationFailed, .logGlobNoMatch, .postRotateFailed,
         .diskFileDeleted, .diskPathRefused, .ballastCreateFailed, .diskSampleFailed, .diskCleanupFinished,
-        .diskCleanupInsufficient, .diskFillForecast, .rotationStateFailed, .diskConfigProblem,
+        .diskCleanupInsufficient, .diskFillForecast, .diskFillForecastCleared, .rotationStateFailed, .diskConfigProblem,
     ]
 }
 

@@ -276,8 +276,12 @@ public struct DiskWatchService: Service {
                                 "used_percent": String(format: "%.2f", sample.percent),
                             ]))
                         }
-                    } else if forecast == nil || forecast.map({ $0 > 2 * config.forecastWarning.seconds }) == true {
+                    } else if track.forecastWarned, forecast == nil || forecast.map({ $0 > 2 * config.forecastWarning.seconds }) == true {
                         track.forecastWarned = false
+                        await emit(DiskEvent(.diskFillForecastCleared, [
+                            "mount": sample.mountPoint, "forecast_seconds": forecast.map { String(format: "%.0f", $0) } ?? "none",
+                            "used_percent": String(format: "%.2f", sample.percent),
+                        ]))
                     }
 
                     // 3. Does this filesystem need the cleanup ladder?

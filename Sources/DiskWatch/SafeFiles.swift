@@ -196,7 +196,29 @@ enum OpenFileCheck {
     /// for many archives.
     static func snapshot(device: UInt64? = nil) -> (ids: Set<FileID>, complete: Bool) {
         var ids: Set<FileID> = []
-        guard let proc = opendir("/proc") else { return (ids, false) }
+        let complete = scan { st in
+            if device.map({ $0 == UInt64(st.st_dev) }) ?? true { ids.insert(st.fileID) }
+            return true
+        }
+        return (ids, complete ?? false)
+    }
+
+    /// Whether one file is open somewhere (stops at the first holder).
+    static func check(_ id: FileID) -> Answer {
+        var found = false
+        let complete = scan { st in
+            found = st.fileID == id
+            return !found
+        }
+        if found { return .open }
+        return complete == true ? .closed : .unknown
+    }
+
+    /// Calls `visit` with the stat of every regular file open in any process
+    /// (following `/proc/PID/fd/N` to the file itself) until it returns false.
+    /// Returns whether every process could be inspected (nil: /proc unreadable).
+    private static func scan(_ visit: (stat) -> Bool) -> Bool? {
+        guard let proc = opendir("/proc") else { return nil }
         defer { closedir(proc) }
         var complete = true
         while let entry = readdir(proc) {
@@ -216,41 +238,9 @@ enum OpenFileCheck {
                 }
                 if name == "." || name == ".." { continue }
                 var st = stat()
-                // Follows the magic link to the open file itself.
-                if fstatat(dirFD, name, &st, 0) == 0, st.isRegular, device.map({ $0 == UInt64(st.st_dev) }) ?? true {
-                    ids.insert(st.fileID)
-                }
+                if fstatat(dirFD, name, &st, 0) == 0, st.isRegular, !visit(st) { return complete }
             }
         }
-        return (ids, complete)
-    }
-
-    static func check(_ id: FileID) -> Answer {
-        guard let proc = opendir("/proc") else { return .unknown }
-        defer { closedir(proc) }
-        var sawDenied = false
-        while let entry = readdir(proc) {
-            let pidName = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            guard let first = pidName.utf8.first, first >= 48, first <= 57 else { continue }
-            let fdDir = "/proc/\(pidName)/fd"
-            guard let fds = opendir(fdDir) else {
-                if errno == EACCES || errno == EPERM { sawDenied = true }
-                continue
-            }
-            defer { closedir(fds) }
-            let dirFD = dirfd(fds)
-            while let fdEntry = readdir(fds) {
-                let name = withUnsafePointer(to: fdEntry.pointee.d_name) {
-                    $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-                }
-                if name == "." || name == ".." { continue }
-                var st = stat()
-                // Follows the magic link to the open file itself.
-                if fstatat(dirFD, name, &st, 0) == 0, st.fileID == id { return .open }
-            }
-        }
-        return sawDenied ? .unknown : .closed
+        return complete
     }
 }

@@ -55,6 +55,14 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
 public final class SQLiteConnection: @unchecked Sendable {
     public let path: String
     private let handle: OpaquePointer
+    /// Owner and mode of the database when another user owns it (guardian
+    /// runs as its own user beside the application's). SQLite creates `-wal`
+    /// and `-shm` on a connection's first read; made by guardian they would
+    /// belong to guardian and the application would fail with
+    /// SQLITE_CANTOPEN, so every connection hands them back (see
+    /// `giveSidecarsToOwner`). nil when this process owns the database.
+    private let foreignOwner: (uid: uid_t, gid: gid_t, mode: mode_t)?
+    private var sidecarsSettled = false
 
     public enum Mode: Sendable { case readOnly, readWrite, readWriteCreate }
 
@@ -74,6 +82,12 @@ public final class SQLiteConnection: @unchecked Sendable {
             throw SQLiteError(code: rc & 0xff, extendedCode: rc, message: "cannot open \(path): \(message)", sql: nil)
         }
         handle = db
+        var st = stat()
+        if stat(path, &st) == 0, st.st_uid != geteuid() || st.st_gid != getegid() {
+            foreignOwner = (st.st_uid, st.st_gid, st.st_mode & 0o777)
+        } else {
+            foreignOwner = nil
+        }
         sqlite3_extended_result_codes(db, 1)
         _ = csqlite_busy_timeout(db, Int32(clamping: busyTimeout.milliseconds))
     }
@@ -88,8 +102,33 @@ public final class SQLiteConnection: @unchecked Sendable {
             message: String(cString: sqlite3_errmsg(handle)), sql: sql)
     }
 
+    /// After a statement: once `-wal` and `-shm` exist, make sure they are the
+    /// database owner's (checked until both exist, then never again).
+    private func settleSidecars() {
+        guard let owner = foreignOwner, !sidecarsSettled else { return }
+        sidecarsSettled = Self.giveSidecarsToOwner(database: path, uid: owner.uid, gid: owner.gid, mode: owner.mode) == 2
+    }
+
+    /// Gives the database's `-wal` and `-shm` the database's owner, group and
+    /// permission bits where they differ (needs CAP_CHOWN, which the packaged
+    /// unit grants). Returns how many of the two exist.
+    @discardableResult
+    public static func giveSidecarsToOwner(database path: String, uid: uid_t, gid: gid_t, mode: mode_t) -> Int {
+        var present = 0
+        for suffix in ["-wal", "-shm"] {
+            var st = stat()
+            let sidecar = path + suffix
+            guard stat(sidecar, &st) == 0 else { continue }
+            present += 1
+            if st.st_uid != uid || st.st_gid != gid { _ = chown(sidecar, uid, gid) }
+            if st.st_mode & 0o777 != mode { _ = chmod(sidecar, mode) }
+        }
+        return present
+    }
+
     /// Runs one or more statements that return no rows of interest.
     public func execute(_ sql: String) throws {
+        defer { settleSidecars() }
         let rc = sqlite3_exec(handle, sql, nil, nil, nil)
         guard rc == SQLITE_OK else { throw error(rc, sql: sql) }
     }
@@ -107,7 +146,10 @@ public final class SQLiteConnection: @unchecked Sendable {
         var statement: OpaquePointer?
         var rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw error(rc, sql: sql) }
-        defer { sqlite3_finalize(statement) }
+        defer {
+            sqlite3_finalize(statement)
+            settleSidecars()
+        }
         for (i, argument) in arguments.enumerated() {
             let index = Int32(i + 1)
             switch argument {
@@ -155,6 +197,7 @@ public final class SQLiteConnection: @unchecked Sendable {
         var log: Int32 = 0
         var done: Int32 = 0
         let rc = sqlite3_wal_checkpoint_v2(handle, nil, mode.cValue, &log, &done)
+        settleSidecars()
         if rc == SQLITE_BUSY { return CheckpointResult(busy: true, logFrames: Int(log), checkpointedFrames: Int(done)) }
         guard rc == SQLITE_OK else { throw error(rc, sql: "PRAGMA wal_checkpoint(\(mode))") }
         return CheckpointResult(busy: false, logFrames: Int(log), checkpointedFrames: Int(done))

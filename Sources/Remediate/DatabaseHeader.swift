@@ -156,7 +156,9 @@ public struct FileProbe: Sendable, Equatable {
         probe.dbExists = true
         probe.dbSize = Int64(st.st_size)
         if probe.dbSize > 0 {
-            let bytes = readPrefix(path: path, count: 100)
+            // (Never open and close the database file itself: that would drop
+            // the locks of guardian's own SQLite connections. See DatabaseFiles.)
+            let bytes = DatabaseFiles.shared.prefix(path, count: 100)
             switch DatabaseHeader.parse(bytes) {
             case .success(let h):
                 probe.header = h
@@ -194,6 +196,7 @@ public struct FileProbe: Sendable, Equatable {
         return probe
     }
 
+    /// For the WAL only (SQLite takes no record locks on it).
     static func readPrefix(path: String, count: Int) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return [] }

@@ -16,12 +16,34 @@ public struct Evidence: Sendable, Equatable, Codable {
     public var headerProblem: String?
     public var walProblem: String?
     public var checkLines: [String]
+    /// The disk guardian's events for the database's filesystem in the hour
+    /// before detection (level changes, forecasts, ballast), oldest first.
+    public var diskEvents: [DiskNote]?
+    /// When the disk guardian saw that filesystem at its emergency level (or
+    /// released the ballast) within that hour.
+    public var diskEmergencyAt: Date?
+
+    /// One event of the disk guardian, as logged.
+    public struct DiskNote: Sendable, Equatable, Codable {
+        public var at: Date
+        public var level: String
+        public var text: String
+
+        public init(at: Date, level: String, text: String) {
+            self.at = at
+            self.level = level
+            self.text = text
+        }
+    }
 
     public init(
         sqliteFullSeenAt: Date? = nil, ioErrorSeenAt: Date? = nil, diskFreeBytes: Int64? = nil, diskTotalBytes: Int64? = nil,
         diskFreeInodes: Int64? = nil, walSize: Int64? = nil, walCriticalSize: Int64? = nil, checkpointStarved: Bool = false,
-        secondsSinceCompleteCheckpoint: Double? = nil, headerProblem: String? = nil, walProblem: String? = nil, checkLines: [String] = []
+        secondsSinceCompleteCheckpoint: Double? = nil, headerProblem: String? = nil, walProblem: String? = nil, checkLines: [String] = [],
+        diskEvents: [DiskNote]? = nil, diskEmergencyAt: Date? = nil
     ) {
+        self.diskEvents = diskEvents
+        self.diskEmergencyAt = diskEmergencyAt
         self.sqliteFullSeenAt = sqliteFullSeenAt
         self.ioErrorSeenAt = ioErrorSeenAt
         self.diskFreeBytes = diskFreeBytes
@@ -38,7 +60,7 @@ public struct Evidence: Sendable, Equatable, Codable {
 
     /// The filesystem was (nearly) out of space or inodes.
     public var diskWasFull: Bool {
-        if sqliteFullSeenAt != nil { return true }
+        if sqliteFullSeenAt != nil || diskEmergencyAt != nil { return true }
         if let free = diskFreeBytes, free < CheckpointAssessor.minimumFree { return true }
         if let free = diskFreeBytes, let total = diskTotalBytes, total > 0, Double(free) / Double(total) < 0.01 { return true }
         if let inodes = diskFreeInodes, inodes == 0 { return true }
@@ -78,6 +100,7 @@ public enum RootCause: String, Sendable, Codable, CaseIterable {
         if e.diskWasFull {
             var text = "The filesystem holding the database ran out of space"
             if let at = e.sqliteFullSeenAt { text += " (SQLITE_FULL seen at \(PostMortem.time(at)))" }
+            if let at = e.diskEmergencyAt { text += " (the disk guardian reported the emergency level at \(PostMortem.time(at)))" }
             text += ". Writes to the database and its WAL failed"
             if e.checkpointStarved || (e.walSize ?? 0) >= (e.walCriticalSize ?? .max) {
                 text += ", the WAL could not be checkpointed (it had grown to \(Units.formatBytes(e.walSize ?? 0)))"

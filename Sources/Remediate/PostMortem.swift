@@ -21,6 +21,9 @@ public enum PostMortem {
 
         out.append("### Timeline")
         out.append("All times UTC, \(date(r.detectedAt)).")
+        for note in r.evidence.diskEvents ?? [] {
+            out.append("- \(time(note.at)) — disk guard (\(note.level)): \(note.text)")
+        }
         for s in r.steps {
             var line = "- \(time(s.at)) — \(s.step)"
             if !s.detail.isEmpty { line += ": \(s.detail)" }

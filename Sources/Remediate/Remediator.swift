@@ -115,13 +115,17 @@ public actor Remediator {
 
     /// Replication status (from the replication service): the app's last
     /// commit as guardian saw it (for the measured RPO) and replica lag.
+    static let failuresBeforeLagAlert = 3
+
     public func observe(replication s: DatabaseStatus) async {
         if let hex = s.txid, let txid = UInt64(hex, radix: 16) { localTXID = txid }
         if let t = s.lastCommit.flatMap(Timestamps.parse) { localCommitAt = t }
         guard let limit = config.lagAlert else { return }
         for r in s.replicas {
             let key = alerter.key(database: database, kind: "replication-lag-\(r.name)")
-            if r.lagMs > limit.milliseconds || r.state == "Failing" {
+            // Lag over the limit, or a replica that keeps failing (one retried
+            // error is not worth a page).
+            if r.lagMs > limit.milliseconds || (r.state == "Failing" && r.consecutiveFailures >= Self.failuresBeforeLagAlert) {
                 if lagging.insert(r.name).inserted {
                     await alerter.trigger(
                         key: key, severity: .warning,
@@ -372,6 +376,14 @@ public actor Remediator {
             guard statvfs(dir, &s) == 0 else { return nil }
             return (Int64(s.f_bavail) * Int64(s.f_frsize), Int64(s.f_blocks) * Int64(s.f_frsize), Int64(s.f_favail))
         }
+        // What the disk guardian logged for this database's filesystem in
+        // the hour before (the daemon's DiskAlertBridge writes it).
+        let since = (machine.suspicion?.at ?? Date()).addingTimeInterval(-3600)
+        let logged = ((try? await store.events(database: database, limit: 200)) ?? [])
+            .filter { $0.kind.hasPrefix("disk-") && $0.at >= since }
+            .sorted { $0.at < $1.at }
+        let disk = logged.suffix(20).map { Evidence.DiskNote(at: $0.at, level: $0.level, text: $0.detail) }
+        let emergency = logged.first { $0.kind == "disk-ballastReleased" || $0.detail.contains("to=emergency") }?.at
         let health = assessor.current
         let header = lastProbe?.problems.first { !$0.concernsWAL }
         let wal = lastProbe?.problems.first { $0.concernsWAL }
@@ -393,7 +405,8 @@ public actor Remediator {
             sqliteFullSeenAt: assessor.lastFull, ioErrorSeenAt: assessor.lastIOError, diskFreeBytes: fs?.0, diskTotalBytes: fs?.1,
             diskFreeInodes: fs?.2, walSize: health?.walSize ?? lastProbe?.walSize, walCriticalSize: config.walCriticalSize,
             checkpointStarved: health?.starved ?? false, secondsSinceCompleteCheckpoint: health?.secondsSinceComplete,
-            headerProblem: headerText, walProblem: walText, checkLines: confirmation)
+            headerProblem: headerText, walProblem: walText, checkLines: confirmation,
+            diskEvents: disk.isEmpty ? nil : disk, diskEmergencyAt: emergency)
     }
 
     private func openIncident(remediating: Bool) async {

@@ -77,10 +77,6 @@ public actor Replicator {
         wal = WALFile(path: config.path + "-wal")
     }
 
-    deinit {
-        if dbFD >= 0 { close(dbFD) }
-    }
-
     // MARK: - Opening
 
     public enum OpenError: Error, CustomStringConvertible {
@@ -116,24 +112,11 @@ public actor Replicator {
         try beginPin(0)
         activePin = 0
         pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
-        dbFD = Foundation.open(config.path, O_RDONLY | O_CLOEXEC)
-        guard dbFD >= 0 else { throw SystemError("open", path: config.path) }
-        giveSidecarsToTheOwner()
-    }
-
-    /// SQLite hands -wal/-shm to the database's owner only when it runs as
-    /// root; when guardian (its own user) creates them, the application could
-    /// no longer open its database. Give them back (guardian has CAP_CHOWN).
-    private func giveSidecarsToTheOwner() {
-        var db = stat()
-        guard fstat(dbFD, &db) == 0 else { return }
-        for suffix in ["-wal", "-shm"] {
-            var st = stat()
-            let path = config.path + suffix
-            guard stat(path, &st) == 0 else { continue }
-            if st.st_uid != db.st_uid || st.st_gid != db.st_gid { _ = chown(path, db.st_uid, db.st_gid) }
-            if st.st_mode & 0o777 != db.st_mode & 0o777 { _ = chmod(path, db.st_mode & 0o777) }
-        }
+        // Kept open by DatabaseFiles: closing a descriptor of the database
+        // would drop the pins' locks.
+        dbFD = try DatabaseFiles.shared.descriptor(config.path)
+        // (-wal/-shm created by these connections go back to the database's
+        // owner: SQLiteConnection does it after each statement until both exist.)
     }
 
     private func beginPin(_ index: Int) throws {

@@ -41,6 +41,11 @@ struct Daemon {
     private func runGeneration(_ config: GuardianConfig, isReload: Bool, box: ReloadBox) async throws {
         let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // One alerter for the whole daemon (remediation, disk, drills): first
+        // in the group so it is the last to stop.
+        let store = StateStore(stateDir: config.stateDir)
+        let alerter = Alerter(destinations: config.alerts, transport: HTTPAlertTransport(), store: store, logger: logger)
+        services.append(.init(service: AlertService(alerter: alerter), serviceName: "alerts"))
         let control = ReplicationControl()
         for db in config.dbs {
             let loop = "db:\(db.path)"
@@ -55,7 +60,8 @@ struct Daemon {
                     resume: { path, _ in await control.resume(path) })
                 remediation = RemediationService(
                     database: db.path, config: db.remediation, replicas: db.replication.replicas, alerts: config.alerts,
-                    stateDir: config.stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks)
+                    stateDir: config.stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks,
+                    alerter: alerter)
             }
             let observer = remediation
             let service = ReplicationService(
@@ -77,6 +83,7 @@ struct Daemon {
                 return nil
             }
         }
+        let diskAlerts = DiskAlertBridge(alerter: alerter, store: store, databases: config.dbs.map(\.path))
         let disk = DiskWatchService(
             config: config.disk, protectedPaths: config.dbs.map(\.path),
             extraWatchPaths: config.dbs.map(\.path) + replicaDirs, stateDir: config.stateDir, logger: logger,
@@ -84,7 +91,7 @@ struct Daemon {
                 await board.updateDisk(mounts)
                 await board.beat("disk")
             },
-            onEvent: { _ in })
+            onEvent: { await diskAlerts.handle($0) })
         services.append(.init(service: disk, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "disk"))
         services.append(.init(service: StatusSocketService(path: config.status.socket, board: board, logger: logger), serviceName: "status socket"))
         if let metrics = config.status.metrics, let address = try? LoopbackAddress.parse(metrics) {

@@ -71,7 +71,7 @@ struct DemoCommand: AsyncParsableCommand {
                     for await _ in AsyncTimerSequence(interval: .milliseconds(Int64(writeEvery * 1000)), clock: .continuous) {
                         n += 1
                         let name = "user-\(n)"
-                        try await BlockingPool.shared.run { try writer.query("INSERT INTO users(name) VALUES (?)", [.text(name)]) }
+                        _ = try await BlockingPool.shared.run { try writer.query("INSERT INTO users(name) VALUES (?)", [.text(name)]) }
                     }
                 }
             }

@@ -322,6 +322,11 @@ enum JournalCatalog {
             Find what is growing and deal with it before the critical level is \
             reached.
             """,
+        "diskFillForecastCleared": """
+            The filesystem GUARDIAN_MOUNT is no longer filling fast enough to be \
+            full soon (the forecast is now GUARDIAN_FORECAST_SECONDS seconds, or \
+            none). The alert raised by the earlier forecast is resolved.
+            """,
         "diskSampleFailed": """
             guardian could not read the usage of a watched filesystem (statvfs \
             failed); GUARDIAN_ERROR says why. That filesystem is not guarded until \

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import DiskWatch
+import Platform
 
 /// `guardian rotate` as an operator runs it: the built binary, a config file.
 @Suite struct DiskRotateCommandTests {

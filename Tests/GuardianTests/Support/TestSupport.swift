@@ -144,6 +144,28 @@ func guardian(_ arguments: [String], environment: [String: String]? = nil, timeo
     try await run(TestSupport.guardianBinary, arguments, environment: environment, timeout: timeout)
 }
 
+/// Starts `guardian run --config CONFIG` (logs on stderr; `launcher` runs it,
+/// e.g. through setpriv) and waits until `guardian status --json` contains
+/// `marker`; throws with guardian's stderr if it never does. The caller
+/// stops it (`defer { child.removeFiles(); child.signal(SIGKILL) }`).
+func startDaemon(
+    config: String, until marker: String = "\"state\" : \"ready\"", timeout: Duration = .seconds(20), launcher: [String] = []
+) async throws -> ChildProcess {
+    let argv = launcher + [TestSupport.guardianBinary, "run", "--config", config, "--log-target", "stderr"]
+    let child = try ChildProcess.start(argv[0], Array(argv.dropFirst()))
+    let up = try await TestSupport.waitUntil(timeout: timeout) {
+        let r = try await guardian(["status", "--config", config, "--json"])
+        return r.status == 0 && r.stdout.contains(marker)
+    }
+    guard up else {
+        child.signal(SIGKILL)
+        _ = await child.wait(timeout: .seconds(5))
+        defer { child.removeFiles() }
+        throw TestFailure("guardian never reported \(marker): \(child.stderr)")
+    }
+    return child
+}
+
 /// Runs the sqlite3 CLI against a database.
 @discardableResult
 func sqlite3(_ db: String, _ sql: String) async throws -> String {

@@ -1,5 +1,4 @@
 import Foundation
-import Platform
 import Synchronization
 
 // Two glibc functions the Glibc module does not import (they need
@@ -11,21 +10,21 @@ private func c_pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int3
 private func c_posix_spawn_file_actions_addclosefrom_np(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
 /// The outcome of one child process.
-struct ProcessOutcome: Sendable, Equatable {
+public struct ProcessOutcome: Sendable, Equatable {
     /// Exit status when the child exited normally.
-    var exitCode: Int32?
+    public var exitCode: Int32?
     /// The signal that ended the child, if one did.
-    var signal: Int32?
+    public var signal: Int32?
     /// The child outlived its timeout and was killed.
-    var timedOut: Bool
+    public var timedOut: Bool
     /// The first `outputLimit` bytes of stdout (when captured) and stderr.
-    var stdout: [UInt8]
-    var stderr: [UInt8]
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
 
-    var succeeded: Bool { exitCode == 0 && !timedOut }
+    public var succeeded: Bool { exitCode == 0 && !timedOut }
 
     /// `exit 1: first line of stderr`, `killed by signal 9 after the 30s timeout`.
-    var summary: String {
+    public var summary: String {
         var text: String
         if timedOut {
             text = "timed out and was killed"
@@ -45,7 +44,7 @@ struct ProcessOutcome: Sendable, Equatable {
 
 /// Runs a program without a shell: `posix_spawnp` with an argv, stdin from
 /// /dev/null (or a given descriptor), stdout to a pipe (or a given
-/// descriptor), stderr to a pipe. Both pipes are drained while the child
+/// descriptor), stderr to a pipe (or a given descriptor). Pipes are drained while the child
 /// runs, so a chatty child cannot deadlock on a full pipe; output beyond
 /// `outputLimit` is read and dropped. The child gets default signal
 /// dispositions and an empty signal mask (guardian ignores and blocks some
@@ -54,14 +53,14 @@ struct ProcessOutcome: Sendable, Equatable {
 /// then SIGKILL two seconds later.
 ///
 /// `runBlocking` blocks its thread: call it from a `ThreadExecutor` actor or
-/// through `BlockingPool`; `run` does the latter and kills the child when the
+/// through a `BlockingPool`; `run` does the latter and kills the child when the
 /// calling task is cancelled.
-enum Subprocess {
-    static let killGrace: Duration = .seconds(2)
+public enum Subprocess {
+    public static let killGrace: Duration = .seconds(2)
 
     /// Runs `argv` and waits for it (blocking).
-    static func runBlocking(
-        _ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil,
+    public static func runBlocking(
+        _ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
         timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil
     ) throws -> ProcessOutcome {
         guard let program = argv.first, !program.isEmpty else {
@@ -75,7 +74,7 @@ enum Subprocess {
         if stdout == nil {
             guard c_pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SystemError("pipe", path: program) }
         }
-        guard c_pipe2(&errPipe, O_CLOEXEC) == 0 else {
+        if stderr == nil, c_pipe2(&errPipe, O_CLOEXEC) != 0 {
             let e = SystemError("pipe", path: program)
             closePipes()
             throw e
@@ -90,7 +89,7 @@ enum Subprocess {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         }
         posix_spawn_file_actions_adddup2(&actions, stdout ?? outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, stderr ?? errPipe[1], 2)
         _ = c_posix_spawn_file_actions_addclosefrom_np(&actions, 3)
 
         var attributes = posix_spawnattr_t()
@@ -112,7 +111,7 @@ enum Subprocess {
         let rc = posix_spawnp(&pid, program, &actions, &attributes, cArgs, environ)
         // The write ends belong to the child now.
         if outPipe[1] >= 0 { close(outPipe[1]); outPipe[1] = -1 }
-        close(errPipe[1]); errPipe[1] = -1
+        if errPipe[1] >= 0 { close(errPipe[1]); errPipe[1] = -1 }
         guard rc == 0 else {
             closePipes()
             throw SystemError("spawn", path: program, code: rc)
@@ -125,7 +124,7 @@ enum Subprocess {
         var err: [UInt8] = []
         var open: [(fd: Int32, isErr: Bool)] = []
         if outPipe[0] >= 0 { open.append((outPipe[0], false)) }
-        open.append((errPipe[0], true))
+        if errPipe[0] >= 0 { open.append((errPipe[0], true)) }
         var status: Int32 = 0
         var reaped = false
         var timedOut = false
@@ -195,12 +194,12 @@ enum Subprocess {
 
     /// Runs `argv` on the shared blocking pool; cancelling the calling task
     /// kills the child's process group.
-    static func run(
-        _ argv: [String], timeout: Duration, outputLimit: Int = 64 * 1024
+    public static func run(
+        _ argv: [String], timeout: Duration, outputLimit: Int = 64 * 1024, pool: BlockingPool = .shared
     ) async throws -> ProcessOutcome {
         let handle = ChildHandle()
         return try await withTaskCancellationHandler {
-            try await BlockingPool.shared.run {
+            try await pool.run {
                 try runBlocking(argv, timeout: timeout, outputLimit: outputLimit, handle: handle)
             }
         } onCancel: {
@@ -210,7 +209,9 @@ enum Subprocess {
 }
 
 /// The pid of a running child, so that another thread can kill it.
-final class ChildHandle: Sendable {
+public final class ChildHandle: Sendable {
+    public init() {}
+
     private let state = Mutex<(pid: pid_t?, killed: Bool)>((nil, false))
 
     func started(_ pid: pid_t) {
@@ -223,7 +224,7 @@ final class ChildHandle: Sendable {
 
     func finished() { state.withLock { $0.pid = nil } }
 
-    func kill() {
+    public func kill() {
         let pid = state.withLock { s -> pid_t? in
             s.killed = true
             return s.pid

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+@testable import Platform
+
+/// guardian runs as its own user beside an application that owns the
+/// database. Whichever of guardian's connections creates `-wal`/`-shm`
+/// (the replicator, remediation's health and integrity checks), they must
+/// end up the application's, or the application fails with SQLITE_CANTOPEN.
+/// Real users through setpriv: the app is uid 65534, guardian uid 4242 with
+/// only the capabilities its packaged unit has (SQLite itself fixes the
+/// owner only when it runs as root, so this test fails without guardian's fix).
+@Suite(.serialized) struct SidecarOwnershipTests {
+    static let app: uid_t = 65534
+    static let guardianUID: uid_t = 4242
+
+    func asApp(_ args: [String]) async throws -> RunResult {
+        try await run("/usr/bin/setpriv", ["--reuid", "\(Self.app)", "--regid", "\(Self.app)", "--clear-groups"] + args)
+    }
+
+    @Test(.enabled(if: geteuid() == 0), .timeLimit(.minutes(1)))
+    func sidecarsCreatedByGuardianBelongToTheApplication() async throws {
+        let dir = try TestSupport.makeTempDir("sidecar")
+        defer { TestSupport.cleanup(dir) }
+        chmod(dir, 0o755)
+        let data = dir + "/data"
+        mkdir(data, 0o770)
+        chown(data, Self.app, Self.app)
+        let db = data + "/app.db"
+        let made = try await asApp(["/usr/bin/sqlite3", db, "PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t VALUES (1);"])
+        #expect(made.status == 0, "\(made.stderr)")
+        chmod(db, 0o660)
+        // The app closed last: no sidecars yet.
+        #expect(access(db + "-wal", F_OK) != 0 && access(db + "-shm", F_OK) != 0)
+
+        let config = dir + "/guardian.yml"
+        try TestSupport.write("""
+            state-dir: \(dir)/state
+            status:
+              socket: \(dir)/guardian.sock
+            dbs:
+              - path: \(db)
+                monitor-interval: 100ms
+                remediate: alert-only
+                health-interval: 100ms
+                integrity-interval: 200ms
+                replicas:
+                  - url: file://\(dir)/replica
+            """, to: config)
+        let caps = "+chown,+dac_override,+fowner"
+        let child = try await startDaemon(config: config, launcher: [
+            "/usr/bin/setpriv", "--reuid", "\(Self.guardianUID)", "--regid", "\(Self.guardianUID)", "--clear-groups",
+            "--inh-caps", caps, "--ambient-caps", caps,
+        ])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        // Some health and integrity ticks with their own connections.
+        try await Task.sleep(for: .milliseconds(800))
+        for suffix in ["-wal", "-shm"] {
+            var st = stat()
+            #expect(stat(db + suffix, &st) == 0, "\(suffix) missing")
+            #expect(st.st_uid == Self.app && st.st_gid == Self.app, "\(suffix) belongs to \(st.st_uid):\(st.st_gid)")
+        }
+        // The application still writes to its database while guardian runs.
+        let write = try await asApp(["/usr/bin/sqlite3", db, "INSERT INTO t VALUES (2); SELECT count(*) FROM t;"])
+        #expect(write.status == 0 && write.stdout.contains("2"), "app: \(write.stderr)")
+        child.signal(SIGTERM)
+        #expect(await child.wait(timeout: .seconds(20)) == 0, "\(child.stderr)")
+    }
+
+    @Test func theHelperGivesBothFilesTheOwnersIdentity() throws {
+        let dir = try TestSupport.makeTempDir("sidecar-unit")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/x.db"
+        for p in [db, db + "-wal", db + "-shm"] { FileManager.default.createFile(atPath: p, contents: nil) }
+        chmod(db + "-wal", 0o600)
+        #expect(SQLiteConnection.giveSidecarsToOwner(database: db, uid: getuid(), gid: getgid(), mode: 0o640) == 2)
+        var st = stat()
+        #expect(stat(db + "-wal", &st) == 0 && st.st_mode & 0o777 == 0o640)
+        unlink(db + "-shm")
+        #expect(SQLiteConnection.giveSidecarsToOwner(database: db, uid: getuid(), gid: getgid(), mode: 0o640) == 1)
+    }
+}
