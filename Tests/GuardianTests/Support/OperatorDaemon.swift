@@ -112,9 +112,8 @@ final class OperatorDaemon: @unchecked Sendable {
         return ok ? last : nil
     }
 
-    /// `n` transactions, one row each, from the application's one long-lived
-    /// connection (as a real application writes; a connection per
-    /// transaction, like one-shot sqlite3 runs, is not what guardian sees in production).
+    /// `n` transactions, one row each, from the application's one
+    /// long-lived connection, as an application writes.
     func write(_ n: Int) async throws {
         if writer == nil { writer = try AppWriter(db: db) }
         try await writer?.write(n)
