@@ -18,6 +18,10 @@ public struct MountStatus: Codable, Sendable, Equatable {
     public var usedPercent: Double
     /// nil on filesystems without an inode limit.
     public var inodesPercent: Double?
+    /// Inode counts (statvfs f_files, used, f_favail); nil without an inode limit.
+    public var inodesTotal: Int64?
+    public var inodesUsed: Int64?
+    public var inodesAvailable: Int64?
     /// Seconds until full at the recent growth rate; nil when not growing.
     public var forecastSecondsToFull: Double?
     public var level: DiskLevel
@@ -29,8 +33,12 @@ public struct MountStatus: Codable, Sendable, Equatable {
     public init(
         mountPoint: String, paths: [String], totalBytes: Int64, usedBytes: Int64, availableBytes: Int64,
         usedPercent: Double, inodesPercent: Double?, forecastSecondsToFull: Double?, level: DiskLevel,
-        ballast: BallastStatus?, lastRotation: String?
+        ballast: BallastStatus?, lastRotation: String?,
+        inodesTotal: Int64? = nil, inodesUsed: Int64? = nil, inodesAvailable: Int64? = nil
     ) {
+        self.inodesTotal = inodesTotal
+        self.inodesUsed = inodesUsed
+        self.inodesAvailable = inodesAvailable
         self.mountPoint = mountPoint
         self.paths = paths
         self.totalBytes = totalBytes
@@ -303,7 +311,10 @@ public struct DiskWatchService: Service {
                         forecastSecondsToFull: forecast.map { $0.rounded() },
                         level: track.level,
                         ballast: ballast.flatMap { ballastDevice == sample.device ? $0.status : nil },
-                        lastRotation: lastRotation[sample.device].map(Timestamps.iso8601)))
+                        lastRotation: lastRotation[sample.device].map(Timestamps.iso8601),
+                        inodesTotal: sample.totalInodes > 0 ? sample.totalInodes : nil,
+                        inodesUsed: sample.totalInodes > 0 ? sample.usedInodes : nil,
+                        inodesAvailable: sample.totalInodes > 0 ? sample.availableInodes : nil))
                 }
 
                 // 4. Start at most one job: cleanup first, then the schedule,

@@ -1,13 +1,12 @@
 import Foundation
 
-/// A unix stream socket server for guardian's status socket. A dedicated
-/// thread blocks in accept(2) and hands each connection to `connections`;
-/// the owning service reads that stream inside its own structured task.
-public final class UnixSocketServer: @unchecked Sendable {
+/// A unix stream socket server for guardian's status socket: binds the
+/// path and serves it through `SocketListener` (one dedicated accept thread);
+/// the owning service reads `connections` inside its own structured task.
+public final class UnixSocketServer: Sendable {
     public let path: String
-    private let fd: Int32
-    public let connections: AsyncStream<Int32>
-    private let continuation: AsyncStream<Int32>.Continuation
+    private let listener: SocketListener
+    public var connections: AsyncStream<Int32> { listener.connections }
 
     /// Binds `path` (replacing a stale socket file) with the given mode.
     public init(path: String, mode: mode_t = 0o660) throws {
@@ -23,8 +22,11 @@ public final class UnixSocketServer: @unchecked Sendable {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket", path: path) }
-        self.fd = fd
-        var addr = try UnixSocketServer.address(path)
+        var addr: sockaddr_un
+        do { addr = try UnixSocketServer.address(path) } catch {
+            close(fd)
+            throw error
+        }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -39,33 +41,17 @@ public final class UnixSocketServer: @unchecked Sendable {
             close(fd)
             throw e
         }
-        (connections, continuation) = AsyncStream.makeStream(of: Int32.self)
-        let thread = Thread { [fd, continuation] in
-            while true {
-                let client = accept(fd, nil, nil)
-                if client < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
-                    break
-                }
-                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-                if case .terminated = continuation.yield(client) {
-                    close(client)
-                    break
-                }
-            }
-            continuation.finish()
-        }
-        thread.name = "guardian-status-accept"
-        thread.start()
+        listener = SocketListener(listening: fd, threadName: "guardian-status-accept")
     }
 
     /// Stops accepting and removes the socket file.
     public func stop() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
+        listener.stop()
         unlink(path)
-        continuation.finish()
     }
+
+    /// Returns once the listening socket is closed (after `stop()`).
+    public func closed() async { await listener.closed() }
 
     static func address(_ path: String) throws -> sockaddr_un {
         var addr = sockaddr_un()

@@ -216,8 +216,11 @@ public struct HealthStatus: Codable, Sendable, Equatable {
     public var openIncidents: [IncidentSummary]
     public var lastIncident: IncidentSummary?
     public var updatedAt: String
+    /// Incidents opened since guardian started (or reloaded its configuration).
+    public var incidentsOpened: Int?
 
-    public init(path: String, mode: String, state: String, checkpoint: CheckpointHealth?, integrity: IntegrityHealth, openIncidents: [IncidentSummary], lastIncident: IncidentSummary?, updatedAt: String) {
+    public init(path: String, mode: String, state: String, checkpoint: CheckpointHealth?, integrity: IntegrityHealth, openIncidents: [IncidentSummary], lastIncident: IncidentSummary?, updatedAt: String, incidentsOpened: Int? = nil) {
+        self.incidentsOpened = incidentsOpened
         self.path = path
         self.mode = mode
         self.state = state

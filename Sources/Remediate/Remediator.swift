@@ -49,6 +49,8 @@ public actor Remediator {
     private var activeConditions: [String: HealthCondition] = [:]
     private var record: IncidentRecord?
     private var lastClosed: IncidentRecord?
+    /// Incidents opened since this remediator started (for the metrics).
+    private var incidentsOpened = 0
     private var stepSeq = 0
     private var plan: CandidatePlan?
     private var ownership: FileOwnership?
@@ -423,6 +425,7 @@ public actor Remediator {
             r.id = Int64(Date().timeIntervalSince1970 * 1000)
         }
         record = r
+        incidentsOpened += 1
         stepSeq = 0
         plan = nil
         ownership = nil
@@ -705,7 +708,7 @@ public actor Remediator {
         return HealthStatus(
             path: database, mode: config.effectiveMode.rawValue, state: state, checkpoint: assessor.current, integrity: integrity,
             openIncidents: record.map { [IncidentSummary($0)] } ?? [], lastIncident: lastClosed.map(IncidentSummary.init),
-            updatedAt: Timestamps.iso8601(Date()))
+            updatedAt: Timestamps.iso8601(Date()), incidentsOpened: incidentsOpened)
     }
 
     public func currentIncident() -> IncidentRecord? { record }

@@ -19,6 +19,7 @@ actor ReplicaShipper {
     private(set) var failures = 0
     private(set) var requests = 0
     private(set) var bytesShipped: Int64 = 0
+    private(set) var errors = 0
 
     init(config: ReplicaConfig, client: any ReplicaClient, replicator: Replicator, positions: PositionBook, logger: Logger) {
         self.config = config
@@ -139,6 +140,7 @@ actor ReplicaShipper {
             } catch {
                 attempt += 1
                 failures += 1
+                errors += 1
                 lastError = "\(error)"
                 logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
                 if Task.isCancelled || attempt >= maxAttempts { return }
@@ -279,7 +281,7 @@ actor ReplicaShipper {
         return ReplicaStatus(
             name: config.name, type: config.target.typeName, destination: config.target.destination, state: state,
             position: position.map(LTXNaming.hex), lagMs: lag, lastSync: lastSync.map(Timestamps.iso8601),
-            error: lastError, consecutiveFailures: failures, requests: requests, bytes: bytesShipped)
+            error: lastError, consecutiveFailures: failures, requests: requests, bytes: bytesShipped, errors: errors)
     }
 }
 

@@ -187,7 +187,7 @@ public struct ReplicationService: Service {
         await onStatus(DatabaseStatus(
             path: config.path, state: "open", pageSize: Int(state.pageSize), dbSize: sizes.db, walSize: sizes.wal,
             txid: LTXNaming.hex(state.txid), lastCommit: state.lastCommit.map(Timestamps.iso8601), checkpoint: checkpoint,
-            replicas: replicas))
+            checkpointResults: state.checkpointCounts, replicas: replicas))
     }
 }
 

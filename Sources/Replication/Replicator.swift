@@ -46,6 +46,7 @@ public actor Replicator {
     private(set) var lastCheckpoint: CheckpointResult?
     private(set) var lastCheckpointMode: CheckpointMode = .passive
     private(set) var lastCheckpointAt: Date?
+    private(set) var checkpointCounts = CheckpointCounts()
     private var writer: SQLiteConnection?
     private var needsFullImage = false
     private var lastSnapshotAt: Date?
@@ -382,7 +383,7 @@ public actor Replicator {
     /// re-pins so that the next writer can restart the WAL from the start.
     func checkpointIfNeeded() throws {
         guard let ckpt = checkpointer, walBytes >= config.checkpointSize else { return }
-        let result = try ckpt.checkpoint(.passive)
+        let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .passive
         lastCheckpointAt = Date()
@@ -412,12 +413,25 @@ public actor Replicator {
         do { try w.execute("BEGIN IMMEDIATE") } catch let e as SQLiteError where e.isBusy { return }
         defer { try? w.execute("ROLLBACK") }
         try sync()
-        let result = try ckpt.checkpoint(.passive)
+        let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .truncate
         lastCheckpointAt = Date()
         try sync()
         logger.event(.checkpointDone, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+    }
+
+    /// Runs one checkpoint and counts its result: ok when every WAL frame
+    /// was copied, busy when a reader or writer stopped it short.
+    private func countCheckpoint(_ body: () throws -> CheckpointResult) throws -> CheckpointResult {
+        do {
+            let r = try body()
+            if r.busy || r.checkpointedFrames < r.logFrames { checkpointCounts.busy += 1 } else { checkpointCounts.ok += 1 }
+            return r
+        } catch {
+            checkpointCounts.failed += 1
+            throw error
+        }
     }
 
     // MARK: - Replicas
@@ -483,13 +497,13 @@ public actor Replicator {
         return pending.first { $0.info.maxTXID > position }?.observedAt ?? lastCommitObserved
     }
 
-    func snapshotOfState() -> (txid: UInt64, walBytes: Int64, lastCommit: Date?, pageSize: UInt32, commit: UInt32, checkpoint: CheckpointStatus?) {
+    func snapshotOfState() -> (txid: UInt64, walBytes: Int64, lastCommit: Date?, pageSize: UInt32, commit: UInt32, checkpoint: CheckpointStatus?, checkpointCounts: CheckpointCounts) {
         let checkpoint = lastCheckpoint.map {
             CheckpointStatus(
                 mode: lastCheckpointMode == .passive ? "PASSIVE" : "forced", busy: $0.busy, logFrames: $0.logFrames,
                 checkpointedFrames: $0.checkpointedFrames, at: lastCheckpointAt.map(Timestamps.iso8601) ?? "")
         }
-        return (txid, walBytes, lastCommitObserved, pageSize, commit, checkpoint)
+        return (txid, walBytes, lastCommitObserved, pageSize, commit, checkpoint, checkpointCounts)
     }
 
     func fileSizes() -> (db: Int64, wal: Int64) {

@@ -13,10 +13,13 @@ public struct DatabaseStatus: Codable, Sendable, Equatable {
     /// Time of the newest commit guardian observed.
     public var lastCommit: String?
     public var checkpoint: CheckpointStatus?
+    /// How guardian's own checkpoints of this database went since start.
+    public var checkpointResults: CheckpointCounts?
     public var replicas: [ReplicaStatus]
 
-    public init(path: String, state: String, error: String? = nil, pageSize: Int? = nil, dbSize: Int64? = nil, walSize: Int64? = nil, txid: String? = nil, lastCommit: String? = nil, checkpoint: CheckpointStatus? = nil, replicas: [ReplicaStatus] = []) {
+    public init(path: String, state: String, error: String? = nil, pageSize: Int? = nil, dbSize: Int64? = nil, walSize: Int64? = nil, txid: String? = nil, lastCommit: String? = nil, checkpoint: CheckpointStatus? = nil, checkpointResults: CheckpointCounts? = nil, replicas: [ReplicaStatus] = []) {
         self.checkpoint = checkpoint
+        self.checkpointResults = checkpointResults
         self.path = path
         self.state = state
         self.error = error
@@ -45,10 +48,13 @@ public struct ReplicaStatus: Codable, Sendable, Equatable {
     /// Requests made to the replica and LTX bytes stored since start.
     public var requests: Int
     public var bytes: Int64
+    /// Failed sync attempts since start (each retry counts).
+    public var errors: Int?
 
-    public init(name: String, type: String, destination: String, state: String, position: String? = nil, lagMs: Int64 = 0, lastSync: String? = nil, error: String? = nil, consecutiveFailures: Int = 0, requests: Int = 0, bytes: Int64 = 0) {
+    public init(name: String, type: String, destination: String, state: String, position: String? = nil, lagMs: Int64 = 0, lastSync: String? = nil, error: String? = nil, consecutiveFailures: Int = 0, requests: Int = 0, bytes: Int64 = 0, errors: Int? = nil) {
         self.requests = requests
         self.bytes = bytes
+        self.errors = errors
         self.name = name
         self.type = type
         self.destination = destination
@@ -75,5 +81,20 @@ public struct CheckpointStatus: Codable, Sendable, Equatable {
         self.logFrames = logFrames
         self.checkpointedFrames = checkpointedFrames
         self.at = at
+    }
+}
+
+/// Counts of guardian's checkpoints of one database by result: `ok` (every
+/// frame of the WAL copied), `busy` (stopped early by a reader or writer:
+/// normal under load, the next one catches up), `failed` (an SQLite error).
+public struct CheckpointCounts: Codable, Sendable, Equatable {
+    public var ok: Int
+    public var busy: Int
+    public var failed: Int
+
+    public init(ok: Int = 0, busy: Int = 0, failed: Int = 0) {
+        self.ok = ok
+        self.busy = busy
+        self.failed = failed
     }
 }

@@ -101,6 +101,11 @@ struct Daemon {
             onEvent: { await diskAlerts.handle($0) })
         services.append(.init(service: disk, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "disk"))
         services.append(.init(service: StatusSocketService(path: config.status.socket, board: board, logger: logger), serviceName: "status socket"))
+        if let metrics = config.status.metrics, let address = try? LoopbackAddress.parse(metrics) {
+            // Optional: a metrics endpoint that cannot listen must not stop guardian.
+            let service = MetricsService(address: address, board: board, logger: logger)
+            services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "metrics"))
+        }
         services.append(.init(service: NotifyService(board: board, notifier: notifier, logger: logger, isReload: isReload), serviceName: "sd_notify"))
 
         var groupConfig = ServiceGroupConfiguration(

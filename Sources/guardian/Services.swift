@@ -20,7 +20,7 @@ struct StatusSocketService: Service {
             throw error
         }
         logger.event(.statusServerListening, ["socket": "\(path)"])
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             for await fd in server.connections.cancelOnGracefulShutdown() {
                 let request = await BlockingPool.shared.run { UnixSocketServer.readLine(fd: fd) }
                 let reply: [UInt8]
@@ -32,7 +32,8 @@ struct StatusSocketService: Service {
                     reply = Array("{\"error\":\"unknown request\"}".utf8)
                 }
                 await BlockingPool.shared.run {
-                    try? DurableFile.writeAll(fd: fd, reply, path: "status client")
+                    // send(MSG_NOSIGNAL): a client that hung up must not SIGPIPE the daemon.
+                    try? SocketListener.sendAll(fd: fd, reply, peer: "status client")
                     close(fd)
                 }
             }
@@ -40,6 +41,7 @@ struct StatusSocketService: Service {
             server.stop()
         }
         server.stop()
+        await server.closed()
     }
 }
 

@@ -178,6 +178,18 @@ enum JournalCatalog {
             socket path was changed in the configuration, make sure its directory \
             exists and is writable by the guardian user.
             """,
+        "metricsServerListening": """
+            The Prometheus metrics endpoint (status.metrics in the configuration) \
+            answers GET http://GUARDIAN_ADDRESS/metrics. It listens on a loopback \
+            address only and has no authentication.
+            """,
+        "metricsServerFailed": """
+            guardian could not listen on its metrics address GUARDIAN_ADDRESS; \
+            GUARDIAN_ERROR says why (most often: another process already uses the \
+            port). Everything else keeps running; only the /metrics endpoint is \
+            missing. Choose a free port for status.metrics (ss -ltnp shows who \
+            holds it) and reload guardian (systemctl reload guardian).
+            """,
         "watchdogEnabled": """
             systemd's watchdog is on for guardian (WatchdogSec= in the unit; \
             GUARDIAN_INTERVAL_MS is the interval). guardian pings it only while every \

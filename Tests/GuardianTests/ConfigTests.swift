@@ -91,7 +91,7 @@ import Testing
          "g.yml:4: dbs[0].replicas[0].url: unsupported replica URL scheme ftp:// (use file, s3 or sftp)"),
         ("dbs:\n  - path: /a.db\n    replicas:\n      - type: sftp\n        host: h\n        user: u\n        path: /p\n        key-path: /k\n",
          "g.yml:4: dbs[0].replicas[0]: an sftp replica needs known-hosts: (host keys are always verified; create it with ssh-keyscan)"),
-        ("status:\n  socket: /run/g.sock\n  metrics: 9090\n", "g.yml:3: status.metrics: \"9090\" must be HOST:PORT, e.g. 127.0.0.1:9090"),
+        ("status:\n  socket: /run/g.sock\n  metrics: 9090\n", "g.yml:3: status.metrics: \"9090\" must be HOST:PORT with a loopback host and a port 1-65535, e.g. 127.0.0.1:9464 or [::1]:9464"),
         ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n        bucket: b\n", "g.yml:5: dbs[0].replicas[0].bucket: does not apply to a file replica"),
         ("dbs:\n  - path: ${NOPE}/a.db\n", "g.yml:2: environment variable NOPE is not set (use ${NOPE:-default} for a default)"),
         ("dbs:\n  - path: /a.db\n  - path: /a.db\n", "g.yml:1: dbs[1].path: /a.db is listed twice"),

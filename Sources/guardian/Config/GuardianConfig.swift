@@ -20,8 +20,10 @@ struct GuardianConfig: Sendable, Equatable {
 
     struct Status: Sendable, Equatable {
         var socket: String = "/run/guardian/guardian.sock"
-        /// `127.0.0.1:9090` serves Prometheus text metrics; off when nil.
+        /// `127.0.0.1:9464` serves Prometheus text metrics at `/metrics`
+        /// (loopback only, canonical form); off when nil.
         var metrics: String?
+        static let defaultMetricsAddress = "127.0.0.1:9464"
     }
 
     struct Log: Sendable, Equatable {
@@ -61,7 +63,7 @@ extension GuardianConfig {
         if let status = top.optional("status") {
             let m = try status.mapping()
             if let s = try m.optional("socket", { try $0.absolutePath() }) { config.status.socket = s }
-            config.status.metrics = try m.optional("metrics") { try parseListenAddress($0) }
+            config.status.metrics = try m.optional("metrics") { try parseListenAddress($0) } ?? nil
             try m.finish()
         }
         if let log = top.optional("log") {
@@ -107,12 +109,22 @@ extension GuardianConfig {
         }
     }
 
-    static func parseListenAddress(_ node: ConfigNode) throws -> String {
+    /// `status.metrics`: a loopback `HOST:PORT` (see `LoopbackAddress`),
+    /// `on`/`true` for 127.0.0.1:9464, `off`/`false`/empty for none. Returns
+    /// the canonical `127.0.0.1:9464` / `[::1]:9464` form, or nil.
+    static func parseListenAddress(_ node: ConfigNode) throws -> String? {
+        if node.isNull { return nil }
         let s = try node.string()
-        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port) else {
-            throw node.error("\"\(s)\" must be HOST:PORT, e.g. 127.0.0.1:9090")
+        switch s.lowercased() {
+        case "off", "false", "no": return nil
+        case "on", "true", "yes": return GuardianConfig.Status.defaultMetricsAddress
+        default: break
         }
-        return s
+        do {
+            return try LoopbackAddress.parse(s).description
+        } catch {
+            throw node.error(error.description)
+        }
     }
 
     static func parseDatabase(_ node: ConfigNode, environment: [String: String], drillDefaults: DrillConfig?) throws -> Database {

@@ -1,0 +1,109 @@
+import Foundation
+import Logging
+import Platform
+import ServiceLifecycle
+import Synchronization
+
+/// Serves Prometheus metrics at `GET /metrics` on a loopback address
+/// (`status.metrics`): a minimal HTTP/1.1 server. The accept loop runs on
+/// its own thread (`SocketListener`); each connection's reads and writes run
+/// on `BlockingPool`, bounded in size and time, so neither a scrape nor a
+/// stalled client ever blocks the cooperative pool. Values are read from
+/// the status board at scrape time. One request per connection; `HEAD` is
+/// answered too, other paths get 404, other methods 405.
+///
+/// If the address is taken, the failure is logged once and binding is
+/// retried every 5 seconds: everything else guardian does keeps running.
+struct MetricsService: Service {
+    let address: LoopbackAddress
+    let board: StatusBoard
+    let logger: Logger
+    /// Connections served at once; more are answered 503 at once.
+    static let maxConcurrent = 8
+
+    func run() async throws {
+        guard let listener = await bind() else { return }
+        logger.event(.metricsServerListening, ["address": "\(address)"])
+        let inFlight = InFlight()
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await fd in listener.connections.cancelOnGracefulShutdown() {
+                    if inFlight.enter() > Self.maxConcurrent {
+                        group.addTask {
+                            let reply = HTTPServing.response(status: 503, body: Array("guardian is busy: too many scrapes at once\n".utf8), headers: [("Retry-After", "1")])
+                            await BlockingPool.shared.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client") }
+                            inFlight.leave()
+                        }
+                        continue
+                    }
+                    group.addTask {
+                        await serve(fd)
+                        inFlight.leave()
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            listener.stop()
+        }
+        listener.stop()
+        await listener.closed()
+    }
+
+    /// Binds, retrying every 5 s while that fails; nil on shutdown.
+    private func bind() async -> SocketListener? {
+        var reported = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let fd = try address.listen()
+                if reported { logger.event(.metricsServerListening, level: .debug, ["address": "\(address)", "retried": "true"]) }
+                return SocketListener(listening: fd, threadName: "guardian-metrics-accept")
+            } catch {
+                if !reported {
+                    logger.event(.metricsServerFailed, level: .error, ["address": "\(address)", "error": "\(error)", "retry_ms": "5000"])
+                    reported = true
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) }
+            }
+        }
+        return nil
+    }
+
+    /// One exchange: read the request head, answer, close.
+    private func serve(_ fd: Int32) async {
+        let head = await BlockingPool.shared.run { HTTPServing.readHead(fd: fd) }
+        let reply: [UInt8]
+        switch head {
+        case .failure(.timedOut), .failure(.closed):
+            await BlockingPool.shared.run { _ = close(fd) }
+            return
+        case .failure(.tooLarge):
+            reply = HTTPServing.response(status: 431, body: Array("request head larger than \(HTTPServing.maxHeadBytes) bytes\n".utf8))
+        case .failure(.malformed(let why)):
+            reply = HTTPServing.response(status: 400, body: Array("bad request: \(why)\n".utf8))
+        case .success(let request):
+            reply = await respond(to: request)
+        }
+        await BlockingPool.shared.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client") }
+    }
+
+    func respond(to request: HTTPRequestHead) async -> [UInt8] {
+        let isHead = request.method == "HEAD"
+        guard request.path == "/metrics" else {
+            return HTTPServing.response(status: 404, body: Array("not found: guardian serves GET /metrics only\n".utf8), head: isHead)
+        }
+        guard request.method == "GET" || isHead else {
+            return HTTPServing.response(status: 405, body: Array("method not allowed: use GET or HEAD\n".utf8), headers: [("Allow", "GET, HEAD")])
+        }
+        let doc = await board.document()
+        let text = GuardianMetrics.render(doc)
+        return HTTPServing.response(status: 200, contentType: PrometheusText.contentType, body: Array(text.utf8), head: isHead)
+    }
+}
+
+/// Connections being served by `MetricsService`.
+private final class InFlight: Sendable {
+    private let count = Atomic<Int>(0)
+    /// Counts one more and returns the new count.
+    func enter() -> Int { count.add(1, ordering: .relaxed).newValue }
+    func leave() { count.subtract(1, ordering: .relaxed) }
+}
