@@ -2,8 +2,8 @@ import Foundation
 import Synchronization
 
 /// Read-only descriptors of the application's databases, for the reads
-/// guardian makes from outside SQLite (the replicator's page reads for a
-/// snapshot, remediation's header checks).
+/// guardian makes from outside SQLite (the replicator's page reads, the
+/// header probe of remediation).
 ///
 /// POSIX record locks belong to a process and an inode, not to a descriptor:
 /// closing *any* descriptor of the database file releases every lock this
@@ -12,51 +12,71 @@ import Synchronization
 /// exclusive lock, checkpoint past guardian's snapshot and delete the WAL and
 /// the shared memory under it — guardian would then read a database that
 /// looks corrupt. SQLite avoids this for its own descriptors; these are not
-/// its. So guardian opens each database file once and never closes that
-/// descriptor while the file is the database: only when another file was
-/// put at the path (a restore swapped a copy in) is the old one closed.
+/// its. So guardian opens each database file once and keeps that descriptor
+/// while the file is the database at its path: a `DatabaseFile` is shared,
+/// and its descriptor is closed only when the file was replaced (a restore
+/// swapped a copy in, the path was removed) *and* no holder uses it any more.
 public final class DatabaseFiles: Sendable {
     public static let shared = DatabaseFiles()
 
-    private struct Entry {
-        var fd: Int32
-        var device: UInt64
-        var inode: UInt64
-    }
-
-    private let table = Mutex<[String: Entry]>([:])
+    private let table = Mutex<[String: DatabaseFile]>([:])
 
     public init() {}
 
-    /// A read-only descriptor of the file now at `path`. Never close it.
-    public func descriptor(_ path: String) throws -> Int32 {
+    /// The file now at `path`, opened read-only; the same object for as long
+    /// as that file is at the path. Keep it while reading through it.
+    public func file(_ path: String) throws -> DatabaseFile {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw SystemError("stat", path: path) }
-        return try table.withLock { table in
-            if let e = table[path], e.device == UInt64(st.st_dev), e.inode == UInt64(st.st_ino) { return e.fd }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw SystemError("open", path: path) }
-            var now = stat()
-            _ = fstat(fd, &now)
-            if let old = table[path], old.device != UInt64(now.st_dev) || old.inode != UInt64(now.st_ino) {
-                // The old file is no longer the database: no connection of ours uses it.
-                close(old.fd)
-            } else if let old = table[path] {
-                // Swapped back between stat and open: keep the first descriptor.
-                close(fd)
-                return old.fd
-            }
-            table[path] = Entry(fd: fd, device: UInt64(now.st_dev), inode: UInt64(now.st_ino))
-            return fd
+        guard stat(path, &st) == 0 else {
+            let error = SystemError("stat", path: path)
+            // Gone: forget it (closed once its last holder lets go).
+            _ = table.withLock { $0.removeValue(forKey: path) }
+            throw error
+        }
+        if let known = table.withLock({ $0[path] }), known.device == UInt64(st.st_dev), known.inode == UInt64(st.st_ino) {
+            return known
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: path) }
+        var now = stat()
+        _ = fstat(fd, &now)
+        let opened = DatabaseFile(fd: fd, device: UInt64(now.st_dev), inode: UInt64(now.st_ino))
+        return table.withLock { table in
+            // Another thread may have opened the same file meanwhile: keep one.
+            if let known = table[path], known.device == opened.device, known.inode == opened.inode { return known }
+            table[path] = opened
+            return opened
         }
     }
 
     /// The first `count` bytes of the file at `path` (fewer at its end; empty
     /// when it cannot be read). Blocking.
     public func prefix(_ path: String, count: Int) -> [UInt8] {
-        guard let fd = try? descriptor(path) else { return [] }
+        guard let file = try? file(path) else { return [] }
+        return file.read(count: count, at: 0)
+    }
+}
+
+/// One open database file (see `DatabaseFiles`). Its descriptor is closed
+/// when the last reference goes, which happens only after the file stopped
+/// being the database at its path.
+public final class DatabaseFile: Sendable {
+    public let fd: Int32
+    let device: UInt64
+    let inode: UInt64
+
+    init(fd: Int32, device: UInt64, inode: UInt64) {
+        self.fd = fd
+        self.device = device
+        self.inode = inode
+    }
+
+    deinit { close(fd) }
+
+    /// Up to `count` bytes at `offset` (fewer at the end of the file). Blocking.
+    public func read(count: Int, at offset: Int64) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)
-        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, 0) }
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
         return n > 0 ? Array(buffer[0..<n]) : []
     }
 }

@@ -55,13 +55,9 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
 public final class SQLiteConnection: @unchecked Sendable {
     public let path: String
     private let handle: OpaquePointer
-    /// Owner and mode of the database when another user owns it (guardian
-    /// runs as its own user beside the application's). SQLite creates `-wal`
-    /// and `-shm` on a connection's first read; made by guardian they would
-    /// belong to guardian and the application would fail with
-    /// SQLITE_CANTOPEN, so every connection hands them back (see
-    /// `giveSidecarsToOwner`). nil when this process owns the database.
-    private let foreignOwner: (uid: uid_t, gid: gid_t, mode: mode_t)?
+    /// Hands `-wal`/`-shm` this connection creates back to the database's
+    /// owner (nil when this process owns the database).
+    private let sidecars: SidecarOwner?
     private var sidecarsSettled = false
 
     public enum Mode: Sendable { case readOnly, readWrite, readWriteCreate }
@@ -82,12 +78,7 @@ public final class SQLiteConnection: @unchecked Sendable {
             throw SQLiteError(code: rc & 0xff, extendedCode: rc, message: "cannot open \(path): \(message)", sql: nil)
         }
         handle = db
-        var st = stat()
-        if stat(path, &st) == 0, st.st_uid != geteuid() || st.st_gid != getegid() {
-            foreignOwner = (st.st_uid, st.st_gid, st.st_mode & 0o777)
-        } else {
-            foreignOwner = nil
-        }
+        sidecars = SidecarOwner(database: path)
         sqlite3_extended_result_codes(db, 1)
         _ = csqlite_busy_timeout(db, Int32(clamping: busyTimeout.milliseconds))
     }
@@ -105,25 +96,8 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// After a statement: once `-wal` and `-shm` exist, make sure they are the
     /// database owner's (checked until both exist, then never again).
     private func settleSidecars() {
-        guard let owner = foreignOwner, !sidecarsSettled else { return }
-        sidecarsSettled = Self.giveSidecarsToOwner(database: path, uid: owner.uid, gid: owner.gid, mode: owner.mode) == 2
-    }
-
-    /// Gives the database's `-wal` and `-shm` the database's owner, group and
-    /// permission bits where they differ (needs CAP_CHOWN, which the packaged
-    /// unit grants). Returns how many of the two exist.
-    @discardableResult
-    public static func giveSidecarsToOwner(database path: String, uid: uid_t, gid: gid_t, mode: mode_t) -> Int {
-        var present = 0
-        for suffix in ["-wal", "-shm"] {
-            var st = stat()
-            let sidecar = path + suffix
-            guard stat(sidecar, &st) == 0 else { continue }
-            present += 1
-            if st.st_uid != uid || st.st_gid != gid { _ = chown(sidecar, uid, gid) }
-            if st.st_mode & 0o777 != mode { _ = chmod(sidecar, mode) }
-        }
-        return present
+        guard let sidecars, !sidecarsSettled else { return }
+        sidecarsSettled = sidecars.settle()
     }
 
     /// Runs one or more statements that return no rows of interest.
@@ -237,5 +211,57 @@ public struct CheckpointResult: Sendable, Equatable, Codable {
         self.busy = busy
         self.logFrames = logFrames
         self.checkpointedFrames = checkpointedFrames
+    }
+}
+
+/// The owner of a database that another user owns (guardian runs as its own
+/// user beside the application's). SQLite creates `-wal` and `-shm` on a
+/// connection's first read; made by guardian they would belong to guardian
+/// and the application would fail with SQLITE_CANTOPEN. SQLite fixes the
+/// owner itself only when it runs as root, so every guardian connection to
+/// the database calls `settle()` after its statements until both exist.
+public struct SidecarOwner: Sendable {
+    public let database: String
+    public let uid: uid_t
+    public let gid: gid_t
+    public let mode: mode_t
+
+    /// nil when this process's user and group own the database (or it does
+    /// not exist): then whatever SQLite creates is already right.
+    public init?(database path: String) {
+        var st = stat()
+        // A `file:` URI names the database after the scheme, up to the query.
+        let file = path.hasPrefix("file:") ? String(path.dropFirst(5).prefix { $0 != "?" }) : path
+        guard stat(file, &st) == 0, st.st_uid != geteuid() || st.st_gid != getegid() else { return nil }
+        self.init(database: file, uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o777)
+    }
+
+    public init(database: String, uid: uid_t, gid: gid_t, mode: mode_t) {
+        self.database = database
+        self.uid = uid
+        self.gid = gid
+        self.mode = mode
+    }
+
+    /// Gives `-wal` and `-shm` the database's owner, group and permission
+    /// bits where they differ (needs CAP_CHOWN, which the packaged unit
+    /// grants). True once both exist (nothing more to watch for).
+    @discardableResult
+    public func settle() -> Bool {
+        var present = 0
+        for suffix in ["-wal", "-shm"] {
+            var st = stat()
+            let sidecar = database + suffix
+            guard stat(sidecar, &st) == 0 else { continue }
+            present += 1
+            if st.st_uid != uid || st.st_gid != gid { _ = chown(sidecar, uid, gid) }
+            if st.st_mode & 0o777 != mode { _ = chmod(sidecar, mode) }
+        }
+        return present == 2
+    }
+
+    /// Whether a sidecar's owner, group and mode are the database's.
+    public func matches(_ st: stat) -> Bool {
+        st.st_uid == uid && st.st_gid == gid && st.st_mode & 0o777 == mode
     }
 }

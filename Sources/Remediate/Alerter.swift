@@ -118,6 +118,7 @@ public actor Alerter {
         details: [String: String] = [:], at: Date = Date()
     ) async -> Bool {
         await loadActive()
+        await syncWithStore(key)
         if let current = active[key], current.severity >= severity { return false }
         let entry = StateStore.ActiveAlert(key: key, database: database, severity: severity, summary: summary, triggeredAt: at)
         active[key] = entry
@@ -130,17 +131,25 @@ public actor Alerter {
     @discardableResult
     public func resolve(key: String, summary: String? = nil, details: [String: String] = [:], at: Date = Date()) async -> Bool {
         await loadActive()
-        // Another guardian process (`guardian drill` beside the daemon) may
-        // have triggered it since this alerter loaded the state database.
-        if active[key] == nil, let stored = try? await store?.activeAlerts().first(where: { $0.key == key }) {
-            active[key] = stored
-        }
+        await syncWithStore(key)
         guard let current = active.removeValue(forKey: key) else { return false }
         try? await store?.clearAlert(key: key)
         enqueue(AlertNotice(
             action: .resolve, key: key, severity: current.severity, summary: summary ?? current.summary, database: current.database,
             host: host, at: at, details: details))
         return true
+    }
+
+    /// Another guardian process (`guardian drill` beside the daemon) may have
+    /// triggered or resolved `key` since this alerter loaded the state
+    /// database: the store is the record; memory follows it for this key.
+    private func syncWithStore(_ key: String) async {
+        guard let store else { return }
+        do {
+            active[key] = try await store.activeAlert(key: key)
+        } catch {
+            // Unreadable state database: keep what memory says.
+        }
     }
 
     public func isTriggered(_ key: String) async -> Bool {

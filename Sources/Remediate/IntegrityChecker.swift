@@ -42,6 +42,9 @@ final class CheckConnection {
     let path: String
     private let handle: OpaquePointer
     private let deadline = Deadline()
+    /// `-wal`/`-shm` this connection creates go back to the database's owner.
+    private let sidecars: SidecarOwner?
+    private var sidecarsSettled = false
 
     /// Opens `path` (a `file:` URI when `uri`); never creates a file.
     init(path: String, readOnly: Bool = true, uri: Bool = false) throws {
@@ -56,6 +59,7 @@ final class CheckConnection {
             throw SQLiteFailure(code: rc & 0xff, extendedCode: ext, message: "cannot open \(path): \(message)")
         }
         handle = db
+        sidecars = SidecarOwner(database: path)
         sqlite3_extended_result_codes(db, 1)
         _ = csqlite_busy_timeout(db, 2000)
         // Never delete or checkpoint the WAL when this connection closes.
@@ -94,7 +98,10 @@ final class CheckConnection {
         var statement: OpaquePointer?
         var rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
         guard rc == SQLITE_OK, let statement else { return ([], error(rc, sql)) }
-        defer { sqlite3_finalize(statement) }
+        defer {
+            sqlite3_finalize(statement)
+            settleSidecars()
+        }
         var out: [String] = []
         while true {
             rc = sqlite3_step(statement)
@@ -113,12 +120,20 @@ final class CheckConnection {
         var statement: OpaquePointer?
         var rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
         guard rc == SQLITE_OK, let statement else { return .failure(error(rc, sql)) }
-        defer { sqlite3_finalize(statement) }
+        defer {
+            sqlite3_finalize(statement)
+            settleSidecars()
+        }
         rc = sqlite3_step(statement)
         if rc == SQLITE_DONE { return .success(nil) }
         guard rc == SQLITE_ROW else { return .failure(error(rc, sql)) }
         if sqlite3_column_type(statement, 0) == SQLITE_NULL { return .success(nil) }
         return .success(sqlite3_column_int64(statement, 0))
+    }
+
+    private func settleSidecars() {
+        guard let sidecars, !sidecarsSettled else { return }
+        sidecarsSettled = sidecars.settle()
     }
 
     private func error(_ rc: Int32, _ sql: String) -> SQLiteFailure {

@@ -231,11 +231,18 @@ public actor StateStore {
     }
 
     public func activeAlerts() throws -> [ActiveAlert] {
-        try db().query("SELECT dedup_key, db, severity, summary, triggered_at FROM alert_state ORDER BY triggered_at").map { r in
-            ActiveAlert(
-                key: "\(r[0])", database: r[1] == .null ? nil : "\(r[1])", severity: AlertSeverity(rawValue: "\(r[2])") ?? .critical,
-                summary: "\(r[3])", triggeredAt: Self.date(r[4]) ?? Date())
-        }
+        try db().query("SELECT dedup_key, db, severity, summary, triggered_at FROM alert_state ORDER BY triggered_at").map(Self.activeAlert)
+    }
+
+    /// The triggered alert with this key, if any.
+    public func activeAlert(key: String) throws -> ActiveAlert? {
+        try db().query("SELECT dedup_key, db, severity, summary, triggered_at FROM alert_state WHERE dedup_key = ?", [.text(key)]).first.map(Self.activeAlert)
+    }
+
+    private static func activeAlert(_ r: [SQLiteValue]) -> ActiveAlert {
+        ActiveAlert(
+            key: "\(r[0])", database: r[1] == .null ? nil : "\(r[1])", severity: AlertSeverity(rawValue: "\(r[2])") ?? .critical,
+            summary: "\(r[3])", triggeredAt: date(r[4]) ?? Date())
     }
 
     public func recordDelivery(key: String, action: String, destination: String, status: String, attempts: Int, detail: String, at: Date = Date()) throws {

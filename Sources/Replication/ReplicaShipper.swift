@@ -160,7 +160,8 @@ actor ReplicaShipper {
                 return
             case .files(let files):
                 for batch in Self.batches(files.filter { $0.info.maxTXID > (position ?? 0) }, merge: config.syncInterval > .zero) {
-                    let (info, payload) = try batch.count == 1 ? (batch[0].info, batch[0].payload) : Self.merged(batch)
+                    // (Merging decodes and re-encodes: off the cooperative pool.)
+                    let (info, payload) = try batch.count == 1 ? (batch[0].info, batch[0].payload) : await BlockingPool.shared.run { try Self.merged(batch) }
                     try await store(info, payload)
                     stored(info.maxTXID)
                 }

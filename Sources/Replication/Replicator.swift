@@ -32,7 +32,10 @@ public actor Replicator {
     private var activePin = -1
     private var checkpointer: SQLiteConnection?
     private var wal: WALFile
-    private var dbFD: Int32 = -1
+    /// The database file, for page reads outside SQLite (never closed while
+    /// it is the database: see DatabaseFiles).
+    private var dbFile: DatabaseFile?
+    private var dbFD: Int32 { dbFile?.fd ?? -1 }
 
     // Position.
     private(set) var pageSize: UInt32 = 0
@@ -114,7 +117,7 @@ public actor Replicator {
         pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
         // Kept open by DatabaseFiles: closing a descriptor of the database
         // would drop the pins' locks.
-        dbFD = try DatabaseFiles.shared.descriptor(config.path)
+        dbFile = try DatabaseFiles.shared.file(config.path)
         // (-wal/-shm created by these connections go back to the database's
         // owner: SQLiteConnection does it after each statement until both exist.)
     }

@@ -292,6 +292,39 @@ final class RecordingLog: @unchecked Sendable {
         #expect(rx.deliveries.map { $0.headers["x-guardian-event"] ?? "" } == ["trigger", "resolve"])
     }
 
+    /// The daemon and `guardian drill` share the state database: what one
+    /// resolves, the other triggers again (not deduplicated away), and a
+    /// resolve is never sent twice.
+    @Test func twoProcessesOnOneStateDatabaseAgreeOnWhatIsTriggered() async throws {
+        let dir = try TestSupport.makeTempDir("alert-state2")
+        defer { TestSupport.cleanup(dir) }
+        let rx = try await WebhookReceiver()
+        defer { rx.stop() }
+        let dest = [AlertConfig(kind: .webhook, url: Secret(rx.url("/hook")))]
+        let key = "guardian/web-1//d/drill-s3"
+        let daemon = Alerter(destinations: dest, transport: HTTPAlertTransport(), store: StateStore(stateDir: dir), logger: RecordingLog().logger(), host: "web-1", retry: Self.fast)
+        let runner = Task { await daemon.run() }
+        defer { runner.cancel() }
+        #expect(await daemon.trigger(key: key, severity: .critical, summary: "drill failed", database: "/d"))
+        await daemon.waitUntilIdle()
+        // The CLI, another process, resolves it.
+        try await withAlerter(dest, store: StateStore(stateDir: dir)) { cli in
+            #expect(await cli.resolve(key: key))
+        }
+        // The daemon's next failing drill is a new trigger, its later pass one resolve.
+        #expect(await daemon.trigger(key: key, severity: .critical, summary: "drill failed again", database: "/d"))
+        #expect(await daemon.resolve(key: key))
+        #expect(await daemon.resolve(key: key) == false)
+        await daemon.waitUntilIdle()
+        // The CLI triggers; the daemon's resolve finds it.
+        try await withAlerter(dest, store: StateStore(stateDir: dir)) { cli in
+            #expect(await cli.trigger(key: key, severity: .critical, summary: "cli drill failed", database: "/d"))
+        }
+        #expect(await daemon.resolve(key: key))
+        await daemon.waitUntilIdle()
+        #expect(rx.deliveries.map { $0.headers["x-guardian-event"] ?? "" } == ["trigger", "resolve", "trigger", "resolve", "trigger", "resolve"])
+    }
+
     @Test func minimumSeverityFiltersPerDestination() async throws {
         let rx = try await WebhookReceiver()
         defer { rx.stop() }

@@ -50,16 +50,25 @@ import Testing
         #expect(try f.guardianConnection.scalar("PRAGMA quick_check") == .text("ok"))
         #expect(try f.guardianConnection.scalar("SELECT count(*) FROM t") == .integer(6))
 
-        // Another file put at the path (a restore's swap) gets a new descriptor.
-        let first = try files.descriptor(f.db)
-        #expect(try files.descriptor(f.db) == first)
+        // Another file put at the path (a restore's swap) gets a new
+        // descriptor; the old one stays valid for whoever still holds it and
+        // is closed only when the last holder lets go.
+        var first: DatabaseFile? = try files.file(f.db)
+        let firstFD = try #require(first?.fd)
+        #expect(try files.file(f.db) === first)
+        let before = first?.read(count: 16, at: 0)
         let copy = f.dir + "/copy.db"
         try await sqlite3(f.db, "VACUUM INTO '\(copy)'")
         #expect(rename(copy, f.db) == 0)
-        let second = try files.descriptor(f.db)
+        let second = try files.file(f.db)
+        #expect(second !== first)
         var a = stat()
         var b = stat()
-        #expect(fstat(second, &a) == 0 && stat(f.db, &b) == 0 && a.st_ino == b.st_ino)
+        #expect(fstat(second.fd, &a) == 0 && stat(f.db, &b) == 0 && a.st_ino == b.st_ino)
+        #expect(fcntl(firstFD, F_GETFD) >= 0, "the replaced file's descriptor is still open for its holder")
+        #expect(first?.read(count: 16, at: 0) == before)
+        first = nil
+        #expect(fcntl(firstFD, F_GETFD) == -1, "closed once released")
         withExtendedLifetime(f.guardianConnection) {}
     }
 }
