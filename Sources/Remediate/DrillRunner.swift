@@ -61,6 +61,15 @@ final class StatementInterrupter: @unchecked Sendable {
 /// (the restore is cancelled, SQLite statements are interrupted), and a
 /// drill over budget fails with that reason. Recording and alerting are
 /// `DrillRecorder`'s.
+///
+/// The drills of one process take turns (`DrillGate`; the budget starts with
+/// the turn), so their copies are never on the scratch filesystem together.
+/// A copy directory is named after the database (a hash of its path) and the
+/// replica, and holds `.drill.lock`, `flock`ed for the drill's lifetime:
+/// `removeStaleCopies` removes only copies whose lock it can take, so never
+/// the copy of a drill running in another guardian process. A remote
+/// replica is read through connections of the drill's own
+/// (`ReplicaClientPurpose.drill`), closed when it ends.
 public struct DrillRunner: Sendable {
     public let database: String
     public let config: DrillConfig
@@ -68,6 +77,18 @@ public struct DrillRunner: Sendable {
     public let scratchDir: String
     let logger: Logger
     let makeClient: @Sendable (ReplicaConfig) throws -> any ReplicaClient
+    /// Whose turn it is among the drills (tests use their own).
+    var gate = DrillGate.shared
+    /// Test seam: called within the restore step (so within the budget) with
+    /// the copy directory, once it exists and is locked.
+    var willRestore: (@Sendable (String) async -> Void)?
+
+    /// The lock file of a copy directory.
+    static let lockName = ".drill.lock"
+    /// A copy directory without a lock file (made by an older guardian, or
+    /// an instant before its lock exists) or whose lock is free is left
+    /// alone while younger than this: a drill locks its directory at once.
+    static let lockGrace: TimeInterval = 60
 
     /// Files a remote restore downloads ahead (`RestoreOptions.downloadAhead`).
     static let downloadAhead = 4
@@ -76,7 +97,7 @@ public struct DrillRunner: Sendable {
 
     public init(
         database: String, config: DrillConfig, scratchDir: String, logger: Logger,
-        makeClient: @escaping @Sendable (ReplicaConfig) throws -> any ReplicaClient = { try ReplicaClients.make($0.target) }
+        makeClient: @escaping @Sendable (ReplicaConfig) throws -> any ReplicaClient = { try ReplicaClients.make($0.target, purpose: .drill) }
     ) {
         self.database = database
         self.config = config
@@ -91,9 +112,28 @@ public struct DrillRunner: Sendable {
         let reason: String
     }
 
-    /// Runs the drill of `replica`. Never throws: every problem is a FAILED
-    /// result with its reason; a cancellation (shutdown) marks it interrupted.
+    /// Runs the drill of `replica` once no other drill of this process runs.
+    /// Never throws: every problem is a FAILED result with its reason; a
+    /// cancellation (shutdown), while it waits for its turn too, marks it
+    /// interrupted.
     public func run(replica: ReplicaConfig, trigger: DrillTrigger) async -> DrillResult {
+        do {
+            return try await gate.withTurn { await self.runInTurn(replica: replica, trigger: trigger) }
+        } catch {
+            var result = DrillResult(
+                database: database, replica: replica.name, destination: replica.target.destination, startedAt: Date(), trigger: trigger)
+            result.interrupted = true
+            logger.event(.drillInterrupted, level: .warning, [
+                "db": "\(database)", "replica": "\(replica.name)", "destination": "\(replica.target.destination)",
+                "duration_ms": "0", "integrity": "not run", "step": "waiting for another drill of this process",
+            ])
+            return result
+        }
+    }
+
+    private func runInTurn(replica: ReplicaConfig, trigger: DrillTrigger) async -> DrillResult {
+        // Copies of drills killed earlier go first, so that they do not count against this one's room.
+        await removeStaleCopies()
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start + config.budget
@@ -103,9 +143,10 @@ public struct DrillRunner: Sendable {
             "db": "\(database)", "replica": "\(replica.name)", "destination": "\(replica.target.destination)",
             "trigger": "\(trigger.rawValue)", "budget_ms": "\(config.budget.milliseconds)",
         ])
-        var copyDir: String?
+        var copy: CopyDirectory?
+        var client: (any ReplicaClient)?
         do {
-            try await drill(replica, into: &result, copyDir: &copyDir, deadline: deadline)
+            try await drill(replica, into: &result, client: &client, copy: &copy, deadline: deadline)
         } catch let stop as Stop {
             result.failure = stop.failure
             result.reason = stop.reason
@@ -117,7 +158,8 @@ public struct DrillRunner: Sendable {
                 result.reason = "\(error)"
             }
         }
-        if let copyDir { await remove(copyDir) }
+        if let copy { await remove(copy.path, unlocking: copy.lock) }
+        if let client { await ReplicaClients.close(client) }
         let elapsed = clock.now - start
         result.durationSeconds = elapsed.seconds
         if Task.isCancelled, result.failure != nil, result.failure != .space {
@@ -147,13 +189,23 @@ public struct DrillRunner: Sendable {
         return result
     }
 
-    private func drill(_ replica: ReplicaConfig, into result: inout DrillResult, copyDir: inout String?, deadline: ContinuousClock.Instant) async throws {
+    /// A drill's copy directory and the descriptor holding its lock.
+    struct CopyDirectory {
+        let path: String
+        let lock: Int32
+    }
+
+    private func drill(
+        _ replica: ReplicaConfig, into result: inout DrillResult, client opened: inout (any ReplicaClient)?, copy: inout CopyDirectory?,
+        deadline: ContinuousClock.Instant
+    ) async throws {
         let client: any ReplicaClient
         do {
             client = try makeClient(replica)
         } catch {
             throw Stop(failure: .restore, reason: "cannot open the replica: \(error)")
         }
+        opened = client
         // 1. What a restore of the latest point would read.
         let plan: RestorePlan
         do {
@@ -169,7 +221,7 @@ public struct DrillRunner: Sendable {
         }
 
         // 2. Room for the copy, before anything is written.
-        let need = await estimate(plan, client: client)
+        let need = try await estimate(plan, client: client, deadline: deadline)
         let scratch = scratchDir
         let room: (available: Int64, total: Int64)
         do {
@@ -202,25 +254,24 @@ public struct DrillRunner: Sendable {
                     + " free space there or set the drill's scratch-dir: to a larger filesystem")
         }
 
-        // 3. Restore into a private directory.
+        // 3. Restore into a private directory, locked while the drill runs.
         let name = (database as NSString).lastPathComponent
-        let label = String(replica.name.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(40))
-        let dir: String
+        let prefix = Self.copyPrefix(database: database, replica: replica.name)
+        let made: CopyDirectory
         do {
-            dir = try await DrillPool.shared.run { () throws -> String in
-                var template = Array("\(scratch)/drill-\(label)-XXXXXX".utf8CString)
-                guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", path: scratch) }
-                return String(cString: p)
-            }
+            made = try await DrillPool.shared.run { try Self.makeCopyDirectory(in: scratch, prefix: prefix) }
         } catch {
             throw Stop(failure: .space, reason: "cannot use the scratch directory \(scratch): \(error)")
         }
-        copyDir = dir
+        copy = made
+        let dir = made.path
         let output = dir + "/" + name
         let restored: RestoreResult
+        let willRestore = willRestore
         do {
             restored = try await Self.within(deadline, "the restore", budget: config.budget) {
-                try await Restorer().restore(client: client, to: output, options: RestoreOptions(integrityCheck: .none))
+                await willRestore?(dir)
+                return try await Restorer().restore(client: client, to: output, options: RestoreOptions(integrityCheck: .none))
             }
         } catch let e as Stop {
             throw e
@@ -276,15 +327,61 @@ public struct DrillRunner: Sendable {
 
     // MARK: - Steps
 
+    /// `drill-<hash of the database path>-<replica>-`: copies of different
+    /// databases with replicas of the same name have different names.
+    static func copyPrefix(database: String, replica: String) -> String {
+        let label = String(replica.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }.prefix(40))
+        return "drill-\(Crypto.sha256Hex(database).prefix(8))-\(label)-"
+    }
+
+    /// Makes a fresh copy directory and takes its lock (`flock`, held until
+    /// `remove(_:unlocking:)`). Blocking.
+    static func makeCopyDirectory(in scratch: String, prefix: String) throws -> CopyDirectory {
+        var template = Array("\(scratch)/\(prefix)XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", path: scratch) }
+        let dir = String(cString: p)
+        let lockPath = dir + "/" + lockName
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if fd < 0 {
+            let error = SystemError("open", path: lockPath)
+            rmdir(dir)
+            throw error
+        }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else {
+                let error = SystemError("flock", path: lockPath)
+                close(fd)
+                try? FileManager.default.removeItem(atPath: dir)
+                throw error
+            }
+        }
+        return CopyDirectory(path: dir, lock: fd)
+    }
+
     /// The space a restore needs: the database at the planned TXID (from the
     /// newest file's header: commit × page size), plus, for a remote
-    /// replica, the largest files that may be downloaded at once.
-    func estimate(_ plan: RestorePlan, client: any ReplicaClient) async -> (copy: Int64, downloads: Int64, total: Int64) {
+    /// replica, the largest files that may be downloaded at once. Reading
+    /// the header counts against the budget like every other step.
+    func estimate(
+        _ plan: RestorePlan, client: any ReplicaClient, deadline: ContinuousClock.Instant
+    ) async throws -> (copy: Int64, downloads: Int64, total: Int64) {
         var copy: Int64 = 0
-        if let last = plan.files.last, let bytes = try? await client.readPrefix(last, count: LTXHeader.size),
-            let header = try? LTXHeader.decode(bytes)
-        {
-            copy = Int64(header.commit) * Int64(header.pageSize)
+        if let last = plan.files.last {
+            let bytes: [UInt8]?
+            do {
+                bytes = try await Self.within(deadline, "reading the newest LTX header", budget: config.budget) {
+                    try await client.readPrefix(last, count: LTXHeader.size)
+                }
+            } catch let e as Stop {
+                throw e
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                bytes = nil  // unreadable: estimated below
+            }
+            if let bytes, let header = try? LTXHeader.decode(bytes) {
+                copy = Int64(header.commit) * Int64(header.pageSize)
+            }
         }
         if copy == 0 {
             // No readable header: the live database, or the plan's files, whichever is larger.
@@ -442,40 +539,67 @@ public struct DrillRunner: Sendable {
         }
     }
 
-    /// Removes the copies a killed guardian left behind: `drill-*`
-    /// directories of the scratch directory untouched for longer than the
-    /// budget plus 10 minutes (no drill runs that long). Returns their paths.
+    /// Removes the copies killed drills left behind: the `drill-*`
+    /// directories of the scratch directory (of any database) whose lock
+    /// can be taken at once — a running drill, of this process or another,
+    /// holds its lock — and that are older than `lockGrace` (a drill locks
+    /// its directory as soon as it has made it). Returns their paths.
     @discardableResult
     public func removeStaleCopies(now: Date = Date()) async -> [String] {
         let scratch = scratchDir
-        let limit = config.budget.seconds + 600
-        let stale = await DrillPool.shared.run { () -> [String] in
+        let outcome = await DrillPool.shared.run { () -> [(path: String, problem: String?)] in
             let names = (try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []
-            return names.filter { $0.hasPrefix("drill-") }.map { scratch + "/" + $0 }.filter { path in
+            var removed: [(path: String, problem: String?)] = []
+            for name in names.sorted() where name.hasPrefix("drill-") {
+                let path = scratch + "/" + name
                 var st = stat()
-                guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return false }
-                return now.timeIntervalSince1970 - Double(st.st_mtim.tv_sec) > limit
+                guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR,
+                    now.timeIntervalSince1970 - Double(st.st_mtim.tv_sec) > Self.lockGrace
+                else { continue }
+                let fd = open(path + "/" + Self.lockName, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+                if fd >= 0 {
+                    // Held: a drill is running in it.
+                    guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+                        close(fd)
+                        continue
+                    }
+                } else if errno != ENOENT {
+                    continue
+                }
+                // Removed while locked, so that no drill can take it meanwhile.
+                removed.append((path, Self.removeDirectory(path)))
+                if fd >= 0 { close(fd) }
+            }
+            return removed
+        }
+        for (dir, problem) in outcome {
+            logger.event(.internalError, level: .warning, ["what": "removing a drill copy left behind by an earlier run", "path": "\(dir)"])
+            if let problem {
+                logger.event(.internalError, level: .error, ["what": "removing the drill copy \(dir)", "error": "\(problem)"])
             }
         }
-        for dir in stale {
-            logger.event(.internalError, level: .warning, ["what": "removing a drill copy left behind by an earlier run", "path": "\(dir)"])
-            await remove(dir)
-        }
-        return stale
+        return outcome.map(\.path)
     }
 
-    /// Removes the drill's directory (the copy, its temp files). Always called.
-    func remove(_ dir: String) async {
+    /// Removes the drill's directory (the copy, its temp files, its lock
+    /// file), then lets go of its lock. Always called.
+    func remove(_ dir: String, unlocking lock: Int32) async {
         let problem = await DrillPool.shared.run { () -> String? in
-            do {
-                try FileManager.default.removeItem(atPath: dir)
-            } catch {
-                if FileManager.default.fileExists(atPath: dir) { return "\(error)" }
-            }
-            return nil
+            defer { close(lock) }
+            return Self.removeDirectory(dir)
         }
         if let problem {
             logger.event(.internalError, level: .error, ["what": "removing the drill copy \(dir)", "error": "\(problem)"])
         }
+    }
+
+    /// Nil when `dir` is gone, else why not. Blocking.
+    static func removeDirectory(_ dir: String) -> String? {
+        do {
+            try FileManager.default.removeItem(atPath: dir)
+        } catch {
+            if FileManager.default.fileExists(atPath: dir) { return "\(error)" }
+        }
+        return nil
     }
 }

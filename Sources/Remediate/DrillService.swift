@@ -71,6 +71,8 @@ public struct DrillRecorder: Sendable {
 /// weekly slot holds across suspends and clock changes.
 /// A graceful shutdown cancels a running drill (its copy is removed, and it
 /// is not recorded). Results go to the status board through `onStatus`.
+/// The services of all databases share `DrillGate.shared`: their drills take
+/// turns (a drill due while another runs waits, shown as running).
 public struct DrillService: Service {
     public struct Timing: Sendable {
         /// How often the timer compares the clock with the next drill.
@@ -119,17 +121,12 @@ public struct DrillService: Service {
 
     public func run() async throws {
         let alerter = alerter
-        await withTaskGroup(of: Bool.self) { group in
-            if runsAlerter { group.addTask { await alerter.run(); return true } }
+        await withTaskGroup(of: Void.self) { group in
+            if runsAlerter { group.addTask { await alerter.run() } }
             await schedule()
             guard runsAlerter else { return }
             // Let a queued alert (the trigger of a drill that just failed) go out, briefly.
-            await alerter.finish()
-            group.addTask {
-                try? await Task.sleep(for: .seconds(5))
-                return false
-            }
-            _ = await group.next()
+            await alerter.finishAndDrain(limit: .seconds(5))
             group.cancelAll()
         }
     }

@@ -35,7 +35,10 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
     public let options: RemoteClientOptions
     let connection: SFTPConnection
 
-    public init(_ location: SFTPLocation, options: RemoteClientOptions = .standard) throws {
+    /// `session` names the connection to use: clients with the same server,
+    /// login, timeouts and `session` share one (the default, `""`, is
+    /// replication's; a recovery drill uses `"drill"`, see `ReplicaClientPurpose`).
+    public init(_ location: SFTPLocation, options: RemoteClientOptions = .standard, session: String = "") throws {
         guard location.knownHosts?.isEmpty == false else {
             throw ReplicaError(.permanent, "sftp replica \(ReplicaTarget.sftp(location).destination): known-hosts is required (host keys are always verified; create the file with ssh-keyscan)")
         }
@@ -44,7 +47,7 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
         }
         self.location = location
         self.options = options
-        self.connection = SFTPConnection.shared(location: location, options: options)
+        self.connection = SFTPConnection.shared(location: location, options: options, session: session)
     }
 
     public var requestCount: Int { connection.requests.load(ordering: .relaxed) }
@@ -181,11 +184,11 @@ actor SFTPConnection {
     /// sessions. Kept for the life of the process.
     private static let registry = Mutex<[String: SFTPConnection]>([:])
 
-    static func shared(location: SFTPLocation, options: RemoteClientOptions) -> SFTPConnection {
+    static func shared(location: SFTPLocation, options: RemoteClientOptions, session: String = "") -> SFTPConnection {
         let key = [
             location.host, String(location.port), location.user, location.keyPath ?? "", location.knownHosts ?? "",
             location.password.map { Crypto.sha256Hex($0.value) } ?? "",
-            "\(options.connectTimeout)", "\(options.stallTimeout)",
+            "\(options.connectTimeout)", "\(options.stallTimeout)", session,
         ].joined(separator: "\u{0}")
         return registry.withLock { connections in
             if let existing = connections[key] { return existing }
@@ -503,6 +506,9 @@ actor SFTPConnection {
     // MARK: Connecting
 
     func disconnect(broken: Bool) { teardown(broken: broken) }
+
+    /// Whether a session is open (tests: a drill closes its own).
+    var isConnected: Bool { session != nil }
 
     /// Shuts the socket down so that pending and further libssh2 calls fail
     /// at once; `resetIfBroken` frees the session when the operation ends.

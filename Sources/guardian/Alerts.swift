@@ -23,9 +23,7 @@ struct AlertService: Service {
             // Runs until the group shuts down (throws on cancellation: then
             // nothing is drained), then stops accepting and drains, briefly.
             try? await gracefulShutdown()
-            await alerter.finish()
-            group.addTask { try? await Task.sleep(for: drainLimit) }
-            await group.next()
+            await alerter.finishAndDrain(limit: drainLimit)
             group.cancelAll()
         }
     }

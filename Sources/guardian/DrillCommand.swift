@@ -73,13 +73,8 @@ struct DrillCommand: AsyncParsableCommand {
 
         if let alerter, let delivery {
             // Deliver what was triggered or resolved, for at most 30 s.
-            await alerter.finish()
-            let timeout = Task {
-                try? await Task.sleep(for: .seconds(30))
-                delivery.cancel()
-            }
-            await delivery.value
-            timeout.cancel()
+            await alerter.finishAndDrain(limit: .seconds(30))
+            delivery.cancel()
         }
         if results.contains(where: \.interrupted) {
             CLI.fail("drill interrupted; its copy was removed and nothing was recorded", code: 130)
@@ -176,18 +171,19 @@ struct DrillsCommand: AsyncParsableCommand {
 }
 
 /// The text forms of drills: history entries, `guardian drill` results and
-/// the `last drill:` line of `guardian status`. Times are local.
+/// the `last drill:` line of `guardian status`. Times are local, through the
+/// status table's `Clock` (its time zone; `guardian status` its `now` too).
 enum DrillText {
     /// ` [PASSED] 2026-11-25 03:00 — app.db <- s3 (s3://bucket/app)`
     /// `   Rows: 150,000 | Integrity: OK | Duration: 8.5s`
-    static func entry(_ d: DrillSummary, detailed: Bool) -> String {
-        var out = " [\(d.result)] \(local(d.startedAt)) — \(name(d.database)) <- \(d.replica) (\(d.destination))\n"
+    static func entry(_ d: DrillSummary, detailed: Bool, clock: StatusTable.Clock = .local) -> String {
+        var out = " [\(d.result)] \(clock.stamp(d.startedAt)) — \(name(d.database)) <- \(d.replica) (\(d.destination))\n"
         out += "   Rows: \(rows(d.rows)) | Integrity: \(integrity(d.integrity)) | Duration: \(String(format: "%.1fs", d.durationSeconds))\n"
         if let reason = d.reason { out += "   Reason: \(reason)\n" }
         if detailed {
             if let txid = d.txid {
                 out += "   TXID: \(txid)"
-                if let at = d.restoredTimestamp { out += " | Restored point: \(local(at, seconds: true))" }
+                if let at = d.restoredTimestamp { out += " | Restored point: \(clock.stamp(at, seconds: true))" }
                 if let bytes = d.bytes { out += " | Size: \(Units.formatBytes(bytes))" }
                 out += "\n"
             }
@@ -202,25 +198,26 @@ enum DrillText {
         return out
     }
 
-    /// `last drill: PASSED 2026-11-25 03:00 app.db <- s3 | 150,000 rows | integrity ok | 8.5 s | next …`,
-    /// plus a line per other replica whose newest drill failed. The flag marks failures.
-    static func statusLines(_ s: DrillStatus) -> [(String, Bool)] {
+    /// `last drill: PASSED 2026-11-25 03:00:00 app.db <- s3 | 150,000 rows | integrity ok | 8.5 s | next …`
+    /// (times as the status table shows them: without the date today), plus
+    /// a line per other replica whose newest drill failed. The flag marks failures.
+    static func statusLines(_ s: DrillStatus, _ clock: StatusTable.Clock) -> [(String, Bool)] {
         var tail = ""
         if s.running {
             tail = " | running now"
         } else if let next = s.nextAt {
-            tail = " | next \(local(next))"
+            tail = " | next \(clock.time(next))"
         }
         guard let last = s.last else { return [("last drill: none yet (\(s.schedule))\(tail)", false)] }
-        var lines: [(String, Bool)] = [(line(last, prefix: "last drill: ") + tail, last.result != "PASSED")]
+        var lines: [(String, Bool)] = [(line(last, prefix: "last drill: ", clock) + tail, last.result != "PASSED")]
         for r in s.replicas where r.replica != last.replica && r.result != "PASSED" {
-            lines.append((line(r, prefix: "drill of \(r.replica): "), true))
+            lines.append((line(r, prefix: "drill of \(r.replica): ", clock), true))
         }
         return lines
     }
 
-    static func line(_ d: DrillSummary, prefix: String) -> String {
-        var text = "\(prefix)\(d.result) \(local(d.startedAt)) \(name(d.database)) <- \(d.replica)"
+    static func line(_ d: DrillSummary, prefix: String, _ clock: StatusTable.Clock) -> String {
+        var text = "\(prefix)\(d.result) \(clock.time(d.startedAt)) \(name(d.database)) <- \(d.replica)"
         if d.result == "PASSED" {
             text += " | \(rows(d.rows)) rows | integrity \(d.integrity ?? "-") | \(String(format: "%.1f s", d.durationSeconds))"
         } else {
@@ -246,18 +243,6 @@ enum DrillText {
             out.append(c)
         }
         return (n < 0 ? "-" : "") + out
-    }
-
-    /// An RFC 3339 time as local `2026-11-25 03:00` (or with seconds).
-    static func local(_ iso: String, seconds: Bool = false) -> String {
-        guard let date = Timestamps.parse(iso) else { return iso }
-        var t = time_t(date.timeIntervalSince1970.rounded(.down))
-        var parts = tm()
-        localtime_r(&t, &parts)
-        let base = String(
-            format: "%04d-%02d-%02d %02d:%02d", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
-            Int(parts.tm_hour), Int(parts.tm_min))
-        return seconds ? base + String(format: ":%02d", Int(parts.tm_sec)) : base
     }
 
     /// A configured database by path, or by file name when that is unique.

@@ -72,7 +72,7 @@ enum StatusTable {
             out += "  " + p.red("incident \(i.id)  \(i.phase)  since \(clock.time(i.detectedAt))  (\(i.cause))") + "\n"
         }
         if let d = doc.drills.first(where: { $0.path == db.path }) {
-            for (line, failed) in DrillText.statusLines(d) { out += "  " + (failed ? p.red(line) : line) + "\n" }
+            for (line, failed) in DrillText.statusLines(d, clock) { out += "  " + (failed ? p.red(line) : line) + "\n" }
         }
         return out
     }
@@ -167,9 +167,13 @@ enum StatusTable {
 
     /// RFC 3339 timestamps as local wall-clock time: `10:30:01` today,
     /// `2026-11-24 10:30:01` otherwise (unparseable text is shown as is).
+    /// guardian's one local-time formatter (the drill history uses `stamp`).
     struct Clock {
         let now: Date
         let timeZone: TimeZone
+
+        /// The host's time zone, now.
+        static var local: Clock { Clock(now: Date(), timeZone: .current) }
 
         func time(_ rfc3339: String) -> String {
             guard let d = Timestamps.parse(rfc3339) else { return rfc3339 }
@@ -177,12 +181,27 @@ enum StatusTable {
         }
 
         func time(_ d: Date) -> String {
+            let hms = stamp(d, seconds: true)
+            return calendar.isDate(d, inSameDayAs: now) ? String(hms.dropFirst(11)) : hms
+        }
+
+        /// Always with the date: `2026-11-25 03:00`, or `2026-11-25 03:00:07`
+        /// with `seconds` (history entries; unparseable text is shown as is).
+        func stamp(_ rfc3339: String, seconds: Bool = false) -> String {
+            guard let d = Timestamps.parse(rfc3339) else { return rfc3339 }
+            return stamp(d, seconds: seconds)
+        }
+
+        func stamp(_ d: Date, seconds: Bool = false) -> String {
+            let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: d)
+            let base = String(format: "%04d-%02d-%02d %02d:%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0)
+            return seconds ? base + String(format: ":%02d", c.second ?? 0) : base
+        }
+
+        private var calendar: Calendar {
             var calendar = Calendar(identifier: .gregorian)
             calendar.timeZone = timeZone
-            let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: d)
-            let hms = String(format: "%02d:%02d:%02d", c.hour ?? 0, c.minute ?? 0, c.second ?? 0)
-            if calendar.isDate(d, inSameDayAs: now) { return hms }
-            return String(format: "%04d-%02d-%02d ", c.year ?? 0, c.month ?? 0, c.day ?? 0) + hms
+            return calendar
         }
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import Platform
-import Replication
+@testable import Replication
 import Testing
 
 @testable import Remediate
@@ -130,6 +130,14 @@ final class DrillWorld: @unchecked Sendable {
     func runner(_ drill: DrillConfig, log: RecordingLog = RecordingLog()) -> DrillRunner {
         DrillRunner(database: db, config: drill, scratchDir: drill.scratchDir ?? scratch, logger: log.logger())
     }
+}
+
+/// A value shared with the closures a drill calls (its hooks) or with tasks.
+final class Shared<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { lock.withLock { body(&value) } }
 }
 
 @Suite(.serialized) struct DrillTests {
@@ -356,16 +364,252 @@ final class DrillWorld: @unchecked Sendable {
         #expect(roomy.bytes == logical, "the restored copy is the database's size: \(roomy.bytes ?? 0) vs \(logical)")
     }
 
-    @Test func aDrillOverItsBudgetFailsAndRemovesTheCopy() async throws {
-        let world = try DrillWorld("drill-budget", rows: 8000)
+    @Test(.timeLimit(.minutes(2)))
+    func aDrillOverItsBudgetFailsAndRemovesTheCopy() async throws {
+        let world = try DrillWorld("drill-budget")
         defer { world.cleanup() }
         try world.writeConfig()
         try await world.replicate(transactions: 3)
-        let drill = DrillConfig(queries: [DrillQuery(sql: "SELECT count(*) FROM users")], budget: .milliseconds(1))
-        let r = await world.runner(drill).run(replica: world.fileReplicaConfig, trigger: .manual)
+        // The restore step outlasts the budget (the hook runs inside it, after
+        // the copy directory was made): the budget, not planning, ends the drill.
+        let seen = Shared<[(path: String, existed: Bool, entries: [String])]>([])
+        var runner = world.runner(DrillConfig(queries: [DrillQuery(sql: "SELECT count(*) FROM users")], budget: .seconds(3)))
+        runner.willRestore = { dir in
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            seen.withLock { $0.append((dir, FileManager.default.fileExists(atPath: dir), entries)) }
+            try? await Task.sleep(for: .seconds(60))
+        }
+        let started = ContinuousClock.now
+        let r = await runner.run(replica: world.fileReplicaConfig, trigger: .manual)
+        #expect(ContinuousClock.now - started < .seconds(30), "the restore was cancelled at the budget, not waited for")
         #expect(!r.passed && r.failure == .budget, "\(r)")
-        #expect(r.reason?.contains("over the budget of 1ms") == true, "\(r.reason ?? "")")
+        #expect(r.reason == "over the budget of 3.0s: the restore did not finish in time", "\(r.reason ?? "")")
+        let copy = try #require(seen.withLock { $0.first }, "the drill reached the restore")
+        #expect(copy.existed && copy.entries == [DrillRunner.lockName], "the copy directory existed, locked: \(copy)")
+        #expect(!FileManager.default.fileExists(atPath: copy.path), "the copy is removed")
         #expect(world.scratchEntries().isEmpty, "\(world.scratchEntries())")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func readingTheNewestHeaderCountsAgainstTheBudget() async throws {
+        /// The replica's files, but reading a header takes 30 s.
+        struct SlowHeaderReplica: ReplicaClient {
+            let base: FileReplicaClient
+            var target: ReplicaTarget { base.target }
+            func listFiles(level: Int, exactTimestamps: Bool) async throws -> [LTXFileInfo] {
+                try await base.listFiles(level: level, exactTimestamps: exactTimestamps)
+            }
+            func writeFile(level: Int, minTXID: UInt64, maxTXID: UInt64, contents: LTXPayload, createdAt: Date) async throws -> LTXFileInfo {
+                try await base.writeFile(level: level, minTXID: minTXID, maxTXID: maxTXID, contents: contents, createdAt: createdAt)
+            }
+            func downloadFile(_ file: LTXFileInfo, to localPath: String) async throws { try await base.downloadFile(file, to: localPath) }
+            func readFile(_ file: LTXFileInfo) async throws -> [UInt8] { try await base.readFile(file) }
+            func readPrefix(_ file: LTXFileInfo, count: Int) async throws -> [UInt8] {
+                try await Task.sleep(for: .seconds(30))
+                return try await base.readPrefix(file, count: count)
+            }
+            func deleteFiles(_ files: [LTXFileInfo]) async throws { try await base.deleteFiles(files) }
+            func deleteAll() async throws { try await base.deleteAll() }
+        }
+        let world = try DrillWorld("drill-header-budget")
+        defer { world.cleanup() }
+        try world.writeConfig()
+        try await world.replicate(transactions: 3)
+        let root = world.fileReplica
+        let runner = DrillRunner(
+            database: world.db, config: DrillConfig(budget: .seconds(2)), scratchDir: world.scratch, logger: RecordingLog().logger(),
+            makeClient: { _ in SlowHeaderReplica(base: FileReplicaClient(root: root)) })
+        let started = ContinuousClock.now
+        let r = await runner.run(replica: world.fileReplicaConfig, trigger: .manual)
+        #expect(ContinuousClock.now - started < .seconds(15), "stopped at the budget")
+        #expect(r.failure == .budget && r.reason == "over the budget of 2.0s: reading the newest LTX header did not finish in time", "\(r)")
+        #expect(world.scratchEntries().isEmpty)
+    }
+
+    // MARK: - Drills side by side
+
+    @Test func theGateGivesTurnsInOrderAndLetsAWaiterBeCancelled() async throws {
+        let gate = DrillGate()
+        let order = Shared<[Int]>([])
+        let (release, releaser) = AsyncStream<Void>.makeStream()
+        let holder = Task { try await gate.withTurn { for await _ in release {}; order.withLock { $0.append(0) } } }
+        #expect(await TestSupport.waitUntil { await gate.isHeld })
+        var waiters: [Task<Void, any Error>] = []
+        for n in 1...3 {
+            waiters.append(Task { try await gate.withTurn { order.withLock { $0.append(n) } } })
+            #expect(await TestSupport.waitUntil { await gate.waiting == n })
+        }
+        // A waiter cancelled leaves the queue at once, while the turn is still held.
+        waiters[1].cancel()
+        let cancelled = await waiters[1].result
+        #expect(throws: CancellationError.self) { try cancelled.get() }
+        #expect(await gate.waiting == 2 && order.withLock { $0 }.isEmpty)
+        releaser.finish()
+        try await holder.value
+        for w in [waiters[0], waiters[2]] { try await w.value }
+        #expect(order.withLock { $0 } == [0, 1, 3], "first come, first served; the cancelled one never ran")
+        // A turn that throws is handed back too.
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) { try await gate.withTurn { throw Boom() } }
+        #expect(await gate.isHeld == false)
+        #expect(await gate.waiting == 0)
+        let after = try await gate.withTurn { 42 }
+        #expect(after == 42)
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func drillsOfOneProcessTakeTurns() async throws {
+        let world = try DrillWorld("drill-turns")
+        defer { world.cleanup() }
+        try world.writeConfig()
+        try await world.replicate(transactions: 3)
+        let gate = DrillGate()
+        // Two drills started together, each slow in its restore: never both at once.
+        let active = Shared((now: 0, most: 0, dirs: [String]()))
+        func runner() -> DrillRunner {
+            var r = world.runner(DrillConfig(queries: [DrillQuery(sql: "SELECT count(*) FROM users")]))
+            r.gate = gate
+            r.willRestore = { dir in
+                active.withLock {
+                    $0.now += 1
+                    $0.most = max($0.most, $0.now)
+                    $0.dirs.append(dir)
+                }
+                try? await Task.sleep(for: .seconds(1))
+                active.withLock { $0.now -= 1 }
+            }
+            return r
+        }
+        let replica = world.fileReplicaConfig
+        async let a = runner().run(replica: replica, trigger: .schedule)
+        async let b = runner().run(replica: replica, trigger: .manual)
+        let (ra, rb) = await (a, b)
+        #expect(ra.passed && rb.passed, "\(ra) \(rb)")
+        let seen = active.withLock { $0 }
+        #expect(seen.dirs.count == 2 && seen.most == 1, "the drills overlapped: \(seen)")
+        let (first, second) = ra.startedAt < rb.startedAt ? (ra, rb) : (rb, ra)
+        #expect(second.startedAt.timeIntervalSince(first.startedAt) >= first.durationSeconds - 0.05, "the budget starts with the turn")
+        // The copy directories carry a hash of the database path.
+        let prefix = DrillRunner.copyPrefix(database: world.db, replica: "file")
+        #expect(seen.dirs.allSatisfy { ($0 as NSString).lastPathComponent.hasPrefix(prefix) }, "\(seen.dirs) \(prefix)")
+        #expect(prefix != DrillRunner.copyPrefix(database: world.dir + "/other/app.db", replica: "file"))
+        #expect(prefix.count == "drill-".count + 8 + "-file-".count)
+
+        // A drill cancelled while it waits for its turn is interrupted and makes nothing.
+        let (release, releaser) = AsyncStream<Void>.makeStream()
+        let holder = Task { try await gate.withTurn { for await _ in release {} } }
+        #expect(await TestSupport.waitUntil { await gate.isHeld })
+        let waiting = Task { await runner().run(replica: replica, trigger: .schedule) }
+        #expect(await TestSupport.waitUntil { await gate.waiting == 1 })
+        waiting.cancel()
+        let r = await waiting.value
+        #expect(r.interrupted && !r.passed, "\(r)")
+        #expect(await gate.waiting == 0 && world.scratchEntries().isEmpty)
+        releaser.finish()
+        try await holder.value
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func onlyCopiesWhoseLockIsFreeAreStale() async throws {
+        let world = try DrillWorld("drill-stale-lock")
+        defer { world.cleanup() }
+        // A `guardian drill` (another process) in a minute-long query, so its copy stays.
+        world.drill = """
+                drill:
+                  budget: 5m
+                  scratch-dir: \(world.scratch)
+                  queries:
+                    - sql: WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c
+            """
+        try world.writeConfig()
+        try await world.replicate(transactions: 3)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["drill", "--config", world.config], environment: world.environment)
+        defer { child.removeFiles() }
+        func copies() -> [String] {
+            world.scratchEntries().filter { name in
+                ((try? FileManager.default.contentsOfDirectory(atPath: world.scratch + "/" + name)) ?? []).contains("app.db")
+            }
+        }
+        let copying = await TestSupport.waitUntil(timeout: .seconds(30)) { !copies().isEmpty }
+        #expect(copying, "no copy appeared: \(child.stderr)")
+        let running = try #require(copies().first)
+        #expect(running.hasPrefix(DrillRunner.copyPrefix(database: world.db, replica: "file")), "\(running)")
+
+        // Left by killed drills: a free lock, and (an older guardian's) no lock at all.
+        let free = world.scratch + "/drill-00000000-file-Free11"
+        let legacy = world.scratch + "/drill-file-Old222"
+        let young = world.scratch + "/drill-00000000-file-Young3"
+        let held = world.scratch + "/drill-00000000-file-Held44"
+        for d in [free, legacy, young, held] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        for d in [free, young, held] { try TestSupport.write("", to: d + "/" + DrillRunner.lockName) }
+        // Held by this process on a descriptor of its own, like a drill of the daemon.
+        let fd = open(held + "/" + DrillRunner.lockName, O_RDWR)
+        #expect(fd >= 0 && flock(fd, LOCK_EX) == 0)
+        // Everything but `young` looks hours old, the running copy too.
+        for d in [free, legacy, held, world.scratch + "/" + running] {
+            var times = [timeval(tv_sec: time(nil) - 7200, tv_usec: 0), timeval(tv_sec: time(nil) - 7200, tv_usec: 0)]
+            #expect(utimes(d, &times) == 0)
+        }
+
+        let log = RecordingLog()
+        let runner = world.runner(DrillConfig(), log: log)
+        let removed = await runner.removeStaleCopies()
+        #expect(removed.sorted() == [legacy, free].sorted(), "\(removed)")
+        #expect(world.scratchEntries() == ["drill-00000000-file-Held44", "drill-00000000-file-Young3", running].sorted(), "\(world.scratchEntries())")
+        #expect(log.text.contains("removing a drill copy left behind by an earlier run"), "\(log.text)")
+        close(fd)
+        #expect(await runner.removeStaleCopies() == [held], "a lock let go of makes the copy stale")
+        #expect(world.scratchEntries().contains(running), "the running drill keeps its copy")
+
+        child.signal(SIGINT)
+        #expect(await child.wait(timeout: .seconds(20)) == 130, "\(child.stdout) \(child.stderr)")
+        #expect(world.scratchEntries() == ["drill-00000000-file-Young3"], "\(world.scratchEntries())")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aDrillOfAnSFTPReplicaHasASessionOfItsOwn() async throws {
+        let world = try DrillWorld("drill-sftp-session")
+        defer { world.cleanup() }
+        let ssh = try await SharedPeers.shared.acquireSSH()
+        do {
+            try await sftpSession(world, ssh)
+        } catch {
+            await SharedPeers.shared.releaseSSH()
+            throw error
+        }
+        await SharedPeers.shared.releaseSSH()
+    }
+
+    private func sftpSession(_ world: DrillWorld, _ ssh: SSHServer) async throws {
+        let path = ssh.dataDir + "/drill-\(UUID().uuidString.prefix(6))"
+        world.extraReplicas = """
+                  - name: sftp
+                    type: sftp
+                    host: \(ssh.host):\(ssh.port)
+                    user: \(ssh.user)
+                    key-path: \(ssh.clientKey)
+                    known-hosts: \(ssh.knownHosts)
+                    path: \(path)
+            """
+        try world.writeConfig()
+        try await world.replicate(transactions: 3)
+        let target = ReplicaTarget.sftp(SFTPLocation(host: ssh.host, port: ssh.port, user: ssh.user, path: path, keyPath: ssh.clientKey, knownHosts: ssh.knownHosts))
+        // The session the shipper, status and restores of this process share, open.
+        let shipper = try #require(try ReplicaClients.make(target) as? SFTPReplicaClient)
+        _ = try await shipper.listFiles(level: 0, exactTimestamps: false)
+        #expect(await shipper.connection.isConnected)
+        let drills = try #require(try ReplicaClients.make(target, purpose: .drill) as? SFTPReplicaClient)
+        let (shipperBefore, drillBefore) = (shipper.requestCount, drills.requestCount)
+
+        let r = await world.runner(DrillConfig(queries: [DrillQuery(sql: "SELECT count(*) FROM users")]))
+            .run(replica: ReplicaConfig(name: "sftp", target: target), trigger: .manual)
+        let rows = try world.count()
+        #expect(r.passed && r.rows == rows, "\(r)")
+        #expect(shipper.requestCount == shipperBefore, "the drill's downloads went through replication's session")
+        #expect(drills.requestCount > drillBefore, "the drill used a session of its own")
+        #expect(await drills.connection.isConnected == false, "the drill closed its session")
+        #expect(await shipper.connection.isConnected, "replication's session stays open")
+        await shipper.disconnect()
     }
 
     @Test(.timeLimit(.minutes(2)))
@@ -502,12 +746,19 @@ final class DrillWorld: @unchecked Sendable {
         #expect(last["txid"] as? String == "0000000000001234" && last["result"] as? String == "PASSED")
         #expect(try StatusDocument.decoder().decode(StatusDocument.self, from: data).drills == [status], "round trip")
 
-        let text = StatusTable.render(doc, color: false)
-        let when = DrillText.local(passed.summary.startedAt)
-        #expect(text.contains("  last drill: PASSED \(when) app.db <- s3 | 150,000 rows | integrity ok | 8.5 s | next \(DrillText.local("2026-11-29T03:00:00.000Z"))"), "\(text)")
-        #expect(text.contains("  drill of file: FAILED \(DrillText.local(failed.summary.startedAt)) app.db <- file | restore failed: checksum mismatch"), "\(text)")
+        // The status table's clock (its time zone and now) shows the drill lines too:
+        // the drills ran 2026-11-18 11:06:40 and 10:50:00 UTC, the same day as `now` in Bangkok (+7).
+        let bangkok = try #require(TimeZone(identifier: "Asia/Bangkok"))
+        let text = StatusTable.render(doc, StatusTable.Options(now: Date(timeIntervalSince1970: 1_795_003_600), timeZone: bangkok))
+        #expect(text.contains("  last drill: PASSED 18:06:40 app.db <- s3 | 150,000 rows | integrity ok | 8.5 s | next 2026-11-29 10:00:00\n"), "\(text)")
+        #expect(text.contains("  drill of file: FAILED 17:50:00 app.db <- file | restore failed: checksum mismatch\n"), "\(text)")
+        let utc = StatusTable.render(doc, StatusTable.Options(now: Date(timeIntervalSince1970: 1_795_500_000), timeZone: try #require(TimeZone(identifier: "UTC"))))
+        #expect(utc.contains("  last drill: PASSED 2026-11-18 11:06:40 app.db <- s3 | "), "\(utc)")
         #expect(DrillText.rows(150_000) == "150,000" && DrillText.rows(999) == "999" && DrillText.rows(1_000) == "1,000" && DrillText.rows(nil) == "-")
-        #expect(DrillText.entry(passed.summary, detailed: false) == " [PASSED] \(when) — app.db <- s3 (s3://bucket/app)\n   Rows: 150,000 | Integrity: OK | Duration: 8.5s\n")
+        let clock = StatusTable.Clock(now: Date(), timeZone: bangkok)
+        #expect(DrillText.entry(passed.summary, detailed: false, clock: clock) == " [PASSED] 2026-11-18 18:06 — app.db <- s3 (s3://bucket/app)\n   Rows: 150,000 | Integrity: OK | Duration: 8.5s\n")
+        #expect(clock.stamp("2026-11-18T11:06:40.900Z", seconds: true) == "2026-11-18 18:06:40" && clock.stamp("garbage") == "garbage")
+        #expect(DrillText.entry(passed.summary, detailed: false).contains(StatusTable.Clock.local.stamp(passed.summary.startedAt)), "history entries: local time")
     }
 
     @Test(.timeLimit(.minutes(2)))
