@@ -62,7 +62,8 @@ public actor Alerter {
     private let inputs: [AsyncStream<Job>.Continuation]
     private var inFlight = 0
     private var running = false
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter: UInt64 = 0
 
     public init(
         destinations: [AlertConfig], transport: any AlertTransport, store: StateStore?, logger: Logger,
@@ -196,15 +197,33 @@ public actor Alerter {
     }
 
     /// Waits until every queued alert was delivered or given up.
+    /// Waits until every queued alert was delivered or given up (or the
+    /// calling task is cancelled).
     public func waitUntilIdle() async {
         if inFlight == 0 { return }
-        await withCheckedContinuation { idleWaiters.append($0) }
+        nextWaiter += 1
+        let id = nextWaiter
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                if Task.isCancelled {
+                    c.resume()
+                } else {
+                    idleWaiters[id] = c
+                }
+            }
+        } onCancel: {
+            Task { await self.stopWaiting(id) }
+        }
+    }
+
+    private func stopWaiting(_ id: UInt64) {
+        idleWaiters.removeValue(forKey: id)?.resume()
     }
 
     private func done() {
         inFlight -= 1
         if inFlight == 0 {
-            for w in idleWaiters { w.resume() }
+            for w in idleWaiters.values { w.resume() }
             idleWaiters.removeAll()
         }
     }

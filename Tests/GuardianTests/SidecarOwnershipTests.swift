@@ -70,7 +70,7 @@ import Testing
         let dir = try TestSupport.makeTempDir("sidecar-unit")
         defer { TestSupport.cleanup(dir) }
         let db = dir + "/x.db"
-        for p in [db, db + "-wal", db + "-shm"] { FileManager.default.createFile(atPath: p, contents: nil) }
+        for p in [db, db + "-wal", db + "-shm"] { _ = FileManager.default.createFile(atPath: p, contents: nil) }
         chmod(db + "-wal", 0o600)
         let owner = SidecarOwner(database: db, uid: getuid(), gid: getgid(), mode: 0o640)
         #expect(owner.settle())
