@@ -136,16 +136,26 @@ public enum HTTPServing {
 
     /// Sends `bytes` and closes the connection (after a short wait for the
     /// client to close first, so the reply is not cut off by a reset when
-    /// unread request bytes remain). Blocking.
-    public static func finish(fd: Int32, _ bytes: [UInt8], peer: String) {
-        try? SocketListener.sendAll(fd: fd, bytes, peer: peer)
+    /// unread request bytes remain). The send has `sendTimeoutMS` in all and
+    /// the wait `drainMS` in all (and 64 KiB at most), however the client
+    /// trickles its bytes: a connection holds the calling thread for a few
+    /// seconds at worst. Blocking.
+    public static func finish(fd: Int32, _ bytes: [UInt8], peer: String, sendTimeoutMS: Int = 5000, drainMS: Int = 1000) {
+        try? SocketListener.sendAll(fd: fd, bytes, peer: peer, timeoutMS: sendTimeoutMS)
         shutdown(fd, Int32(SHUT_WR))
-        // Drain what the client still sends until it closes (bounded).
+        // Drain what the client still sends until it closes (bounded in time and size).
+        let deadline = ContinuousClock.now + .milliseconds(drainMS)
         var sink = [UInt8](repeating: 0, count: 1024)
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         var drained = 0
-        while drained < 65536, poll(&p, 1, 200) == 1 {
+        while drained < 65536 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { break }
+            let ready = poll(&p, 1, Int32(clamping: max(1, min(200, left.milliseconds))))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready == 1 else { break }
             let n = read(fd, &sink, sink.count)
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             if n <= 0 { break }
             drained += n
         }

@@ -4,23 +4,55 @@ import Synchronization
 /// The accept loop shared by guardian's servers (the unix status socket and
 /// the loopback metrics endpoint): one dedicated thread waits in poll(2) and
 /// accept(2) on a listening socket and hands each connection to
-/// `connections`; the owning service reads that stream inside its own
+/// `connections`; the owning service reads that sequence inside its own
 /// structured task, so no accept ever blocks the cooperative pool.
 ///
-/// The thread owns the listening descriptor: `stop()` only wakes it; it
-/// closes the descriptor, then finishes `connections` and resumes
+/// The thread owns the listening descriptor: `stop()` only wakes it (a
+/// shutdown(2) made under the state lock, and only while the descriptor is
+/// still open, so that a number the thread has closed and the process has
+/// reused for another socket is never touched); the thread closes the
+/// descriptor under that lock, then finishes `connections` and resumes
 /// `closed()`. Awaiting `closed()` before a service returns lets a reloaded
 /// daemon bind the same address again at once.
+///
+/// Every accepted connection is the listener's until `connections` hands it
+/// to the service: the ones still queued when the listener stops (or when
+/// the service stopped reading) are closed by the listener, so a reload
+/// never leaks a client's descriptor. At most `maxPending` wait in the
+/// queue; beyond that the thread stops accepting and the kernel's backlog
+/// holds (or refuses) further clients, so a flood of idle connections cannot
+/// take every descriptor of the process.
 public final class SocketListener: Sendable {
-    public let connections: AsyncStream<Int32>
+    private struct State {
+        var stopped = false
+        /// The listening descriptor is closed.
+        var closed = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Accepted, queued in `stream`, not yet handed to the service.
+        var pending: Set<Int32> = []
+    }
+
+    private let stream: AsyncStream<Int32>
     private let fd: Int32
-    private let state = Mutex<(stopped: Bool, closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, false, []))
+    private let maxPending: Int
+    private let state = Mutex(State())
+
+    /// The accepted connections, each handed over once: the caller owns (and
+    /// closes) every descriptor it gets. Ends once the listener is stopped;
+    /// connections still queued then are closed by the listener.
+    ///
+    /// Iterate it directly and stop it with `stop()` (from a graceful-shutdown
+    /// handler): an adapter that reads ahead on another task and may drop
+    /// what it read, such as ServiceLifecycle's `cancelOnGracefulShutdown()`
+    /// (a merge), would lose a connection already handed over.
+    public var connections: Connections { Connections(stream: stream, listener: self) }
 
     /// Takes over `fd`, a socket on which listen(2) succeeded.
-    public init(listening fd: Int32, threadName: String) {
+    public init(listening fd: Int32, threadName: String, maxPending: Int = 64) {
         self.fd = fd
+        self.maxPending = max(1, maxPending)
         let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        connections = stream
+        self.stream = stream
         let thread = Thread { [self] in
             self.acceptLoop(continuation)
         }
@@ -31,6 +63,11 @@ public final class SocketListener: Sendable {
     private func acceptLoop(_ continuation: AsyncStream<Int32>.Continuation) {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while !state.withLock({ $0.stopped }) {
+            if state.withLock({ $0.pending.count }) >= maxPending {
+                // The service is behind: leave further clients in the backlog.
+                usleep(20_000)
+                continue
+            }
             // A bounded wait, so that a stop is seen even if no wake-up arrives.
             let ready = poll(&p, 1, 250)
             if ready < 0 && errno != EINTR { break }
@@ -46,29 +83,55 @@ public final class SocketListener: Sendable {
                 break
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            state.withLock { _ = $0.pending.insert(client) }
             if case .terminated = continuation.yield(client) {
+                // Nobody reads any more.
+                state.withLock { _ = $0.pending.remove(client) }
                 close(client)
                 break
             }
         }
-        close(fd)
-        continuation.finish()
         let waiters = state.withLock { s in
+            // Under the lock: `stop()` shuts the descriptor down only while it is open.
+            close(fd)
             s.closed = true
+            for client in s.pending { close(client) }
+            s.pending.removeAll()
             defer { s.waiters.removeAll() }
             return s.waiters
         }
+        continuation.finish()
         for w in waiters { w.resume() }
     }
 
-    /// Stops accepting. The descriptor is closed by the accept thread.
-    public func stop() {
-        let first = state.withLock { s in
-            defer { s.stopped = true }
-            return !s.stopped
+    /// Hands `client` (read from the stream) to the caller: false when it is
+    /// no longer the listener's to give (closed at stop, or stop began:
+    /// then it is closed here).
+    fileprivate func take(_ client: Int32) -> Bool {
+        state.withLock { s in
+            guard s.pending.remove(client) != nil else { return false }
+            if s.stopped {
+                close(client)
+                return false
+            }
+            return true
         }
-        // Wakes a blocked poll/accept at once (Linux answers EINVAL afterwards).
-        if first { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+
+    /// Connections accepted and not yet handed over (for tests).
+    var pendingCount: Int { state.withLock { $0.pending.count } }
+
+    /// Stops accepting. The descriptor is closed by the accept thread; the
+    /// connections not yet handed over are closed too.
+    public func stop() {
+        state.withLock { s in
+            guard !s.stopped else { return }
+            s.stopped = true
+            // Wakes a blocked poll/accept at once (Linux answers EINVAL
+            // afterwards). Under the lock, and only while the thread has not
+            // closed the descriptor: its number could already be another socket's.
+            if !s.closed { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     /// Returns once the listening descriptor is closed (after `stop()`).
@@ -83,10 +146,36 @@ public final class SocketListener: Sendable {
         }
     }
 
+    /// `SocketListener.connections`: the accepted descriptors, each handed
+    /// over once (see `take`).
+    public struct Connections: AsyncSequence, Sendable {
+        public typealias Element = Int32
+        fileprivate let stream: AsyncStream<Int32>
+        fileprivate let listener: SocketListener
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            fileprivate var base: AsyncStream<Int32>.AsyncIterator
+            fileprivate let listener: SocketListener
+
+            public mutating func next() async -> Int32? {
+                while let client = await base.next() {
+                    if listener.take(client) { return client }
+                }
+                return nil
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(base: stream.makeAsyncIterator(), listener: listener)
+        }
+    }
+
     /// Writes all of `bytes` to a connected socket: no SIGPIPE when the peer
-    /// has gone (the error is thrown instead), and at most `timeoutMS` per
-    /// wait for room, so a client that stops reading cannot hold a thread. Blocking.
-    public static func sendAll(fd: Int32, _ bytes: [UInt8], peer: String, timeoutMS: Int32 = 5000) throws {
+    /// has gone (the error is thrown instead), and within `timeoutMS` in all,
+    /// so a client that stops reading, or reads a byte at a time, cannot hold
+    /// a thread. Blocking.
+    public static func sendAll(fd: Int32, _ bytes: [UInt8], peer: String, timeoutMS: Int = 5000) throws {
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMS)
         try bytes.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return }
             var offset = 0
@@ -100,7 +189,9 @@ public final class SocketListener: Sendable {
                 switch errno {
                 case EINTR: continue
                 case EAGAIN:
-                    let ready = poll(&p, 1, timeoutMS)
+                    let left = deadline - ContinuousClock.now
+                    guard left > .zero else { throw SystemError("send (timed out)", path: peer, code: ETIMEDOUT) }
+                    let ready = poll(&p, 1, Int32(clamping: max(1, left.milliseconds)))
                     if ready == 0 { throw SystemError("send (timed out)", path: peer, code: ETIMEDOUT) }
                     if ready < 0 && errno != EINTR { throw SystemError("poll", path: peer) }
                 default:

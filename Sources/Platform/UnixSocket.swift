@@ -6,7 +6,9 @@ import Foundation
 public final class UnixSocketServer: Sendable {
     public let path: String
     private let listener: SocketListener
-    public var connections: AsyncStream<Int32> { listener.connections }
+    /// The accepted connections (see `SocketListener.connections`: iterate
+    /// it directly; it ends after `stop()`, which closes the queued ones).
+    public var connections: SocketListener.Connections { listener.connections }
 
     /// Binds `path` (replacing a stale socket file) with the given mode.
     public init(path: String, mode: mode_t = 0o660) throws {
@@ -66,14 +68,22 @@ public final class UnixSocketServer: Sendable {
         return addr
     }
 
-    /// Reads one request line (up to 4 KiB) from a connection. Blocking.
+    /// Reads one request line (up to 4 KiB) from a connection, within
+    /// `timeoutMS` in all (a client sending a byte at a time cannot stretch
+    /// it). Blocking.
     public static func readLine(fd: Int32, timeoutMS: Int32 = 2000) -> String? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeoutMS))
         var buffer = [UInt8]()
         var byte: UInt8 = 0
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while buffer.count < 4096 {
-            guard poll(&p, 1, timeoutMS) == 1 else { return nil }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return nil }
+            let ready = poll(&p, 1, Int32(clamping: max(1, left.milliseconds)))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready == 1 else { return nil }
             let n = read(fd, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             if byte == UInt8(ascii: "\n") { break }
             buffer.append(byte)

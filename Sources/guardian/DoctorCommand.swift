@@ -72,7 +72,9 @@ struct DoctorCommand: AsyncParsableCommand {
             options.sendTestAlert = sendTestAlert
             report = await Doctor(config: loaded, options: options).run()
         } catch let error as ConfigError {
-            report = Doctor.configFailure(path: config, message: error.description)
+            let text = FileManager.default.contents(atPath: config).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            report = Doctor.configFailure(
+                path: config, message: error.description, redactor: Doctor.redactor(unloadedText: text, environment: environment))
         }
         let text = json ? report.json() : report.text(color: CLI.stdoutIsTTY)
         FileHandle.standardOutput.write(Data(text.utf8))

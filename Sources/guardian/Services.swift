@@ -21,7 +21,9 @@ struct StatusSocketService: Service {
         }
         logger.event(.statusServerListening, ["socket": "\(path)"])
         await withGracefulShutdownHandler {
-            for await fd in server.connections.cancelOnGracefulShutdown() {
+            // Not cancelOnGracefulShutdown(): the stop below ends the loop, and
+            // the server closes the connections still queued (none leaks on a reload).
+            for await fd in server.connections {
                 let request = await BlockingPool.shared.run { UnixSocketServer.readLine(fd: fd) }
                 let reply: [UInt8]
                 switch request?.trimmingCharacters(in: .whitespaces) {

@@ -1,4 +1,5 @@
 import Foundation
+@testable import Platform
 import Testing
 @testable import guardian
 
@@ -123,6 +124,59 @@ import Testing
         let reloading = messages.firstIndex { $0.contains("RELOADING=1") }
         let lastReady = messages.lastIndex { $0.contains("READY=1") }
         #expect(reloading != nil && lastReady != nil && reloading! < lastReady!, "\(messages)")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
+
+    /// Status clients still queued when a reload stops the status socket
+    /// are closed, not leaked: each sees its connection closed, and the
+    /// daemon holds no more descriptors after several reloads than before.
+    @Test(.timeLimit(.minutes(3)))
+    func reloadsCloseQueuedStatusClients() async throws {
+        let f = try await Fixture()
+        defer { TestSupport.cleanup(f.dir) }
+        let receiver = try NotifyReceiver(path: f.dir + "/notify.sock")
+        defer { receiver.close() }
+        let child = try ChildProcess.start(
+            TestSupport.guardianBinary, ["run", "--config", f.config, "--log-target", "stderr"],
+            environment: ["NOTIFY_SOCKET": receiver.path])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        func readies() -> Int { receiver.messages.filter { $0.contains("READY=1") }.count }
+        func reload() async -> Bool {
+            let before = readies()
+            child.signal(SIGHUP)
+            return await TestSupport.waitUntil(timeout: .seconds(30)) { readies() > before }
+        }
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").count) ?? -1 }
+        #expect(await TestSupport.waitUntil { readies() == 1 }, "\(child.stderr)")
+        // One reload first, so that what a first reload opens for good is counted.
+        #expect(await reload(), "\(child.stderr)")
+        try await Task.sleep(for: .milliseconds(500))
+        let before = descriptors()
+        let path = f.socket
+        for round in 1...3 {
+            // Five silent clients: the status loop waits for the first one's
+            // request line; the others queue behind it.
+            let clients = try await BlockingPool.shared.run { () throws -> [Int32] in
+                try (0..<5).map { _ in
+                    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                    var addr = try UnixSocketServer.address(path)
+                    let rc = withUnsafePointer(to: &addr) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                    }
+                    guard rc == 0 else { throw SystemError("connect", path: path) }
+                    return fd
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await reload(), "round \(round): \(child.stderr)")
+            let closed = await BlockingPool.shared.run { clients.map { SocketListenerTests.seesClose($0, within: .seconds(5)) } }
+            for fd in clients { close(fd) }
+            #expect(closed == [true, true, true, true, true], "round \(round): a queued client was never closed")
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let after = descriptors()
+        #expect(before > 0 && after <= before + 2, "descriptors: \(before) before three reloads, \(after) after")
         child.signal(SIGTERM)
         #expect(await child.wait() == 0)
     }

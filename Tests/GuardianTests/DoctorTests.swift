@@ -1,5 +1,5 @@
 import Foundation
-import Platform
+@testable import Platform
 import Remediate
 import Replication
 import Testing
@@ -182,6 +182,63 @@ struct DoctorTests {
         #expect(run.status == 1, "\(run.stdout)")
         #expect(run.stdout.contains("[FAIL] \(w.db)-wal is owned by nobody"), "\(run.stdout)")
         #expect(run.stdout.contains("       fix: give them back to the database's owner: chown root:root \(w.db)-wal"), "\(run.stdout)")
+    }
+
+    /// guardian's rule for -wal and -shm is the database's uid, gid and
+    /// mode (SQLiteConnection.giveSidecarsToOwner); doctor checks the same
+    /// three and names chmod and chown as needed.
+    @Test func walWithAnotherModeOrGroupFailsWithTheFix() async throws {
+        let w = try await DoctorWorld()
+        #expect(chmod(w.db, 0o644) == 0)
+        // A live connection keeps -wal and -shm; SQLite gives them the database's mode.
+        let holder = try ChildProcess.start("/usr/bin/python3", ["-c", """
+            import sqlite3, time
+            c = sqlite3.connect('\(w.db)')
+            c.execute("INSERT INTO t(v) VALUES ('held')"); c.commit()
+            time.sleep(120)
+            """])
+        defer {
+            holder.signal(SIGKILL)
+            holder.removeFiles()
+        }
+        #expect(await TestSupport.waitUntil { FileManager.default.fileExists(atPath: w.db + "-shm") && FileManager.default.fileExists(atPath: w.db + "-wal") })
+        var report = try await w.doctor()
+        var owner = try #require(report.check("database", "db.owner"), "\(report.dump)")
+        #expect(owner.status == .ok, "\(report.dump)")
+        #expect(owner.message.hasSuffix(", mode 644"), "\(owner.message)")
+
+        // The right user, a mode the database's group cannot write.
+        #expect(chmod(w.db + "-wal", 0o600) == 0)
+        report = try await w.doctor()
+        owner = try #require(report.check("database", "db.owner"))
+        #expect(owner.status == .fail, "\(report.dump)")
+        #expect(owner.message.hasPrefix("\(w.db)-wal has mode 600, but the database by "), "\(owner.message)")
+        #expect(owner.fix?.hasPrefix("give them the database's permissions: chmod 644 \(w.db)-wal (") == true, "\(owner.fix ?? "")")
+        #expect(owner.fix?.contains("chown") == false && owner.fix?.contains("-shm") == false, "\(owner.fix ?? "")")
+        // More open than the database: nobody is locked out, guardian would still change it.
+        #expect(chmod(w.db + "-wal", 0o666) == 0)
+        report = try await w.doctor()
+        owner = try #require(report.check("database", "db.owner"))
+        #expect(owner.status == .warn, "\(report.dump)")
+        #expect(owner.message.hasPrefix("\(w.db)-wal has mode 666, more open than the database ("), "\(owner.message)")
+        #expect(owner.fix?.hasPrefix("give them the database's permissions: chmod 644 \(w.db)-wal (") == true, "\(owner.fix ?? "")")
+        #expect(chmod(w.db + "-wal", 0o644) == 0)
+        report = try await w.doctor()
+        #expect(report.check("database", "db.owner")?.status == .ok, "\(report.dump)")
+
+        // The right user, another group (changing a group needs root).
+        guard getuid() == 0 else { return }
+        var st = stat()
+        #expect(stat(w.db, &st) == 0)
+        #expect(chown(w.db + "-shm", st.st_uid, 65534) == 0)
+        #expect(chmod(w.db + "-shm", 0o600) == 0)
+        report = try await w.doctor()
+        owner = try #require(report.check("database", "db.owner"))
+        #expect(owner.status == .fail, "\(report.dump)")
+        let shmOwner = Identity.name(uid: st.st_uid, gid: 65534)
+        #expect(owner.message.hasPrefix("\(w.db)-shm is owned by \(shmOwner) with mode 600, but the database by "), "\(owner.message)")
+        let user = Identity.userName(st.st_uid) ?? "", group = Identity.groupName(st.st_gid) ?? ""
+        #expect(owner.fix?.hasPrefix("give them back to the database's owner and permissions: chown \(user):\(group) \(w.db)-shm && chmod 644 \(w.db)-shm (") == true, "\(owner.fix ?? "")")
     }
 
     // MARK: - Replicas
@@ -660,6 +717,68 @@ struct DoctorTests {
         }
     }
 
+    /// A configuration that does not load goes through the redactor too: a
+    /// secret pasted on the wrong line is not printed, whether it comes from
+    /// a variable (of the environment file) or is written in the file.
+    @Test func invalidConfigurationNeverPrintsASecret() async throws {
+        let dir = try TestSupport.makeTempDir("doctor-cfg")
+        defer { TestSupport.cleanup(dir) }
+        let secret = "S3cr3t\(UUID().uuidString.prefix(8))"
+        try TestSupport.write("S3_SECRET=\(secret)\nDATA=/srv/data\n", to: dir + "/env")
+        try TestSupport.write("""
+            state-dir: ${S3_SECRET}
+            dbs:
+              - path: ${DATA}/a.db
+                replicas:
+                  - type: s3
+                    bucket: b
+                    secret-access-key: ${S3_SECRET}
+
+            """, to: dir + "/g.yml")
+        let run = try await guardian(["doctor", "--config", dir + "/g.yml", "--environment-file", dir + "/env"])
+        #expect(run.status == 1)
+        #expect(run.stdout.contains("[FAIL] \(dir)/g.yml:1: state-dir: \"******\" must be an absolute path"), "\(run.stdout)")
+        #expect(!run.stdout.contains(secret) && !run.stderr.contains(secret))
+
+        let literal = "L1teral\(UUID().uuidString.prefix(8))"
+        try TestSupport.write("""
+            dbs:
+              - path: /a.db
+                replicas:
+                  - type: s3
+                    bucket: b
+                    path: app
+                    region: us-east-1
+                    secret-access-key: "\(literal)"   # quoted
+                    sync-interval: \(literal)
+
+            """, to: dir + "/g.yml")
+        let second = try await guardian(["doctor", "--config", dir + "/g.yml", "--environment-file", "/dev/null"])
+        #expect(second.status == 1)
+        #expect(second.stdout.contains("sync-interval: \"******\" is not a duration"), "\(second.stdout)")
+        #expect(!second.stdout.contains(literal), "\(second.stdout)")
+
+        // What counts as a secret without a parsed configuration.
+        let r = Doctor.redactor(unloadedText: """
+            state-dir: ${STATE}
+            alerts:
+              - type: slack
+                url: https://hooks.example.com/services/T0/B0/XYZW
+              - type: webhook
+                url: 'https://hooks.example.com/${HOOK_PATH}'
+                secret: hmac-k3y # a comment
+            replicas:
+              - access-key-id: AKIAIOSFODNN7EXAMPLE
+                password: pw-1234
+            """, environment: ["STATE": "/var/lib/guardian", "HOOK_PATH": "hook/T0KEN", "AWS_SECRET_ACCESS_KEY": "from-the-env"])
+        #expect(r.apply("/var/lib/guardian") == "/var/lib/guardian", "a variable of a plain key is no secret")
+        #expect(r.apply("https://hooks.example.com/services/T0/B0/XYZW") == "******")
+        #expect(r.apply("POST /services/T0/B0/XYZW: 404") == "POST ******: 404")
+        #expect(r.apply("at hook/T0KEN") == "at ******")
+        #expect(r.apply("hmac-k3y pw-1234 from-the-env") == "****** ****** ******")
+        #expect(r.apply("AKIAIOSFODNN7EXAMPLE") == "AKIA…MPLE")
+    }
+
     @Test func invalidConfigurationIsOneFailureWithFileLineAndKey() async throws {
         let dir = try TestSupport.makeTempDir("doctor-cfg")
         defer { TestSupport.cleanup(dir) }
@@ -686,6 +805,40 @@ struct DoctorTests {
         #expect(ContinuousClock.now - started < .seconds(1))
         let value = try await Deadline.run(.seconds(5)) { 42 }
         #expect(value == 42)
+    }
+
+    /// A bus that accepts the connection and never answers (sd-bus waits
+    /// 10 s per call for it): the guardian.service probe keeps to --timeout.
+    @Test func aBusThatNeverAnswersKeepsToTheTimeout() async throws {
+        let w = try await DoctorWorld()
+        let path = w.dir + "/hung-bus"
+        let bus = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(bus) }
+        var addr = try UnixSocketServer.address(path)
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(bus, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0 && listen(bus, 16) == 0)
+        let started = ContinuousClock.now
+        let report = try await w.doctor(timeout: .seconds(1), busAddress: "unix:path=\(path)")
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(5), "doctor waited \(took) for the bus")
+        let unit = try #require(report.check("guardian", "systemd.guardian"), "\(report.dump)")
+        #expect(unit.status == .warn)
+        #expect(unit.message == "cannot check guardian.service: the system bus did not answer within 1.0s", "\(unit.message)")
+    }
+
+    /// One redactor: an alert destination's URL, its path alone and its key;
+    /// values shorter than four characters are left alone.
+    @Test func theRedactorOfAnAlertDestination() {
+        let alert = AlertConfig(kind: .webhook, url: Secret("https://hooks.example.com/hook/T0K3N"), key: Secret("hmac-key-1"))
+        let r = Redactor(alert: alert)
+        #expect(r.apply("POST https://hooks.example.com/hook/T0K3N failed") == "POST ****** failed")
+        #expect(r.apply("404 for /hook/T0K3N, key hmac-key-1") == "404 for ******, key ******")
+        #expect(Redactor(secrets: ["abc"]).apply("abc abcd") == "abc abcd")
+        var all = Redactor()
+        all.add(alert)
+        #expect(all.secrets == r.secrets)
     }
 
     @Test func probeNamesAreNeverLTXNames() {

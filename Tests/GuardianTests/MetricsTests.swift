@@ -557,6 +557,87 @@ struct Exposition {
         return fd
     }
 
+    /// More clients than the endpoint serves at once send their request,
+    /// then a byte every 150 ms for seconds: each is answered (200, or 503
+    /// beyond the limit) and let go after the drain deadline, not when it
+    /// stops sending; a scrape made while they still trickle succeeds.
+    @Test(.timeLimit(.minutes(3)))
+    func tricklingClientsAreLetGo() async throws {
+        let d = try await OperatorDaemon(s3: false, metrics: true)
+        do {
+            try await trickle(d)
+        } catch {
+            await d.stop()
+            throw error
+        }
+        await d.stop()
+    }
+
+    private func trickle(_ d: OperatorDaemon) async throws {
+        try d.start()
+        let up = await TestSupport.waitUntil(timeout: .seconds(20)) { (try? await Self.get(d.metricsURL + "/metrics"))?.status == 200 }
+        #expect(up, "\(d.stderr)")
+        // (That scrape's connection is done and its slot free.)
+        try await Task.sleep(for: .milliseconds(500))
+        var clients: [Int32] = []
+        defer { for fd in clients { close(fd) } }
+        for _ in 0..<(MetricsService.maxConcurrent + MetricsService.maxRefusing) { clients.append(try Self.connect(d.metricsPort ?? 0)) }
+        let fds = clients
+        let trickler = Task { await BlockingPool.shared.run { Self.trickle(fds, for: .seconds(7)) } }
+        try await Task.sleep(for: .seconds(4))
+        let scrape = try await Self.get(d.metricsURL + "/metrics")
+        #expect(scrape.status == 200, "a scrape while slow clients trickle")
+        let results = await trickler.value
+        #expect(results.filter { $0.status == "200" }.count == MetricsService.maxConcurrent, "\(results)")
+        #expect(results.filter { $0.status == "503" }.count == MetricsService.maxRefusing, "\(results)")
+        for r in results {
+            let closed = try #require(r.closedAfter, "a trickling client was held for 7 s: \(results)")
+            #expect(closed < .milliseconds(3500), "\(results)")
+        }
+    }
+
+    struct Trickled: Sendable, CustomStringConvertible {
+        /// The status code of the reply, "" if none came.
+        var status = ""
+        var head: [UInt8] = []
+        /// When the server's end was gone (its kernel answered a byte with a reset).
+        var closedAfter: Duration?
+        var description: String { "\(status.isEmpty ? "no reply" : status) closed \(closedAfter.map { "\($0)" } ?? "never")" }
+    }
+
+    /// Sends each client a request, then one byte every 150 ms until its
+    /// server end is closed or `length` is over; reads what comes. Blocking.
+    static func trickle(_ fds: [Int32], for length: Duration) -> [Trickled] {
+        let start = ContinuousClock.now
+        var results = Array(repeating: Trickled(), count: fds.count)
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n".utf8)
+        for fd in fds { _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while ContinuousClock.now - start < length {
+            for (i, fd) in fds.enumerated() where results[i].closedAfter == nil {
+                var gone = false
+                while true {
+                    let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                    if n > 0 {
+                        if results[i].head.count < 12 { results[i].head += buffer.prefix(min(n, 12 - results[i].head.count)) }
+                        continue
+                    }
+                    // 0: the server's FIN after its reply; its end may still be open (draining).
+                    if n < 0 && errno != EAGAIN && errno != EINTR { gone = true }
+                    break
+                }
+                if !gone && send(fd, "x", 1, Int32(MSG_NOSIGNAL)) < 0 { gone = true }
+                if gone { results[i].closedAfter = ContinuousClock.now - start }
+            }
+            usleep(150_000)
+        }
+        for i in results.indices {
+            let head = String(decoding: results[i].head, as: UTF8.self)
+            if head.hasPrefix("HTTP/1.1 ") { results[i].status = String(head.dropFirst(9).prefix(3)) }
+        }
+        return results
+    }
+
     /// A taken port: guardian runs on, says why once, and serves the
     /// metrics as soon as the port is free again.
     @Test(.timeLimit(.minutes(2)))

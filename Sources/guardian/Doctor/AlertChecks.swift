@@ -87,7 +87,7 @@ enum AlertChecks {
                         fix: hint(status: status, kind: alert.kind))
                 }
             } catch {
-                return .fail(group, "alert.test", "\(name): the test alert could not be delivered (\(action.rawValue)): \(redact("\(error)", alert))",
+                return .fail(group, "alert.test", "\(name): the test alert could not be delivered (\(action.rawValue)): \(Redactor(alert: alert).apply("\(error)"))",
                     fix: "check that the destination accepts HTTPS from this host (proxy, firewall, TLS certificate)")
             }
         }
@@ -109,18 +109,6 @@ enum AlertChecks {
         default:
             "check url: and the receiver's documentation for HTTP \(status)"
         }
-    }
-
-    /// The URL (and its path alone) and the key out of an error message.
-    static func redact(_ text: String, _ alert: AlertConfig) -> String {
-        var secrets = [alert.url.value]
-        if let k = alert.key?.value { secrets.append(k) }
-        if let path = URLComponents(string: alert.url.value)?.path, path.count > 1 { secrets.append(path) }
-        var out = text
-        for s in secrets.sorted(by: { $0.count > $1.count }) where !s.isEmpty {
-            out = out.replacingOccurrences(of: s, with: "******")
-        }
-        return out
     }
 
     private static func isLoopback(_ host: String) -> Bool {

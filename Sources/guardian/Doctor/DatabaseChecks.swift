@@ -101,25 +101,58 @@ enum DatabaseChecks {
         }
         facts.lastWrite = lastWrite
 
-        var mismatched: [(String, stat)] = []
+        // The owners of -wal / -shm, by guardian's own rule
+        // (SQLiteConnection.giveSidecarsToOwner): the database's uid, gid and
+        // permission bits. A -wal with the right user but another group, or a
+        // mode the application's user or group cannot write, is refused too.
+        let dbMode = st.st_mode & 0o777
+        var wrongOwner: [(String, stat)] = []
+        var wrongMode: [(String, stat)] = []
         var present = ["database"]
         for (name, file) in [("-wal", wal), ("-shm", shm)] {
             var fs = stat()
             guard stat(file, &fs) == 0 else { continue }
             present.append(name)
-            if fs.st_uid != st.st_uid { mismatched.append((file, fs)) }
+            if fs.st_uid != st.st_uid || fs.st_gid != st.st_gid { wrongOwner.append((file, fs)) }
+            if fs.st_mode & 0o777 != dbMode { wrongMode.append((file, fs)) }
         }
         let dbOwner = Identity.name(uid: st.st_uid, gid: st.st_gid)
-        if mismatched.isEmpty {
-            out.append(.ok(group, "db.owner", "\(present.joined(separator: ", ")) owned by \(dbOwner)"))
+        let modeText = String(dbMode, radix: 8)
+        if wrongOwner.isEmpty && wrongMode.isEmpty {
+            out.append(.ok(group, "db.owner", "\(present.joined(separator: ", ")) owned by \(dbOwner), mode \(modeText)"))
         } else {
-            let list = mismatched.map { "\($0.0) is owned by \(Identity.name(uid: $0.1.st_uid, gid: $0.1.st_gid))" }.joined(separator: ", ")
+            var items: [String] = []
+            for file in [wal, shm] {
+                let owner = wrongOwner.first { $0.0 == file }
+                let mode = wrongMode.first { $0.0 == file }
+                guard let fs = owner?.1 ?? mode?.1 else { continue }
+                var item = owner != nil ? "\(file) is owned by \(Identity.name(uid: fs.st_uid, gid: fs.st_gid))" : "\(file) has mode \(String(fs.st_mode & 0o777, radix: 8))"
+                if owner != nil, mode != nil { item += " with mode \(String(fs.st_mode & 0o777, radix: 8))" }
+                items.append(item)
+            }
             let user = Identity.userName(st.st_uid) ?? "\(st.st_uid)"
             let ownerGroup = Identity.groupName(st.st_gid) ?? "\(st.st_gid)"
-            out.append(.fail(
-                group, "db.owner",
-                "\(list), but the database by \(dbOwner): the application, or guardian, running as \(user) cannot open it (SQLITE_CANTOPEN)",
-                fix: "give them back to the database's owner: chown \(user):\(ownerGroup) \(mismatched.map(\.0).joined(separator: " ")) (SQLite created them as the user of the process that opened the database, e.g. sqlite3 run by another user)"))
+            var commands: [String] = []
+            if !wrongOwner.isEmpty { commands.append("chown \(user):\(ownerGroup) \(wrongOwner.map(\.0).joined(separator: " "))") }
+            if !wrongMode.isEmpty { commands.append("chmod \(modeText) \(wrongMode.map(\.0).joined(separator: " "))") }
+            let what: String
+            switch (wrongOwner.isEmpty, wrongMode.isEmpty) {
+            case (false, true): what = "give them back to the database's owner"
+            case (true, false): what = "give them the database's permissions"
+            default: what = "give them back to the database's owner and permissions"
+            }
+            let fix = "\(what): \(commands.joined(separator: " && ")) (SQLite created them as the user of the process that opened the database, e.g. sqlite3 run by another user; guardian itself gives them the database's owner, group and mode)"
+            // A mode that only adds permissions locks nobody out.
+            let restricts = !wrongOwner.isEmpty || wrongMode.contains { dbMode & ~($0.1.st_mode & 0o777) != 0 }
+            if restricts {
+                out.append(.fail(
+                    group, "db.owner",
+                    "\(items.joined(separator: ", ")), but the database by \(dbOwner) with mode \(modeText): the application, or guardian, running as \(user) or in group \(ownerGroup) cannot open it (SQLITE_CANTOPEN)",
+                    fix: fix))
+            } else {
+                out.append(.warn(
+                    group, "db.owner", "\(items.joined(separator: ", ")), more open than the database (\(dbOwner) with mode \(modeText))", fix: fix))
+            }
         }
         return (out, facts)
     }
@@ -130,6 +163,13 @@ enum DatabaseChecks {
         Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
     }
 
+    /// The database's first 100 bytes, read with a descriptor of its own
+    /// that is closed again. Closing a descriptor of the database releases
+    /// every POSIX lock the *same process* holds on it (see
+    /// Platform.DatabaseFiles, which the daemon uses for that reason); doctor
+    /// is a process of its own that opens no SQLite connection to the
+    /// database, so it holds no lock to lose and this is safe. (Unlike
+    /// `DatabaseFiles.prefix`, it says why a read failed.)
     private static func readHeader(_ path: String) -> Result<[UInt8], SystemError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(SystemError("open", path: path)) }

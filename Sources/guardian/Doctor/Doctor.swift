@@ -38,7 +38,7 @@ struct Doctor: Sendable {
         let janitor = ProbeJanitor()
         let config = config, options = options
         let sections = await withTaskGroup(of: (Int, [DoctorReport.Check]).self) { group in
-            group.addTask { (0, await HostChecks.run(config, daemon: daemon, busAddress: options.busAddress)) }
+            group.addTask { (0, await HostChecks.run(config, daemon: daemon, busAddress: options.busAddress, timeout: options.timeout)) }
             for (i, db) in config.dbs.enumerated() {
                 group.addTask { (1 + i, await databaseSection(db, daemon: daemon.document, janitor: janitor)) }
             }
@@ -69,8 +69,10 @@ struct Doctor: Sendable {
     }
 
     /// The report of a configuration that does not load: one failure, with
-    /// the `file:line: key: what is wrong` of the parser.
-    static func configFailure(path: String, message: String, host: String = Alerter.hostName()) -> DoctorReport {
+    /// the `file:line: key: what is wrong` of the parser, through `redactor`
+    /// like every report (the message may quote a value; see
+    /// `redactor(unloadedText:environment:)`).
+    static func configFailure(path: String, message: String, host: String = Alerter.hostName(), redactor: Redactor = Redactor()) -> DoctorReport {
         var fix = "correct the line named above; `guardian check-config --config \(path)` shows what guardian understands"
         if message.hasPrefix("\(path):0: ") {
             fix = "check the path (--config PATH; the default is \(GuardianConfig.defaultPath)) and that \(Identity.current.user) may read the file"
@@ -80,7 +82,59 @@ struct Doctor: Sendable {
         }
         return DoctorReport(
             version: GuardianVersion.string, host: host, config: path, checkedAt: Timestamps.iso8601(Date()),
-            checks: [.fail(configGroup, "config", message, fix: fix)])
+            checks: [.fail(configGroup, "config", message, fix: fix)]
+        ).redacted(redactor)
+    }
+
+    /// The secrets of a configuration that does not load, as far as they can
+    /// be told without parsing it: the values written after a secret key
+    /// (`secret-access-key:`, `password:`, `secret:`, `routing-key:`, an
+    /// http(s) `url:`) and of the environment variables such a value refers
+    /// to (`${NAME}`, from the environment files too), and of the variables
+    /// guardian reads secrets from; `access-key-id:` values are shortened. A
+    /// message that quotes one (a secret pasted on the wrong line) shows
+    /// `******` instead.
+    static func redactor(unloadedText text: String, environment: [String: String]) -> Redactor {
+        var r = Redactor()
+        for name in ["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY", "GUARDIAN_SFTP_PASSWORD"] {
+            if let v = environment[name] { r.secrets.append(v) }
+        }
+        for name in ["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"] {
+            if let v = environment[name] { r.keyIDs.append(v) }
+        }
+        /// The value itself when it refers to no variable, else the variables' values.
+        func values(_ value: String) -> [String] {
+            guard value.contains("${") else { return [value] }
+            return value.components(separatedBy: "${").dropFirst().compactMap { part in
+                let name = part.prefix { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+                return environment[String(name)]
+            }
+        }
+        let secretKeys: Set<String> = ["secret-access-key", "password", "secret", "routing-key"]
+        for line in text.split(separator: "\n") {
+            var rest = line.trimmingCharacters(in: .whitespaces)
+            if rest.hasPrefix("- ") { rest = rest.dropFirst(2).trimmingCharacters(in: .whitespaces) }
+            guard let colon = rest.range(of: ":") else { continue }
+            let key = String(rest[..<colon.lowerBound])
+            var value = rest[colon.upperBound...].trimmingCharacters(in: .whitespaces)
+            if let q = value.first, q == "\"" || q == "'" {
+                let inner = value.dropFirst()
+                guard let end = inner.firstIndex(of: q) else { continue }
+                value = String(inner[..<end])
+            } else if let comment = value.range(of: " #") {
+                value = value[..<comment.lowerBound].trimmingCharacters(in: .whitespaces)
+            }
+            guard !value.isEmpty else { continue }
+            if secretKeys.contains(key) {
+                r.secrets += values(value)
+            } else if key == "access-key-id" {
+                r.keyIDs += values(value)
+            } else if key == "url", value.hasPrefix("http://") || value.hasPrefix("https://") {
+                r.secrets += values(value)
+                if !value.contains("${"), let path = URLComponents(string: value)?.path, path.count > 1 { r.secrets.append(path) }
+            }
+        }
+        return r
     }
 
     private var configSummary: DoctorReport.Check {
@@ -155,11 +209,7 @@ struct Doctor: Sendable {
                 }
             }
         }
-        for a in config.alerts {
-            r.secrets.append(a.url.value)
-            if let path = URLComponents(string: a.url.value)?.path, path.count > 1 { r.secrets.append(path) }
-            if let k = a.key?.value { r.secrets.append(k) }
-        }
+        for a in config.alerts { r.add(a) }
         return r
     }
 }

@@ -67,7 +67,7 @@ enum HostChecks {
         return nil
     }
 
-    static func run(_ config: GuardianConfig, daemon: Daemon, busAddress: String?) async -> [DoctorReport.Check] {
+    static func run(_ config: GuardianConfig, daemon: Daemon, busAddress: String?, timeout: Duration) async -> [DoctorReport.Check] {
         var out: [DoctorReport.Check] = []
         switch daemon {
         case .answered(let doc):
@@ -84,7 +84,7 @@ enum HostChecks {
             out.append(check)
         }
         out.append(await BlockingPool.shared.run { stateDir(config.stateDir) })
-        out += await systemd(busAddress: busAddress)
+        out += await systemd(busAddress: busAddress, timeout: timeout)
         return out
     }
 
@@ -110,14 +110,24 @@ enum HostChecks {
             fix: "install -d -o guardian -g guardian -m 0750 \(dir)")
     }
 
-    static func systemd(busAddress: String?) async -> [DoctorReport.Check] {
+    static func systemd(busAddress: String?, timeout: Duration) async -> [DoctorReport.Check] {
         let booted = SystemdUnitProbe.bootedWithSystemd
         var out: [DoctorReport.Check] = [booted
             ? .ok(group, "systemd", "booted with systemd")
             : .ok(group, "systemd", "this host was not booted with systemd (guardian runs without it; use stop-command:/start-command: for remediation)")]
         guard booted || busAddress != nil else { return out }
-        // guardian's own unit, when the package installed it.
-        if case .unit(let load, let active) = await SystemdUnitProbe.check(unit: "guardian.service", busAddress: busAddress), load == "loaded" {
+        // guardian's own unit, when the package installed it. Within the
+        // check's deadline: sd-bus waits up to 10 s per call on a bus that
+        // does not answer.
+        let outcome: SystemdUnitProbe.Outcome
+        do {
+            outcome = try await Deadline.run(timeout) { await SystemdUnitProbe.check(unit: "guardian.service", busAddress: busAddress) }
+        } catch {
+            out.append(.warn(group, "systemd.guardian", "cannot check guardian.service: the system bus did not answer within \(Units.formatDuration(timeout))",
+                fix: "check the system bus (systemctl status dbus; journalctl -u dbus): remediation through unit: needs it too"))
+            return out
+        }
+        if case .unit(let load, let active) = outcome, load == "loaded" {
             if active == "active" {
                 out.append(.ok(group, "systemd.guardian", "guardian.service is active"))
             } else {

@@ -7,10 +7,13 @@ import Synchronization
 /// Serves Prometheus metrics at `GET /metrics` on a loopback address
 /// (`status.metrics`): a minimal HTTP/1.1 server. The accept loop runs on
 /// its own thread (`SocketListener`); each connection's reads and writes run
-/// on `BlockingPool`, bounded in size and time, so neither a scrape nor a
-/// stalled client ever blocks the cooperative pool. Values are read from
-/// the status board at scrape time. One request per connection; `HEAD` is
-/// answered too, other paths get 404, other methods 405.
+/// on the endpoint's own small thread pool, bounded in size and time (a
+/// client holds a thread for a few seconds at most, however it trickles its
+/// bytes), so neither a scrape nor a stalled client ever blocks the
+/// cooperative pool or takes the threads replication I/O needs
+/// (`BlockingPool.shared`). Values are read from the status board at scrape
+/// time. One request per connection; `HEAD` is answered too, other paths get
+/// 404, other methods 405.
 ///
 /// If the address is taken, the failure is logged once and binding is
 /// retried every 5 seconds: everything else guardian does keeps running.
@@ -20,26 +23,39 @@ struct MetricsService: Service {
     let logger: Logger
     /// Connections served at once; more are answered 503 at once.
     static let maxConcurrent = 8
+    /// 503 answers being written at once; connections beyond that are closed unanswered.
+    static let maxRefusing = 4
+    /// The endpoint's threads: at most one per connection it handles at once.
+    static let pool = BlockingPool(name: "guardian-metrics", threads: 1, maxThreads: maxConcurrent + maxRefusing)
 
     func run() async throws {
         guard let listener = await bind() else { return }
         logger.event(.metricsServerListening, ["address": "\(address)"])
-        let inFlight = InFlight()
+        let serving = InFlight(), refusing = InFlight()
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                for await fd in listener.connections.cancelOnGracefulShutdown() {
-                    if inFlight.enter() > Self.maxConcurrent {
+                // Not cancelOnGracefulShutdown(): the stop below ends the loop, and
+                // the listener closes the connections still queued.
+                for await fd in listener.connections {
+                    if serving.enter() <= Self.maxConcurrent {
                         group.addTask {
-                            let reply = HTTPServing.response(status: 503, body: Array("guardian is busy: too many scrapes at once\n".utf8), headers: [("Retry-After", "1")])
-                            await BlockingPool.shared.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client") }
-                            inFlight.leave()
+                            await serve(fd)
+                            serving.leave()
                         }
                         continue
                     }
-                    group.addTask {
-                        await serve(fd)
-                        inFlight.leave()
+                    serving.leave()
+                    if refusing.enter() <= Self.maxRefusing {
+                        group.addTask {
+                            let reply = HTTPServing.response(status: 503, body: Array("guardian is busy: too many scrapes at once\n".utf8), headers: [("Retry-After", "1")])
+                            await Self.pool.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client", sendTimeoutMS: 1000, drainMS: 250) }
+                            refusing.leave()
+                        }
+                        continue
                     }
+                    refusing.leave()
+                    // A flood: closed unanswered (closing a socket does not block).
+                    close(fd)
                 }
             }
         } onGracefulShutdown: {
@@ -70,11 +86,11 @@ struct MetricsService: Service {
 
     /// One exchange: read the request head, answer, close.
     private func serve(_ fd: Int32) async {
-        let head = await BlockingPool.shared.run { HTTPServing.readHead(fd: fd) }
+        let head = await Self.pool.run { HTTPServing.readHead(fd: fd) }
         let reply: [UInt8]
         switch head {
         case .failure(.timedOut), .failure(.closed):
-            await BlockingPool.shared.run { _ = close(fd) }
+            await Self.pool.run { _ = close(fd) }
             return
         case .failure(.tooLarge):
             reply = HTTPServing.response(status: 431, body: Array("request head larger than \(HTTPServing.maxHeadBytes) bytes\n".utf8))
@@ -83,7 +99,7 @@ struct MetricsService: Service {
         case .success(let request):
             reply = await respond(to: request)
         }
-        await BlockingPool.shared.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client") }
+        await Self.pool.run { HTTPServing.finish(fd: fd, reply, peer: "metrics client") }
     }
 
     func respond(to request: HTTPRequestHead) async -> [UInt8] {
