@@ -188,9 +188,17 @@ actor ReplicaShipper {
         var out: [[PendingLTX]] = []
         var current: [PendingLTX] = []
         var bytes = 0
+        func generation(_ f: PendingLTX) -> [UInt32]? {
+            guard case .bytes(let b) = f.payload, let h = try? LTXHeader.decode(Array(b.prefix(LTXHeader.size))) else { return nil }
+            return [h.walSalt1, h.walSalt2]
+        }
         for f in files {
             let mergeable = f.info.level == 0 && f.memoryBytes > 0
-            if mergeable, let last = current.last, last.info.maxTXID + 1 == f.info.minTXID, bytes + f.memoryBytes <= batchLimit {
+            // One batch per WAL generation, so the merged file keeps its WAL
+            // range (what a restart resumes from).
+            if mergeable, let last = current.last, last.info.maxTXID + 1 == f.info.minTXID, bytes + f.memoryBytes <= batchLimit,
+                generation(last) == generation(f)
+            {
                 current.append(f)
                 bytes += f.memoryBytes
                 continue

@@ -185,7 +185,7 @@ struct DoctorTests {
     }
 
     /// guardian's rule for -wal and -shm is the database's uid, gid and
-    /// mode (SQLiteConnection.giveSidecarsToOwner); doctor checks the same
+    /// mode (Platform.SidecarOwner); doctor checks the same
     /// three and names chmod and chown as needed.
     @Test func walWithAnotherModeOrGroupFailsWithTheFix() async throws {
         let w = try await DoctorWorld()

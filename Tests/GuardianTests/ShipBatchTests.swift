@@ -23,8 +23,10 @@ import Testing
         let groups = ReplicaShipper.batches([a, b, c, image, d], merge: true)
         #expect(groups.map { $0.map(\.info.maxTXID) } == [[5, 6, 7], [8], [9]])
         #expect(ReplicaShipper.batches([a, b, c], merge: false).count == 3)
-        // A gap in TXIDs starts a new batch.
+        // A gap in TXIDs starts a new batch; so does a new WAL generation.
         #expect(ReplicaShipper.batches([a, c], merge: true).count == 2)
+        let restarted = try Self.l0(8, walOffset: 32, salt: 9)
+        #expect(ReplicaShipper.batches([a, b, c, restarted], merge: true).map { $0.map(\.info.maxTXID) } == [[5, 6, 7], [8]])
     }
 
     @Test func theMergedFileSpansTheBatchAndItsWALRange() throws {

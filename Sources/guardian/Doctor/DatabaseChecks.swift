@@ -102,7 +102,7 @@ enum DatabaseChecks {
         facts.lastWrite = lastWrite
 
         // The owners of -wal / -shm, by guardian's own rule
-        // (SQLiteConnection.giveSidecarsToOwner): the database's uid, gid and
+        // (Platform.SidecarOwner): the database's uid, gid and
         // permission bits. A -wal with the right user but another group, or a
         // mode the application's user or group cannot write, is refused too.
         let dbMode = st.st_mode & 0o777
