@@ -250,7 +250,7 @@ public actor Alerter {
                 lastError = "HTTP \(status)"
                 if status != 429, status < 500 { break }  // permanent: the request itself is wrong
             } catch {
-                lastError = redact("\(error)", destination)
+                lastError = Redactor(alert: destination).apply("\(error)")
             }
             if Task.isCancelled { break }
             if attempt < retry.attempts {
@@ -262,15 +262,5 @@ public actor Alerter {
             "attempts": "\(attempt)", "error": "\(lastError)",
         ])
         try? await store?.recordDelivery(key: job.notice.key, action: job.notice.action.rawValue, destination: name, status: "failed", attempts: attempt, detail: lastError)
-    }
-
-    /// Removes the destination's URL (and its path alone) and key from a message.
-    nonisolated func redact(_ text: String, _ d: AlertConfig) -> String {
-        var out = text
-        var secrets = [d.url.value]
-        if let k = d.key?.value, !k.isEmpty { secrets.append(k) }
-        if let u = URL(string: d.url.value), !u.path.isEmpty, u.path != "/" { secrets.append(u.path) }
-        for s in secrets where !s.isEmpty { out = out.replacingOccurrences(of: s, with: "******") }
-        return out
     }
 }

@@ -414,8 +414,7 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
     /// Belt and braces: a server that echoed the secret in a message must
     /// not get it into logs.
     private func redact(_ text: String) -> String {
-        guard let secret = location.secretAccessKey?.value, secret.count >= 4, text.contains(secret) else { return text }
-        return text.replacingOccurrences(of: secret, with: "******")
+        Redactor(secrets: location.secretAccessKey.map { [$0.value] } ?? []).apply(text)
     }
 }
 

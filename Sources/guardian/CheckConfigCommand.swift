@@ -50,7 +50,7 @@ extension GuardianConfig {
                 case .s3(let s3):
                     out += "        bucket: \(q(s3.bucket))\n        path: \(q(s3.path))\n        region: \(q(s3.region))\n"
                     out += "        endpoint: \(s3.endpoint.map(q) ?? "default")\n        force-path-style: \(s3.forcePathStyle)\n"
-                    out += "        access-key-id: \(s3.accessKeyID.map { q(Self.maskKeyID($0)) } ?? "unset")\n"
+                    out += "        access-key-id: \(s3.accessKeyID.map { q(Redactor.maskKeyID($0)) } ?? "unset")\n"
                     out += "        secret-access-key: \(s3.secretAccessKey.map { "\($0)" } ?? "unset")\n"
                     out += "        skip-verify: \(s3.skipVerify)\n"
                 case .sftp(let sftp):
@@ -106,10 +106,5 @@ extension GuardianConfig {
             if let key = a.key { out += "    key: \(key)\n" }
         }
         return out
-    }
-
-    /// `AKIAIOSFODNN7EXAMPLE` → `AKIA…MPLE`: enough to tell keys apart.
-    static func maskKeyID(_ id: String) -> String {
-        id.count <= 8 ? "****" : "\(id.prefix(4))…\(id.suffix(4))"
     }
 }

@@ -251,9 +251,8 @@ struct DoctorTests {
     @Test func healthyFileS3AndSFTPReplicasPassAndLeaveNoProbe() async throws {
         let moto = try await MotoServer.start(buckets: ["doctor"])
         defer { moto.stop() }
-        let ssh = try await SharedPeers.shared.acquireSSH()
-        let w = try await DoctorWorld()
-        do {
+        try await SharedPeers.withSSH { ssh in
+            let w = try await DoctorWorld()
             let sftpPath = ssh.dataDir + "/doctor-\(UUID().uuidString.prefix(6))"
             let fileReplica = w.dir + "/replica"
             let s3URL = "s3://doctor/app?endpoint=\(moto.endpoint)&forcePathStyle=true&region=us-east-1"
@@ -316,11 +315,7 @@ struct DoctorTests {
             #expect(run.stdout.contains("summary: "), "\(run.stdout)")
             #expect(!run.stdout.contains(moto.secretAccessKey))
             #expect(try await bucketKeys(moto, "doctor") == keysBefore)
-        } catch {
-            await SharedPeers.shared.releaseSSH()
-            throw error
         }
-        await SharedPeers.shared.releaseSSH()
     }
 
     /// Wrong credentials, a missing bucket, an endpoint that accepts
@@ -455,9 +450,8 @@ struct DoctorTests {
     }
 
     @Test func sftpUnknownOrChangedHostKeyFailsWithHowToAddIt() async throws {
-        let ssh = try await SharedPeers.shared.acquireSSH()
-        let w = try await DoctorWorld()
-        do {
+        try await SharedPeers.withSSH { ssh in
+            let w = try await DoctorWorld()
             let empty = w.dir + "/known_hosts_empty"
             try TestSupport.write("", to: empty)
             let other = w.dir + "/other_key"
@@ -493,11 +487,7 @@ struct DoctorTests {
             #expect(run.status == 1)
             #expect(run.stdout.contains("[FAIL] SSH host key not verified: "), "\(run.stdout)")
             #expect(run.stdout.contains("fix: compare the fingerprint above"), "\(run.stdout)")
-        } catch {
-            await SharedPeers.shared.releaseSSH()
-            throw error
         }
-        await SharedPeers.shared.releaseSSH()
     }
 
     /// With a daemon running, the lag is judged by TXID against the daemon's

@@ -162,29 +162,13 @@ final class Shared<Value: Sendable>: @unchecked Sendable {
     func threeReplicasOneBrokenFailsAlertsAndRecovers() async throws {
         let world = try DrillWorld("drill-e2e")
         defer { world.cleanup() }
-        let moto = try await SharedPeers.shared.acquireMoto()
-        let ssh: SSHServer
-        do { ssh = try await SharedPeers.shared.acquireSSH() } catch {
-            await SharedPeers.shared.releaseMoto()
-            throw error
+        try await SharedPeers.withMoto { moto in
+            try await SharedPeers.withSSH { ssh in
+                let rx = try await WebhookReceiver(key: "drill-hmac-key")
+                defer { rx.stop() }
+                try await exercise(world, moto: moto, ssh: ssh, rx: rx)
+            }
         }
-        let rx: WebhookReceiver
-        do { rx = try await WebhookReceiver(key: "drill-hmac-key") } catch {
-            await SharedPeers.shared.releaseMoto()
-            await SharedPeers.shared.releaseSSH()
-            throw error
-        }
-        do {
-            try await exercise(world, moto: moto, ssh: ssh, rx: rx)
-        } catch {
-            rx.stop()
-            await SharedPeers.shared.releaseMoto()
-            await SharedPeers.shared.releaseSSH()
-            throw error
-        }
-        rx.stop()
-        await SharedPeers.shared.releaseMoto()
-        await SharedPeers.shared.releaseSSH()
     }
 
     private func exercise(_ world: DrillWorld, moto: MotoServer, ssh: SSHServer, rx: WebhookReceiver) async throws {
@@ -570,14 +554,9 @@ final class Shared<Value: Sendable>: @unchecked Sendable {
     func aDrillOfAnSFTPReplicaHasASessionOfItsOwn() async throws {
         let world = try DrillWorld("drill-sftp-session")
         defer { world.cleanup() }
-        let ssh = try await SharedPeers.shared.acquireSSH()
-        do {
+        try await SharedPeers.withSSH { ssh in
             try await sftpSession(world, ssh)
-        } catch {
-            await SharedPeers.shared.releaseSSH()
-            throw error
         }
-        await SharedPeers.shared.releaseSSH()
     }
 
     private func sftpSession(_ world: DrillWorld, _ ssh: SSHServer) async throws {

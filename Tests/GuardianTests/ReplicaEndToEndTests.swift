@@ -18,46 +18,23 @@ struct ReplicaEndToEndTests {
         defer { TestSupport.cleanup(dir) }
         switch backend {
         case .s3:
-            let moto = try await SharedPeers.shared.acquireMoto()
-            do {
+            try await SharedPeers.withMoto { moto in
                 let bucket = "e2e-\(UUID().uuidString.prefix(6).lowercased())"
                 try await moto.createBucket(bucket)
                 let url = "s3://\(bucket)/app?endpoint=\(moto.endpoint)&forcePathStyle=true&region=us-east-1"
                 let env = ["AWS_ACCESS_KEY_ID": moto.accessKeyID, "AWS_SECRET_ACCESS_KEY": moto.secretAccessKey]
-                let litestreamReplica = """
-                          - type: s3
-                            bucket: \(bucket)
-                            path: app
-                            endpoint: \(moto.endpoint)
-                            region: us-east-1
-                            force-path-style: true
-                            access-key-id: \(moto.accessKeyID)
-                            secret-access-key: \(moto.secretAccessKey)
-                    """
-                try await exercise(dir: dir, url: url, environment: env, litestreamReplica: litestreamReplica)
-            } catch {
-                await SharedPeers.shared.releaseMoto()
-                throw error
+                try await exercise(
+                    dir: dir, url: url, environment: env,
+                    litestreamReplica: LitestreamReplicaYAML.s3(moto, bucket: bucket, path: "app"))
             }
-            await SharedPeers.shared.releaseMoto()
         case .sftp:
-            let ssh = try await SharedPeers.shared.acquireSSH()
-            do {
+            try await SharedPeers.withSSH { ssh in
                 let path = ssh.dataDir + "/e2e-\(UUID().uuidString.prefix(6))"
                 let url = "sftp://\(ssh.user)@\(ssh.host):\(ssh.port)\(path)?key-path=\(ssh.clientKey)&known-hosts=\(ssh.knownHosts)"
-                let litestreamReplica = """
-                          - type: sftp
-                            host: \(ssh.host):\(ssh.port)
-                            user: \(ssh.user)
-                            key-path: \(ssh.clientKey)
-                            path: \(path)
-                    """
-                try await exercise(dir: dir, url: url, environment: [:], litestreamReplica: litestreamReplica)
-            } catch {
-                await SharedPeers.shared.releaseSSH()
-                throw error
+                try await exercise(
+                    dir: dir, url: url, environment: [:],
+                    litestreamReplica: LitestreamReplicaYAML.sftp(ssh, path: path))
             }
-            await SharedPeers.shared.releaseSSH()
         case .file:
             Issue.record("not an argument of this test")
         }
@@ -101,7 +78,7 @@ struct ReplicaEndToEndTests {
         #expect(try await sqlite3(out, "SELECT count(*), sum(length(v)), max(id) FROM t") == expected)
 
         let config = dir + "/litestream.yml"
-        try TestSupport.write("dbs:\n  - path: \(db)\n    replicas:\n\(litestreamReplica)\n", to: config)
+        try TestSupport.write(LitestreamReplicaYAML.config(db: db, replica: litestreamReplica), to: config)
         let out2 = dir + "/litestream-restored.db"
         let ls = try await ReplicaInteropTests.runLitestream(["restore", "-config", config, "-o", out2, db])
         #expect(ls.status == 0, "litestream restore: \(ls.stderr)")

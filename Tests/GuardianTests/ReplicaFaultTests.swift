@@ -69,8 +69,7 @@ struct ReplicaFaultTests {
 
     @Test("S3 bucket missing: a permanent error naming the bucket")
     func s3BucketMissing() async throws {
-        let server = try await SharedPeers.shared.acquireMoto()
-        do {
+        try await SharedPeers.withMoto { server in
             let client = try S3ReplicaClient(server.location(bucket: "no-such-bucket-\(UUID().uuidString.prefix(6).lowercased())"), options: .fastTest())
             _ = await Self.expectReplicaError(.permanent, containing: ["no-such-bucket-", "NoSuchBucket", "does not exist"]) {
                 try await client.writeFile(level: 0, minTXID: 1, maxTXID: 1, contents: .bytes([1, 2, 3]), createdAt: Self.t0)
@@ -79,11 +78,7 @@ struct ReplicaFaultTests {
                 _ = try await client.listFiles(level: 0, exactTimestamps: false)
             }
             #expect(client.requestCount == 2)
-        } catch {
-            await SharedPeers.shared.releaseMoto()
-            throw error
         }
-        await SharedPeers.shared.releaseMoto()
     }
 
     @Test("S3 connection refused: retried with backoff, then a transient error")
@@ -193,19 +188,14 @@ struct ReplicaFaultTests {
 
     @Test("SFTP wrong user key: a permanent authentication error")
     func sftpWrongUserKey() async throws {
-        let server = try await SharedPeers.shared.acquireSSH()
-        do {
+        try await SharedPeers.withSSH { server in
             let stranger = server.dir + "/stranger-\(UUID().uuidString.prefix(6))"
             try await server.keygen(stranger)
             let client = try SFTPReplicaClient(server.location(path: server.dataDir + "/wrongkey", keyPath: stranger), options: .fastTest())
             _ = await Self.expectReplicaError(.permanent, containing: ["authentication as \(server.user) failed", stranger]) {
                 _ = try await client.listFiles(level: 0, exactTimestamps: false)
             }
-        } catch {
-            await SharedPeers.shared.releaseSSH()
-            throw error
         }
-        await SharedPeers.shared.releaseSSH()
     }
 
     @Test("SFTP dropped session: the next call reconnects by itself")

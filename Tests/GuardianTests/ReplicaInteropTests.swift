@@ -24,61 +24,28 @@ struct ReplicaInteropTests {
 
         switch backend {
         case .s3:
-            let moto = try await SharedPeers.shared.acquireMoto()
-            do {
+            try await SharedPeers.withMoto { moto in
                 let bucket = "interop-\(UUID().uuidString.prefix(6).lowercased())"
                 try await moto.createBucket(bucket)
                 func yaml(_ path: String) -> String {
-                    """
-                    dbs:
-                      - path: \(db)
-                        replicas:
-                          - type: s3
-                            bucket: \(bucket)
-                            path: \(path)
-                            endpoint: \(moto.endpoint)
-                            region: us-east-1
-                            force-path-style: true
-                            access-key-id: \(moto.accessKeyID)
-                            secret-access-key: \(moto.secretAccessKey)
-
-                    """
+                    LitestreamReplicaYAML.config(db: db, replica: LitestreamReplicaYAML.s3(moto, bucket: bucket, path: path))
                 }
                 try await exercise(
                     dir: dir, db: db, sourceConfig: yaml("src"), targetConfig: yaml("dst"),
                     source: S3ReplicaClient(moto.location(bucket: bucket, path: "src"), options: .fastTest()),
                     target: S3ReplicaClient(moto.location(bucket: bucket, path: "dst"), options: .fastTest()))
-            } catch {
-                await SharedPeers.shared.releaseMoto()
-                throw error
             }
-            await SharedPeers.shared.releaseMoto()
         case .sftp:
-            let ssh = try await SharedPeers.shared.acquireSSH()
-            do {
+            try await SharedPeers.withSSH { ssh in
                 let root = ssh.dataDir + "/interop-\(UUID().uuidString.prefix(6))"
                 func yaml(_ path: String) -> String {
-                    """
-                    dbs:
-                      - path: \(db)
-                        replicas:
-                          - type: sftp
-                            host: 127.0.0.1:\(ssh.port)
-                            user: \(ssh.user)
-                            key-path: \(ssh.clientKey)
-                            path: \(path)
-
-                    """
+                    LitestreamReplicaYAML.config(db: db, replica: LitestreamReplicaYAML.sftp(ssh, path: path))
                 }
                 try await exercise(
                     dir: dir, db: db, sourceConfig: yaml(root + "/src"), targetConfig: yaml(root + "/dst"),
                     source: SFTPReplicaClient(ssh.location(path: root + "/src"), options: .fastTest()),
                     target: SFTPReplicaClient(ssh.location(path: root + "/dst"), options: .fastTest()))
-            } catch {
-                await SharedPeers.shared.releaseSSH()
-                throw error
             }
-            await SharedPeers.shared.releaseSSH()
         case .file:
             Issue.record("not an argument of this test")
         }

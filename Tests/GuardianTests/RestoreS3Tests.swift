@@ -12,8 +12,7 @@ import Testing
         defer { TestSupport.cleanup(dir) }
         let b = try await ChainBuilder.standard(dir)
         try await b.snapshot(6)
-        let server = try await SharedPeers.shared.acquireMoto()
-        do {
+        try await SharedPeers.withMoto { server in
             let bucket = "restore-\(UUID().uuidString.prefix(8).lowercased())"
             try await server.createBucket(bucket)
             let location = server.location(bucket: bucket, path: "dbs/app")
@@ -47,10 +46,6 @@ import Testing
                 #expect(ls.status == 0, "\(ls.stderr)")
                 #expect(FileManager.default.contents(atPath: dir + "/ls.db").map { [UInt8]($0) } == b.state(12))
             }
-        } catch {
-            await SharedPeers.shared.releaseMoto()
-            throw error
         }
-        await SharedPeers.shared.releaseMoto()
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 import Remediate
 
 /// What `guardian doctor` found: one entry per check, grouped by what it is
@@ -151,48 +152,5 @@ struct DoctorReport: Codable, Sendable {
         let doc = Document(version: version, host: host, config: config, checkedAt: checkedAt, ok: exitCode == 0, summary: summary, checks: checks)
         let data = (try? e.encode(doc)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self) + "\n"
-    }
-}
-
-/// Removes secret values from text: every occurrence becomes `******`;
-/// access key ids (not secret, but not for display either) become `AKIA…MPLE`.
-/// The one redactor of `guardian doctor`: the whole report goes through it
-/// (`DoctorReport.redacted`), and so do error messages quoted in a check.
-struct Redactor: Sendable {
-    /// Shorter values are left alone: a one- to three-character "secret"
-    /// hides nothing and would garble every message.
-    static let minimumLength = 4
-
-    var secrets: [String] = []
-    var keyIDs: [String] = []
-
-    init(secrets: [String] = [], keyIDs: [String] = []) {
-        self.secrets = secrets
-        self.keyIDs = keyIDs
-    }
-
-    /// The secrets of one alert destination.
-    init(alert: AlertConfig) {
-        add(alert)
-    }
-
-    /// An alert destination's URL (the URL is the secret of a Slack webhook),
-    /// its path alone (what an HTTP error may quote) and its key.
-    mutating func add(_ alert: AlertConfig) {
-        secrets.append(alert.url.value)
-        if let path = URLComponents(string: alert.url.value)?.path, path.count > 1 { secrets.append(path) }
-        if let k = alert.key?.value { secrets.append(k) }
-    }
-
-    func apply(_ text: String) -> String {
-        var out = text
-        // Longest first, so a secret that contains another is replaced whole.
-        for s in secrets.sorted(by: { $0.count > $1.count }) where s.count >= Self.minimumLength {
-            out = out.replacingOccurrences(of: s, with: "******")
-        }
-        for id in keyIDs where id.count >= Self.minimumLength {
-            out = out.replacingOccurrences(of: id, with: GuardianConfig.maskKeyID(id))
-        }
-        return out
     }
 }

@@ -14,14 +14,13 @@ final class MotoServer: @unchecked Sendable {
     /// 127.0.0.1, or the inner address of `namespace`.
     let host: String
     let namespace: NetNamespace?
-    private let lock = NSLock()
-    private var child: Spawned?
+    private let slot = PeerSlot()
     /// Credentials that work (in auth mode: the IAM key created at start).
     private(set) var accessKeyID = "testkey"
     private(set) var secretAccessKey = "testsecret"
 
     var endpoint: String { "http://\(host):\(port)" }
-    var pid: Int32 { lock.withLock { child?.pid ?? -1 } }
+    var pid: Int32 { slot.pid }
 
     static var motoBinary: String { TestSupport.venvBin + "/moto_server" }
     static var python: String { TestSupport.venvBin + "/python" }
@@ -63,7 +62,7 @@ final class MotoServer: @unchecked Sendable {
         let command = (Self.motoBinary, ["-H", host, "-p", String(port)])
         let (executable, arguments) = namespace?.wrap(command.0, command.1) ?? command
         let process = try await Spawned.start(executable, arguments, environment: env)
-        lock.withLock { child = process }
+        slot.set(process)
         let ready = await TestSupport.waitUntil(timeout: .seconds(30)) {
             guard process.isRunning else { return false }
             let r = try? await HTTPClient.shared.perform(HTTPRequest(method: "GET", url: "\(endpoint)/moto-api/", connectTimeout: .seconds(1), timeout: .seconds(2)))
@@ -154,15 +153,15 @@ final class MotoServer: @unchecked Sendable {
 
     /// SIGKILL by PID (the server vanishes mid-request) and wait for it.
     func kill() async {
-        let process = lock.withLock { child }
+        let process = slot.current
         guard let process else { return }
         process.signal(SIGKILL)
         await process.wait(timeout: .seconds(10))
         process.removeFiles()
     }
 
-    func pause() { lock.withLock { child }?.signal(SIGSTOP) }
-    func resume() { lock.withLock { child }?.signal(SIGCONT) }
+    func pause() { slot.current?.signal(SIGSTOP) }
+    func resume() { slot.current?.signal(SIGCONT) }
 
     /// Starts a fresh server on the same port (moto keeps no state: buckets
     /// must be created again).
@@ -171,19 +170,10 @@ final class MotoServer: @unchecked Sendable {
         try await launch()
     }
 
-    var log: String { lock.withLock { child }?.stderr ?? "" }
+    var log: String { slot.log }
 
     func stop() {
-        let process = lock.withLock { () -> Spawned? in
-            let c = child
-            child = nil
-            return c
-        }
-        if let process {
-            process.killNow()
-            process.removeFiles()
-        }
-        TestSupport.cleanup(dir)
+        slot.stop(removing: dir)
     }
 
     deinit { stop() }

@@ -244,3 +244,67 @@ final class CapturingLogHandler: LogHandler, @unchecked Sendable {
         return (Logger(label: "guardian.test.replica", factory: { _ in CapturingLogHandler(store: store) }), store)
     }
 }
+
+extension SharedPeers {
+    /// Runs `body` with the shared moto server and releases it however `body` ends.
+    static func withMoto<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (MotoServer) async throws -> T
+    ) async throws -> T {
+        let moto = try await shared.acquireMoto()
+        do {
+            let result = try await body(moto)
+            await shared.releaseMoto()
+            return result
+        } catch {
+            await shared.releaseMoto()
+            throw error
+        }
+    }
+
+    /// Runs `body` with the shared sshd and releases it however `body` ends.
+    static func withSSH<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (SSHServer) async throws -> T
+    ) async throws -> T {
+        let ssh = try await shared.acquireSSH()
+        do {
+            let result = try await body(ssh)
+            await shared.releaseSSH()
+            return result
+        } catch {
+            await shared.releaseSSH()
+            throw error
+        }
+    }
+}
+
+/// A Litestream 0.5 `replicas:` entry for a loopback peer, indented to sit
+/// under `dbs: - path: …` (`replicas:` at 4 spaces).
+enum LitestreamReplicaYAML {
+    static func s3(_ moto: MotoServer, bucket: String, path: String) -> String {
+        """
+              - type: s3
+                bucket: \(bucket)
+                path: \(path)
+                endpoint: \(moto.endpoint)
+                region: us-east-1
+                force-path-style: true
+                access-key-id: \(moto.accessKeyID)
+                secret-access-key: \(moto.secretAccessKey)
+        """
+    }
+
+    static func sftp(_ ssh: SSHServer, path: String) -> String {
+        """
+              - type: sftp
+                host: \(ssh.host):\(ssh.port)
+                user: \(ssh.user)
+                key-path: \(ssh.clientKey)
+                path: \(path)
+        """
+    }
+
+    /// A whole Litestream config: one database, one replica entry.
+    static func config(db: String, replica: String) -> String {
+        "dbs:\n  - path: \(db)\n    replicas:\n\(replica)\n"
+    }
+}

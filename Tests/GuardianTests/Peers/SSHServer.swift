@@ -15,8 +15,7 @@ final class SSHServer: @unchecked Sendable {
     /// 127.0.0.1, or the inner address of `namespace`.
     let host: String
     let namespace: NetNamespace?
-    private let lock = NSLock()
-    private var child: Spawned?
+    private let slot = PeerSlot()
 
     var hostKey: String { dir + "/hostkey_ed25519" }
     var clientKey: String { dir + "/client_ed25519" }
@@ -24,7 +23,7 @@ final class SSHServer: @unchecked Sendable {
     var config: String { dir + "/sshd_config" }
     /// Where replicas of tests live (readable directly: the server is local).
     var dataDir: String { dir + "/data" }
-    var pid: Int32 { lock.withLock { child?.pid ?? -1 } }
+    var pid: Int32 { slot.pid }
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd") }
 
@@ -102,7 +101,7 @@ final class SSHServer: @unchecked Sendable {
         let command = ("/usr/sbin/sshd", ["-D", "-e", "-f", config])
         let (executable, arguments) = namespace?.wrap(command.0, command.1) ?? command
         let process = try await Spawned.start(executable, arguments)
-        lock.withLock { child = process }
+        slot.set(process)
         // Ready when the port accepts connections and sends a banner.
         let ready = await TestSupport.waitUntil(timeout: .seconds(10)) {
             process.isRunning && Self.banner(host: self.host, port: self.port)
@@ -160,7 +159,7 @@ final class SSHServer: @unchecked Sendable {
     func kill() async {
         let tree = processTree()
         for p in tree.reversed() { Foundation.kill(p, SIGKILL) }
-        if let process = lock.withLock({ child }) {
+        if let process = slot.current {
             await process.wait(timeout: .seconds(10))
             process.removeFiles()
         }
@@ -188,22 +187,13 @@ final class SSHServer: @unchecked Sendable {
         try await restart()
     }
 
-    var log: String { lock.withLock { child }?.stderr ?? "" }
+    var log: String { slot.log }
 
     func stop() {
         let tree = processTree()
         for p in tree { Foundation.kill(p, SIGCONT) }
         for p in tree.reversed() { Foundation.kill(p, SIGKILL) }
-        let process = lock.withLock { () -> Spawned? in
-            let c = child
-            child = nil
-            return c
-        }
-        if let process {
-            process.killNow()
-            process.removeFiles()
-        }
-        TestSupport.cleanup(dir)
+        slot.stop(removing: dir)
     }
 
     deinit { stop() }

@@ -116,3 +116,30 @@ final class Spawned: @unchecked Sendable {
 
     deinit { killNow() }
 }
+
+/// The process a loopback peer (moto, sshd) is running now, if any: replaced on
+/// restart, taken and killed on stop. One place for the lock and the teardown.
+final class PeerSlot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var child: Spawned?
+
+    var current: Spawned? { lock.withLock { child } }
+    var pid: Int32 { current?.pid ?? -1 }
+    var log: String { current?.stderr ?? "" }
+
+    func set(_ process: Spawned) { lock.withLock { child = process } }
+
+    /// Kills the process now (synchronously, for deinit), removes its output
+    /// files and the peer's directory.
+    func stop(removing dir: String) {
+        let process = lock.withLock { () -> Spawned? in
+            defer { child = nil }
+            return child
+        }
+        if let process {
+            process.killNow()
+            process.removeFiles()
+        }
+        TestSupport.cleanup(dir)
+    }
+}
