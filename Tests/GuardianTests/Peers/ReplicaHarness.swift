@@ -250,28 +250,26 @@ extension SharedPeers {
     static func withMoto<T>(
         isolation: isolated (any Actor)? = #isolation, _ body: (MotoServer) async throws -> T
     ) async throws -> T {
-        let moto = try await shared.acquireMoto()
-        do {
-            let result = try await body(moto)
-            await shared.releaseMoto()
-            return result
-        } catch {
-            await shared.releaseMoto()
-            throw error
-        }
+        try await using(try await shared.acquireMoto(), release: { await shared.releaseMoto() }, body)
     }
 
     /// Runs `body` with the shared sshd and releases it however `body` ends.
     static func withSSH<T>(
         isolation: isolated (any Actor)? = #isolation, _ body: (SSHServer) async throws -> T
     ) async throws -> T {
-        let ssh = try await shared.acquireSSH()
+        try await using(try await shared.acquireSSH(), release: { await shared.releaseSSH() }, body)
+    }
+
+    private static func using<P: Sendable, T>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ peer: P, release: () async -> Void, _ body: (P) async throws -> T
+    ) async throws -> T {
         do {
-            let result = try await body(ssh)
-            await shared.releaseSSH()
+            let result = try await body(peer)
+            await release()
             return result
         } catch {
-            await shared.releaseSSH()
+            await release()
             throw error
         }
     }
