@@ -28,11 +28,13 @@ let package = Package(
         .systemLibrary(name: "CSSH2", path: "Sources/CSSH2", pkgConfig: "libssh2", providers: [.apt(["libssh2-1-dev"])]),
         .systemLibrary(name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // glibc declarations the Glibc module leaves out (pipe2, closefrom for posix_spawn).
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
 
         .target(
             name: "Platform",
             dependencies: [
-                "CSQLite", "CSystemd", "CCurl", "CCrypto",
+                "CSQLite", "CSystemd", "CCurl", "CCrypto", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,13 +1,6 @@
+import CLinux
 import Foundation
 import Synchronization
-
-// Two glibc functions the Glibc module does not import (they need
-// _GNU_SOURCE / __USE_MISC); both are plain C symbols of glibc ≥ 2.34.
-@_silgen_name("pipe2")
-private func c_pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32
-
-@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func c_posix_spawn_file_actions_addclosefrom_np(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
 /// The outcome of one child process.
 public struct ProcessOutcome: Sendable, Equatable {
@@ -72,9 +65,9 @@ public enum Subprocess {
             for fd in outPipe + errPipe where fd >= 0 { close(fd) }
         }
         if stdout == nil {
-            guard c_pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SystemError("pipe", path: program) }
+            guard pipe2(&outPipe, O_CLOEXEC) == 0 else { throw SystemError("pipe", path: program) }
         }
-        if stderr == nil, c_pipe2(&errPipe, O_CLOEXEC) != 0 {
+        if stderr == nil, pipe2(&errPipe, O_CLOEXEC) != 0 {
             let e = SystemError("pipe", path: program)
             closePipes()
             throw e
@@ -90,7 +83,7 @@ public enum Subprocess {
         }
         posix_spawn_file_actions_adddup2(&actions, stdout ?? outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderr ?? errPipe[1], 2)
-        _ = c_posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+        _ = posix_spawn_file_actions_addclosefrom_np(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

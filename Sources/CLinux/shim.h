@@ -1,0 +1,19 @@
+#ifndef GUARDIAN_CLINUX_SHIM_H
+#define GUARDIAN_CLINUX_SHIM_H
+
+// glibc functions that Swift's Glibc module leaves out because its headers
+// declare them only under _GNU_SOURCE / __USE_MISC (and a module is built
+// once, so defining _GNU_SOURCE here would not reach them). The prototypes
+// are glibc's own (glibc >= 2.34; Debian 12 has 2.36); the symbols come from
+// libc itself, so nothing extra is linked.
+
+#include <spawn.h>
+
+/// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
+/// fork/exec could inherit the pipe.
+extern int pipe2(int pipefd[2], int flags);
+
+/// Closes every descriptor >= `from` in the child before exec.
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+
+#endif
