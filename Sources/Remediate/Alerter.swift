@@ -250,7 +250,8 @@ public actor Alerter {
                 lastError = "HTTP \(status)"
                 if status != 429, status < 500 { break }  // permanent: the request itself is wrong
             } catch {
-                lastError = Redactor(alert: destination).apply("\(error)")
+                // Every value of the destination's own secrets, however short.
+                lastError = Redactor(alert: destination, shortest: 1).apply("\(error)")
             }
             if Task.isCancelled { break }
             if attempt < retry.attempts {

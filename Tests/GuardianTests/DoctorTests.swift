@@ -829,6 +829,12 @@ struct DoctorTests {
         var all = Redactor()
         all.add(alert)
         #expect(all.secrets == r.secrets)
+        // Alert delivery errors mask the destination's own values however short,
+        // and its path with and without a trailing slash.
+        let short = AlertConfig(kind: .webhook, url: Secret("https://h.example/hk/"), key: Secret("k3y"))
+        let delivery = Redactor(alert: short, shortest: 1)
+        #expect(delivery.apply("HTTP 404 for /hk/ (/hk), key k3y") == "HTTP 404 for ****** (******), key ******")
+        #expect(Redactor(alert: short).apply("key k3y") == "key k3y")
     }
 
     @Test func probeNamesAreNeverLTXNames() {
