@@ -162,7 +162,7 @@ public struct StderrLogHandler: LogHandler {
         var merged = mergedMetadata(event)
         merged.removeValue(forKey: JournalLogHandler.messageIDKey)
         merged.removeValue(forKey: "event")
-        var line = "\(Timestamps.iso8601(Date())) \(event.level.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)"
+        var line = "\(Timestamps.iso8601(Date())) \(event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(event.message)"
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
             let text = "\(value)"
             line += text.contains(" ") || text.isEmpty ? " \(key)=\"\(text)\"" : " \(key)=\(text)"

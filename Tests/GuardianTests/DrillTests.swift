@@ -220,6 +220,7 @@ final class Shared<Value: Sendable>: @unchecked Sendable {
         #expect(broken.status == 1, "a failed drill exits 1: \(broken.stdout) \(broken.stderr)")
         #expect(broken.stdout.contains("[FAILED]") && broken.stdout.contains("app.db <- file"), "\(broken.stdout)")
         #expect(broken.stdout.contains("checksum mismatch"), "\(broken.stdout)")
+        #expect(broken.stderr.contains("Z critical recovery drill failed "), "the level is spelled out on stderr: \(broken.stderr)")
         #expect(broken.stdout.contains((newest.path as NSString).lastPathComponent), "the reason names the file: \(broken.stdout)")
         #expect(world.scratchEntries().isEmpty, "the copy is removed after a failure too: \(world.scratchEntries())")
         // The alert went out (the command waits for delivery), signed.
