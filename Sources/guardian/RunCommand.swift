@@ -21,7 +21,9 @@ struct RunCommand: AsyncParsableCommand {
         let config = try options.load()
         GuardianLogging.bootstrap(target: logTarget ?? config.log.target, level: logLevel ?? config.log.level)
         let logger = Logger(label: "guardian")
-        try await Daemon(configPath: options.config, logger: logger).run(initial: config)
+        // Absolute, so that status shows (and a reload reads) the file whatever
+        // the reader's current directory.
+        try await Daemon(configPath: FilePaths.absolute(options.config), logger: logger).run(initial: config)
     }
 }
 

@@ -713,15 +713,7 @@ struct SandboxPaths: Equatable {
 
     /// `/a/b/../c//d/` → `/a/c/d` (lexically; the configuration only
     /// accepts absolute paths).
-    static func normalize(_ path: String) -> String {
-        var parts: [Substring] = []
-        for p in path.split(separator: "/") {
-            if p == "." { continue }
-            if p == ".." { _ = parts.popLast(); continue }
-            parts.append(p)
-        }
-        return "/" + parts.joined(separator: "/")
-    }
+    static func normalize(_ path: String) -> String { FilePaths.normalize(path) }
 
     static func directory(of path: String) -> String {
         let n = normalize(path)
