@@ -190,6 +190,13 @@ enum JournalCatalog {
             missing. Choose a free port for status.metrics (ss -ltnp shows who \
             holds it) and reload guardian (systemctl reload guardian).
             """,
+        "childExited": """
+            The application guardian runs as its child (guardian run --exec, or \
+            exec: in the configuration) exited; GUARDIAN_STATUS says how. guardian \
+            now makes its final sync and exits with the same status, so the \
+            container or unit stops with the application. If it exited by itself \
+            unexpectedly, its own output (guardian's stdout and stderr) says why.
+            """,
         "watchdogEnabled": """
             systemd's watchdog is on for guardian (WatchdogSec= in the unit; \
             GUARDIAN_INTERVAL_MS is the interval). guardian pings it only while every \
