@@ -217,6 +217,11 @@ public final class ChildHandle: Sendable {
 
     func finished() { state.withLock { $0.pid = nil } }
 
+    /// Sends `signal` to the child's process group (nothing when no child runs).
+    public func signal(_ signal: Int32) {
+        if let pid = state.withLock({ $0.pid }) { Glibc.kill(-pid, signal) }
+    }
+
     public func kill() {
         let pid = state.withLock { s -> pid_t? in
             s.killed = true

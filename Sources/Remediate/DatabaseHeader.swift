@@ -164,7 +164,14 @@ public struct FileProbe: Sendable, Equatable {
                 probe.header = h
                 if probe.dbSize % Int64(h.pageSize) != 0 {
                     probe.problems.append(.sizeNotPageMultiple(fileSize: probe.dbSize, pageSize: h.pageSize))
-                } else if let pages = h.trustedPageCount, Int64(pages) * Int64(h.pageSize) > probe.dbSize {
+                } else if let pages = h.trustedPageCount, Int64(pages) * Int64(h.pageSize) > probe.dbSize,
+                    !WALScan.holdsPages(walPath: path + "-wal", from: UInt32(probe.dbSize / Int64(h.pageSize)) + 1, through: pages)
+                {
+                    // (A checkpoint copies page 1 first and grows the file as it
+                    // goes: one stopped short, e.g. by a full disk, leaves a file
+                    // shorter than its header while the WAL still holds the rest.
+                    // SQLite reads those pages from the WAL; only pages neither
+                    // the file nor the WAL has are missing.)
                     probe.problems.append(.truncated(fileSize: probe.dbSize, expected: Int64(pages) * Int64(h.pageSize)))
                 }
             case .failure(let p):
@@ -215,34 +222,78 @@ public struct FileProbe: Sendable, Equatable {
 /// middle were lost or overwritten (a truncated WAL that the app kept
 /// appending to leaves a hole of zeros exactly like that).
 public enum WALScan {
+    /// Whether the WAL's current generation (the frames carrying its
+    /// header's salts, from the start) has a frame for every page in
+    /// `first...last`. Reads frame headers only. Blocking.
+    public static func holdsPages(walPath: String, from first: UInt32, through last: UInt32) -> Bool {
+        guard first <= last else { return true }
+        var missing: Set<UInt32> = [first]
+        let walked = walk(walPath: walPath) { header, frames in
+            // Fewer frames than missing pages cannot hold them all.
+            guard frames >= Int64(last - first) + 1 else { return false }
+            missing = Set(first...last)
+            return true
+        } frame: { _, pgno, current in
+            guard current else { return false }
+            missing.remove(pgno)
+            return !missing.isEmpty
+        }
+        return walked == .valid && missing.isEmpty
+    }
+
     /// A description of the damage, or nil when the WAL looks sound. Blocking.
     public static func damage(walPath: String) -> String? {
+        var firstBad: Int64?
+        var found: String?
+        var frameSize: Int64 = 0
+        var tail: Int64 = 0
+        let walked = walk(walPath: walPath) { header, _ in
+            frameSize = Int64(24 + header.pageSize)
+            return true
+        } frame: { i, _, current in
+            if !current, firstBad == nil { firstBad = i + 1 }
+            if current, let bad = firstBad {
+                found = "WAL frames from \(bad) on do not belong to the WAL, yet frame \(i + 1) does: \(Units.formatBytes((i + 1 - bad) * frameSize)) in the middle of the WAL were lost or overwritten"
+                return false
+            }
+            return true
+        } size: { tail = ($0 - 32) % max(1, frameSize) }
+        switch walked {
+        case .absent: return nil
+        case .badHeader: return "the WAL header is not valid"
+        case .valid:
+            if let found { return found }
+            return tail != 0 ? "the WAL ends with a partial frame (\(tail) bytes)" : nil
+        }
+    }
+
+    enum Walk { case absent, badHeader, valid }
+
+    /// Reads the WAL's header, then each whole frame's header in order:
+    /// `frame(index, pgno, carriesTheHeaderSalts)` until it returns false.
+    /// `start(header, wholeFrames)` may refuse the walk (returns false).
+    private static func walk(
+        walPath: String, start: (WALHeaderInfo, Int64) -> Bool, frame: (Int64, UInt32, Bool) -> Bool, size: (Int64) -> Void = { _ in }
+    ) -> Walk {
         let fd = open(walPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return .absent }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size >= 32 else { return nil }
+        guard fstat(fd, &st) == 0, st.st_size >= 32 else { return .absent }
         var head = [UInt8](repeating: 0, count: 32)
         guard head.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 32, 0) }) == 32, let h = WALHeaderInfo.parse(head) else {
-            return st.st_size > 0 ? "the WAL header is not valid" : nil
+            return .badHeader
         }
         let frameSize = Int64(24 + h.pageSize)
         let frames = (Int64(st.st_size) - 32) / frameSize
-        var firstBad: Int64?
-        var frame = [UInt8](repeating: 0, count: 24)
+        size(Int64(st.st_size))
+        guard start(h, frames) else { return .valid }
+        var bytes = [UInt8](repeating: 0, count: 24)
+        func u32(_ o: Int) -> UInt32 { UInt32(bytes[o]) << 24 | UInt32(bytes[o + 1]) << 16 | UInt32(bytes[o + 2]) << 8 | UInt32(bytes[o + 3]) }
         for i in 0..<frames {
-            guard frame.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 24, off_t(32 + i * frameSize)) }) == 24 else { break }
-            let s1 = UInt32(frame[8]) << 24 | UInt32(frame[9]) << 16 | UInt32(frame[10]) << 8 | UInt32(frame[11])
-            let s2 = UInt32(frame[12]) << 24 | UInt32(frame[13]) << 16 | UInt32(frame[14]) << 8 | UInt32(frame[15])
-            let current = s1 == h.salt1 && s2 == h.salt2
-            if !current, firstBad == nil { firstBad = i + 1 }
-            if current, let bad = firstBad {
-                return "WAL frames from \(bad) on do not belong to the WAL, yet frame \(i + 1) does: \(Units.formatBytes((i + 1 - bad) * frameSize)) in the middle of the WAL were lost or overwritten"
-            }
+            guard bytes.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 24, off_t(32 + i * frameSize)) }) == 24 else { break }
+            guard frame(i, u32(0), u32(8) == h.salt1 && u32(12) == h.salt2) else { break }
         }
-        if (Int64(st.st_size) - 32) % frameSize != 0 {
-            return "the WAL ends with a partial frame (\((Int64(st.st_size) - 32) % frameSize) bytes)"
-        }
-        return nil
+        return .valid
     }
 }

@@ -52,6 +52,9 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
     case withinCooldown(secondsSinceLast: Double)
     case alertOnly
     case interrupted(phase: String)
+    /// The database's filesystem has no room for a restored copy: stopping
+    /// the app would only take it down on a full disk.
+    case noRoomToRestore(String)
 
     public var description: String {
         switch self {
@@ -64,6 +67,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .withinCooldown(let s): "a second corruption \(Int(s))s after the last remediation (cooldown): not repairing again automatically"
         case .alertOnly: "remediation is set to alert-only"
         case .interrupted(let phase): "guardian restarted while the incident was in phase \(phase)"
+        case .noRoomToRestore(let e): "no room to restore, so the app was left running and nothing was moved: \(e)"
         }
     }
 
@@ -79,6 +83,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .withinCooldown: "cooldown"
         case .alertOnly: "alert-only"
         case .interrupted: "interrupted"
+        case .noRoomToRestore: "no-room-to-restore"
         }
     }
 }
@@ -114,6 +119,8 @@ public struct IncidentMachine: Sendable, Equatable {
         case inconclusive(detail: String)
         case appStopped
         case appStopFailed(String)
+        /// Checked before the app is stopped: no room for a restored copy.
+        case noRoom(String)
         case quarantined
         case quarantineFailed(String)
         /// The restore planner found `candidates` restore points (0: none; `problems` says why).
@@ -221,6 +228,9 @@ public struct IncidentMachine: Sendable, Equatable {
         case (.stoppingApp, .appStopped):
             phase = .quarantining
             return [.quarantine]
+        case (.stoppingApp, .noRoom(let e)):
+            // The app was never stopped: leave it running.
+            return escalate(.noRoomToRestore(e), restartApp: false)
         case (.stoppingApp, .appStopFailed(let e)):
             // Nothing was moved; the app may still run on the damaged database.
             return escalate(.appStopFailed(e), restartApp: true)

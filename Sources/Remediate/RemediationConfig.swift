@@ -61,6 +61,10 @@ public struct RemediationConfig: Sendable, Equatable {
     /// D-Bus address of systemd's bus (`unix:path=...`); nil = the system bus.
     /// Not a configuration key: for tests and containers.
     public var systemdBusAddress: String?
+    /// How long an incident waits for room to restore (the disk guardian may
+    /// be freeing space) before it is escalated with the app left running.
+    /// Not a configuration key.
+    public var roomWait: Duration = .seconds(60)
 
     public init(
         mode: RemediationMode = .auto, unit: String? = nil, stopCommand: [String] = [], startCommand: [String] = [],

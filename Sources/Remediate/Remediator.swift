@@ -46,6 +46,10 @@ public actor Remediator {
     private var integrity = IntegrityHealth()
     private var cursor = IntegrityCursor()
     private var lastProbe: FileProbe?
+    /// File problems (by kind) that `integrity_check` found harmless: a full
+    /// disk leaves a partial frame at the WAL's end, or a checkpoint stopped
+    /// short. They raise no new suspicion while they stay the same.
+    private var clearedFileProblems: Set<String>?
     private var activeConditions: [String: HealthCondition] = [:]
     private var record: IncidentRecord?
     private var lastClosed: IncidentRecord?
@@ -180,7 +184,10 @@ public actor Remediator {
         lastProbe = sample.files
         let (_, conditions) = assessor.record(sample)
         await updateConditions(conditions)
-        integrity.files = sample.files.problems.isEmpty ? "ok" : sample.files.problems.map(\.description).joined(separator: "; ")
+        let fileProblems = Set(sample.files.problems.map(\.kind))
+        if fileProblems.isEmpty { clearedFileProblems = nil }
+        let cleared = !fileProblems.isEmpty && fileProblems == clearedFileProblems
+        integrity.files = sample.files.problems.isEmpty || cleared ? "ok" : sample.files.problems.map(\.description).joined(separator: "; ")
         if !sample.files.dbExists {
             integrity.state = "missing"
         } else if integrity.state == "missing" {
@@ -188,7 +195,14 @@ public actor Remediator {
         }
         if config.mode != .off, sample.files.dbExists {
             if let p = sample.files.problems.first {
-                await drive(.suspicion(Suspicion(source: p.concernsWAL ? .wal : .header, detail: p.description, at: sample.at)))
+                if !cleared {
+                    // A hint, not a verdict: integrity_check decides.
+                    await drive(.suspicion(Suspicion(source: p.concernsWAL ? .wal : .header, detail: p.description, at: sample.at)))
+                    if machine.phase == .healthy, integrity.state == "ok" {
+                        clearedFileProblems = fileProblems
+                        integrity.files = "ok"
+                    }
+                }
             } else if let e = sample.error, e.isCorrupt {
                 await drive(.suspicion(Suspicion(source: .sqliteError, detail: e.description, at: sample.at)))
             }
@@ -451,6 +465,10 @@ public actor Remediator {
     private func stopApp() async -> IncidentMachine.Event {
         guard let app else { return .appStopFailed("no way to stop the app is configured") }
         let start = Date()
+        if let shortfall = await roomShortfall() {
+            await step(IncidentStepName.stopApp, .failed, "not stopped: \(shortfall)", at: start, ended: Date())
+            return .noRoom(shortfall)
+        }
         do {
             try await app.stop(timeout: config.stopTimeout)
         } catch {
@@ -479,6 +497,21 @@ public actor Remediator {
         }
         await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
         return .appStopped
+    }
+
+    /// Why a restore cannot fit beside the database (the restored copy is
+    /// written into the database's directory, then renamed over it), or nil.
+    /// The disk guardian may be freeing space right now: wait up to
+    /// `roomWait` for it before giving up.
+    private func roomShortfall() async -> String? {
+        let db = database
+        let deadline = ContinuousClock.now + config.roomWait
+        while true {
+            let room = await BlockingPool.shared.run { RestoreRoom.check(database: db) }
+            guard let shortfall = room.shortfall else { return nil }
+            if ContinuousClock.now >= deadline || Task.isCancelled { return shortfall }
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
     private func quarantine() async -> IncidentMachine.Event {

@@ -14,6 +14,8 @@ import UnixSignals
 struct Daemon {
     let configPath: String
     let logger: Logger
+    /// The application run as guardian's child, if any (`--exec`, `exec:`).
+    var exec: ExecChild? = nil
     let notifier = SystemdNotifier()
 
     /// Set by the SIGHUP handler when a new configuration was accepted.
@@ -28,14 +30,44 @@ struct Daemon {
         var config = initial
         var generation = 0
         logger.event(.daemonStarted, ["version": "\(GuardianVersion.string)", "config": "\(configPath)", "pid": "\(getpid())"])
-        while true {
-            let box = ReloadBox()
-            try await runGeneration(config, isReload: generation > 0, box: box)
-            guard let next = box.take() else { break }
-            config = next
-            generation += 1
+        try await withThrowingDiscardingTaskGroup { tasks in
+            if let exec {
+                // SIGTERM/SIGINT go to the child; its exit stops guardian.
+                tasks.addTask {
+                    for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                        if exec.hasStarted { exec.forward(signal.rawValue) } else { exec.abandon(signal.rawValue) }
+                    }
+                }
+            }
+            defer { tasks.cancelAll() }
+            do {
+                while true {
+                    let box = ReloadBox()
+                    try await runGeneration(config, isReload: generation > 0, box: box)
+                    guard exec?.isDone != true, let next = box.take() else { break }
+                    config = next
+                    generation += 1
+                }
+            } catch {
+                await stopChild()
+                throw error
+            }
+            await stopChild()
         }
         logger.event(.daemonStopped)
+    }
+
+    /// guardian is stopping for its own reasons while the child runs: it gets
+    /// SIGTERM, then SIGKILL after 10 s.
+    private func stopChild() async {
+        guard let exec, exec.hasStarted, !exec.isDone else { return }
+        exec.forward(SIGTERM)
+        let killer = Task {
+            try await Task.sleep(for: .seconds(10))
+            exec.forward(SIGKILL)
+        }
+        _ = await exec.exited()
+        killer.cancel()
     }
 
     private func runGeneration(_ config: GuardianConfig, isReload: Bool, box: ReloadBox) async throws {
@@ -108,8 +140,9 @@ struct Daemon {
         }
         services.append(.init(service: NotifyService(board: board, notifier: notifier, logger: logger, isReload: isReload), serviceName: "sd_notify"))
 
+        // With a child, SIGTERM/SIGINT are the child's (forwarded in `run`).
         var groupConfig = ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+            services: services, gracefulShutdownSignals: exec == nil ? [.sigterm, .sigint] : [], cancellationSignals: [], logger: logger)
         // systemd's TimeoutStopSec in packaging/ is 30 s: finish well inside it.
         groupConfig.maximumGracefulShutdownDuration = .seconds(20)
         groupConfig.maximumCancellationDuration = .seconds(5)
@@ -129,6 +162,17 @@ struct Daemon {
                     } catch {
                         logger.event(.configReloadRefused, level: .error, ["error": "\(error)"])
                     }
+                }
+            }
+            if let exec {
+                tasks.addTask {
+                    // The child starts once every database is open (first generation).
+                    await board.waitUntilDatabasesSettled()
+                    if !exec.isDone { exec.start() }
+                    // (nil: this generation ended first, e.g. a reload; the child runs on.)
+                    guard let outcome = await exec.exited() else { return }
+                    logger.event(.childExited, ["command": "\(exec.argv.first ?? "")", "status": "\(outcome.summary)"])
+                    await group.triggerGracefulShutdown()
                 }
             }
             do {

@@ -3,8 +3,9 @@ import Foundation
 import Platform
 import Replication
 
-/// `guardian restore [--config PATH] -o OUT [--timestamp T | --txid X] [--force]
-/// [--integrity-check full|quick|none] [--replica NAME] (DB_PATH | REPLICA_URL)`
+/// `guardian restore [--config PATH] [-o OUT] [--timestamp T | --txid X] [--force]
+/// [--if-db-not-exists] [--if-replica-exists] [--integrity-check full|quick|none]
+/// [--replica NAME] (DB_PATH | REPLICA_URL)`
 struct RestoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restore",
@@ -17,15 +18,18 @@ struct RestoreCommand: AsyncParsableCommand {
             integrity_check (or quick_check) before it is renamed to OUT. An existing OUT is never \
             replaced without --force and is left untouched when the restore fails. \
             --timestamp restores exactly the transactions committed at or before that instant. \
-            Exit status: 0 restored, 1 the restore failed, 2 bad arguments or configuration.
+            OUT defaults to DB_PATH. For a container's start-up (Litestream's idiom): \
+            --if-db-not-exists does nothing when OUT exists, --if-replica-exists does nothing when \
+            the replica answers and holds no restore point (an unreachable replica is still an error). \
+            Exit status: 0 restored (or nothing to do), 1 the restore failed, 2 bad arguments or configuration.
             """
     )
 
     @Option(name: .long, help: "Configuration file (used with DB_PATH).")
     var config: String = GuardianConfig.defaultPath
 
-    @Option(name: [.customShort("o"), .long], help: "Where to write the restored database.")
-    var output: String
+    @Option(name: [.customShort("o"), .long], help: "Where to write the restored database (default: DB_PATH).")
+    var output: String?
 
     @Option(help: "Restore the transactions committed at or before this RFC 3339 time.")
     var timestamp: String?
@@ -35,6 +39,12 @@ struct RestoreCommand: AsyncParsableCommand {
 
     @Flag(help: "Replace an existing OUT (with its -wal, -shm and -journal).")
     var force = false
+
+    @Flag(help: "Do nothing (exit 0) when OUT already exists.")
+    var ifDbNotExists = false
+
+    @Flag(help: "Do nothing (exit 0) when the replica holds no restore point.")
+    var ifReplicaExists = false
 
     @Option(help: "Check of the restored copy: full, quick or none.")
     var integrityCheck: String = "full"
@@ -47,7 +57,14 @@ struct RestoreCommand: AsyncParsableCommand {
 
     func run() async throws {
         let options = parseOptions()
+        guard let output = output ?? (RestoreCLI.isURL(source) ? nil : source) else {
+            CLI.fail("-o OUT is required with a replica URL", code: 2)
+        }
         let out = RestoreCLI.absolute(output)
+        if ifDbNotExists, Self.exists(out) {
+            print("\(out) exists: nothing restored (--if-db-not-exists)")
+            return
+        }
         let (client, name) = await RestoreCLI.client(
             source: source, config: config, replica: replica, purpose: "restore")
         let bar = isatty(2) != 0 ? ProgressBar() : nil
@@ -57,6 +74,10 @@ struct RestoreCommand: AsyncParsableCommand {
         do {
             result = try await Restorer().restore(client: client, to: out, options: options, progress: progress)
             bar?.end()
+        } catch let e as RestoreError where e.kind == .noFiles && ifReplicaExists {
+            bar?.end()
+            print("\(name) holds no restore point: nothing restored (--if-replica-exists)")
+            return
         } catch {
             bar?.end()
             var message = "restore from \(name) failed: \(error)"
@@ -72,6 +93,14 @@ struct RestoreCommand: AsyncParsableCommand {
                 + "\(Units.formatBytes(result.bytes)), \(check), \(String(format: "%.2f", result.totalSeconds)) s "
                 + "(plan \(String(format: "%.2f", result.planSeconds)) s, download wait \(String(format: "%.2f", result.downloadSeconds)) s, "
                 + "apply \(String(format: "%.2f", result.applySeconds)) s, check \(String(format: "%.2f", result.verifySeconds)) s)")
+    }
+
+    /// OUT counts as existing with any of its files (a -wal alone holds commits too).
+    static func exists(_ out: String) -> Bool {
+        ["", "-wal"].contains { suffix in
+            var st = stat()
+            return lstat(out + suffix, &st) == 0
+        }
     }
 
     func parseOptions() -> RestoreOptions {

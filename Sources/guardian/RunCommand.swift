@@ -17,11 +17,35 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level?
 
+    @Option(help: ArgumentHelp(
+        "Run this application as guardian's child (overrides exec: in the configuration): it starts once replication runs, gets SIGTERM/SIGINT forwarded, and guardian exits with its status after a final sync.",
+        valueName: "COMMAND"))
+    var exec: String?
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The application and its arguments, after --, as an argv (instead of --exec).", valueName: "COMMAND"))
+    var command: [String] = []
+
     func run() async throws {
         let config = try options.load()
+        var argv = config.exec
+        if !command.isEmpty {
+            if exec != nil { CLI.fail("give the application either with --exec or after --, not both", code: 2) }
+            argv = command
+        } else if let exec {
+            do {
+                argv = try ShellWords.split(exec)
+            } catch {
+                CLI.fail("--exec: \(error)", code: 2)
+            }
+            if argv?.isEmpty != false { CLI.fail("--exec: must name a program, e.g. --exec \"app serve\"", code: 2) }
+        }
         GuardianLogging.bootstrap(target: logTarget ?? config.log.target, level: logLevel ?? config.log.level)
         let logger = Logger(label: "guardian")
-        try await Daemon(configPath: options.config, logger: logger).run(initial: config)
+        let child = argv.map { ExecChild(argv: $0) }
+        // Absolute, so that status shows (and a reload reads) the file whatever
+        // the reader's current directory.
+        try await Daemon(configPath: FilePaths.absolute(options.config), logger: logger, exec: child).run(initial: config)
+        if let status = child?.exitStatus, status != 0 { throw ExitCode(status) }
     }
 }
 

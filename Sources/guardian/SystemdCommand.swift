@@ -190,6 +190,13 @@ enum JournalCatalog {
             missing. Choose a free port for status.metrics (ss -ltnp shows who \
             holds it) and reload guardian (systemctl reload guardian).
             """,
+        "childExited": """
+            The application guardian runs as its child (guardian run --exec, or \
+            exec: in the configuration) exited; GUARDIAN_STATUS says how. guardian \
+            now makes its final sync and exits with the same status, so the \
+            container or unit stops with the application. If it exited by itself \
+            unexpectedly, its own output (guardian's stdout and stderr) says why.
+            """,
         "watchdogEnabled": """
             systemd's watchdog is on for guardian (WatchdogSec= in the unit; \
             GUARDIAN_INTERVAL_MS is the interval). guardian pings it only while every \
@@ -713,15 +720,7 @@ struct SandboxPaths: Equatable {
 
     /// `/a/b/../c//d/` → `/a/c/d` (lexically; the configuration only
     /// accepts absolute paths).
-    static func normalize(_ path: String) -> String {
-        var parts: [Substring] = []
-        for p in path.split(separator: "/") {
-            if p == "." { continue }
-            if p == ".." { _ = parts.popLast(); continue }
-            parts.append(p)
-        }
-        return "/" + parts.joined(separator: "/")
-    }
+    static func normalize(_ path: String) -> String { FilePaths.normalize(path) }
 
     static func directory(of path: String) -> String {
         let n = normalize(path)

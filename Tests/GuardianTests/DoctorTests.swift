@@ -525,6 +525,19 @@ struct DoctorTests {
         #expect(lag.message == "caught up with the live database (TXID \(before), per the running daemon)", "\(lag.message)")
         #expect(report.failures.isEmpty, "\(report.dump)")
 
+        // The same file by a relative path or through a symlink is the daemon's
+        // configuration; a copy elsewhere is not.
+        let cwdDepth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+        let relative = String(repeating: "../", count: cwdDepth) + w.configPath.dropFirst()
+        symlink(w.dir, w.dir + "-link")
+        defer { unlink(w.dir + "-link") }
+        let copy = w.dir + "/copy.yml"
+        try FileManager.default.copyItem(atPath: w.configPath, toPath: copy)
+        for (path, same) in [(relative, true), (w.dir + "-link/" + (w.configPath as NSString).lastPathComponent, true), (copy, false)] {
+            let r = try await guardian(["doctor", "--config", path, "--environment-file", "/dev/null"], environment: ["DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"], timeout: .seconds(120))
+            #expect(r.stdout.contains("the daemon runs with") != same, "\(path): \(r.stdout)")
+        }
+
         // The daemon still replicates after the probe came and went.
         try await sqlite3(w.db, "INSERT INTO t(v) VALUES ('after doctor');")
         let still = try await TestSupport.waitUntil(timeout: .seconds(10)) {

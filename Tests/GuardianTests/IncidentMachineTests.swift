@@ -118,6 +118,8 @@ import Testing
         // (events to reach the phase, failing event, expected reason, restart app?)
         let cases: [([M.Event], M.Event, EscalationReason, Bool)] = [
             ([], .appStopFailed("no such unit"), .appStopFailed("no such unit"), true),
+            // Checked before stopping: the app was never stopped, so it is not started either.
+            ([], .noRoom("disk full"), .noRoomToRestore("disk full"), false),
             ([.appStopped], .quarantineFailed("EACCES"), .quarantineFailed("EACCES"), true),
             ([.appStopped, .quarantined], .restorePlanned(candidates: 0, problems: "file: empty"), .noHealthyReplica("file: empty"), false),
             ([.appStopped, .quarantined, .restorePlanned(candidates: 1, problems: "")], .restoreFailed("gone"), .restoresExhausted(attempts: 1, last: "gone"), false),
@@ -166,7 +168,7 @@ import Testing
         var rng = SystemRandomNumberGenerator()
         let events: [M.Event] = [
             .suspicion(suspicion()), .confirmed(detail: "c", at: t0), .notConfirmed(detail: "n"), .inconclusive(detail: "i"),
-            .appStopped, .appStopFailed("f"), .quarantined, .quarantineFailed("f"), .restorePlanned(candidates: 3, problems: ""),
+            .appStopped, .appStopFailed("f"), .noRoom("f"), .quarantined, .quarantineFailed("f"), .restorePlanned(candidates: 3, problems: ""),
             .restorePlanned(candidates: 0, problems: "p"), .restored, .restoreFailed("f"), .verified, .verifyFailed("f"),
             .swapped, .swapFailed("f"), .appStarted(at: t0), .appStartFailed("f"),
         ]

@@ -141,48 +141,51 @@ struct Exposition {
 @Suite struct MetricsTests {
     // MARK: - The exposition writer
 
-    @Test func writerEscapesAndFormats() throws {
-        var m = PrometheusText()
-        m.family("guardian_test_info", .gauge, "A \\ backslash and a\nnew line.") {
-            $0.add([("db", "/data/we\"ird\\name\nx.db"), ("replica", "s3")], 1)
-            $0.add([("db", "plain")], 2.5)
+    /// Through swift-metrics into swift-prometheus: escaping, help text,
+    /// counters advanced by their growth (and started over when the count
+    /// went down), series that disappear are removed, special values.
+    @Test func pipelineRecordsAndRenders() throws {
+        let pipeline = MetricsPipeline()
+        func samples(total: Int64, withSecond: Bool) -> MetricSamples {
+            var m = MetricSamples()
+            m.family("guardian_test_info", .gauge, "A \\ backslash.") {
+                $0.add([("db", "/data/we\"ird\\name\nx.db"), ("replica", "s3")], 1)
+                if withSecond { $0.add([("db", "plain"), ("replica", "file")], 2.5) }
+            }
+            m.family("guardian_test_total", .counter, "Counts.") { $0.add([], total) }
+            m.family("guardian_test_special", .gauge, "Special values.") {
+                $0.add([("k", "inf")], Double.infinity)
+                $0.add([("k", "tiny")], 0.000015)
+                $0.add([("k", "none")], nil as Double?)
+            }
+            return m
         }
-        m.family("guardian_test_total", .counter, "Counts.") {
-            $0.add([], 12345678901 as Int64)
-        }
-        m.family("guardian_test_empty", .gauge, "No samples.") { _ in }
-        m.family("guardian_test_special", .gauge, "Special values.") {
-            $0.add([("k", "inf")], Double.infinity)
-            $0.add([("k", "-inf")], -Double.infinity)
-            $0.add([("k", "nan")], Double.nan)
-            $0.add([("k", "tiny")], 0.000015)
-            $0.add([("k", "none")], nil as Double?)
-        }
-        let text = m.render()
-        #expect(text.contains("# HELP guardian_test_info A \\\\ backslash and a\\nnew line.\n"))
-        #expect(text.contains("guardian_test_info{db=\"/data/we\\\"ird\\\\name\\nx.db\",replica=\"s3\"} 1\n"))
-        #expect(text.contains("guardian_test_info{db=\"plain\"} 2.5\n"))
-        #expect(text.contains("# TYPE guardian_test_total counter\nguardian_test_total 12345678901\n"))
-        #expect(text.contains("guardian_test_special{k=\"inf\"} +Inf\n"))
-        #expect(text.contains("guardian_test_special{k=\"-inf\"} -Inf\n"))
-        #expect(text.contains("guardian_test_special{k=\"nan\"} NaN\n"))
-        #expect(!text.contains("k=\"none\""))
-        let parsed = try Exposition(parsing: text)
-        #expect(parsed.value("guardian_test_info", ["db": "/data/we\"ird\\name\nx.db", "replica": "s3"]) == 1)
-        #expect(parsed.value("guardian_test_special", ["k": "tiny"]) == 0.000015)
-        #expect(parsed.types["guardian_test_empty"] == "gauge" && parsed.values("guardian_test_empty").isEmpty)
-        #expect(parsed.help["guardian_test_info"] == "A \\\\ backslash and a\\nnew line.")
+        let first = try Exposition(parsing: pipeline.render(samples(total: 12345678901, withSecond: true)))
+        #expect(first.value("guardian_test_info", ["db": "/data/we\"ird\\name\nx.db", "replica": "s3"]) == 1)
+        #expect(first.value("guardian_test_info", ["db": "plain", "replica": "file"]) == 2.5)
+        #expect(first.value("guardian_test_total") == 12345678901)
+        #expect(first.types["guardian_test_total"] == "counter" && first.types["guardian_test_info"] == "gauge")
+        #expect(first.help["guardian_test_info"] == "A \\\\ backslash.")
+        #expect(first.value("guardian_test_special", ["k": "inf"]) == .infinity)
+        #expect(first.value("guardian_test_special", ["k": "tiny"]) == 0.000015)
+        #expect(first.values("guardian_test_special").count == 2, "no sample for an unknown value")
+
+        let second = try Exposition(parsing: pipeline.render(samples(total: 12345678950, withSecond: false)))
+        #expect(second.value("guardian_test_total") == 12345678950)
+        #expect(second.values("guardian_test_info").count == 1, "the series that went away is gone")
+        let reset = try Exposition(parsing: pipeline.render(samples(total: 7, withSecond: false)))
+        #expect(reset.value("guardian_test_total") == 7, "a count that went down starts over (a reload)")
     }
 
     @Test func namesAreChecked() {
-        #expect(PrometheusText.isValidMetricName("guardian_replica_lag_seconds"))
-        #expect(PrometheusText.isValidMetricName("a:b_c9"))
-        #expect(!PrometheusText.isValidMetricName("9lives"))
-        #expect(!PrometheusText.isValidMetricName("guardian-lag"))
-        #expect(!PrometheusText.isValidMetricName(""))
-        #expect(PrometheusText.isValidLabelName("db"))
-        #expect(!PrometheusText.isValidLabelName("__name"))
-        #expect(!PrometheusText.isValidLabelName("a:b"))
+        #expect(MetricSamples.isValidMetricName("guardian_replica_lag_seconds"))
+        #expect(MetricSamples.isValidMetricName("a:b_c9"))
+        #expect(!MetricSamples.isValidMetricName("9lives"))
+        #expect(!MetricSamples.isValidMetricName("guardian-lag"))
+        #expect(!MetricSamples.isValidMetricName(""))
+        #expect(MetricSamples.isValidLabelName("db"))
+        #expect(!MetricSamples.isValidLabelName("__name"))
+        #expect(!MetricSamples.isValidLabelName("a:b"))
     }
 
     /// The strict parser rejects what it must (so a pass means something).
@@ -468,6 +471,11 @@ struct Exposition {
         #expect(Int(response.header("Content-Length") ?? "") == response.body.count)
         let text = String(decoding: response.body, as: UTF8.self)
         let e = try Exposition(parsing: text)
+        // The real parser and linter of the format.
+        let file = d.dir + "/scrape.txt"
+        try TestSupport.write(text, to: file)
+        let lint = try await run("/bin/sh", ["-c", "\(ContribTests.promtool) check metrics < \(file)"])
+        #expect(lint.status == 0, "promtool check metrics: \(lint.stdout)\(lint.stderr)")
 
         let db = try #require(doc.list("databases").first)
         let path = d.db
@@ -515,7 +523,7 @@ struct Exposition {
         // HEAD: the same headers, no body.
         let head = try await Self.get(d.metricsURL + "/metrics", method: "HEAD")
         #expect(head.status == 200 && head.body.isEmpty)
-        #expect(head.header("Content-Type") == PrometheusText.contentType)
+        #expect(head.header("Content-Type") == GuardianMetrics.contentType)
         #expect((Int(head.header("Content-Length") ?? "") ?? 0) > 1000)
         // Only /metrics exists; only GET and HEAD.
         #expect(try await Self.get(d.metricsURL + "/").status == 404)

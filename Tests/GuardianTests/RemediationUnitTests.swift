@@ -132,6 +132,48 @@ enum Damage {
         #expect(WALScan.damage(walPath: dir + "/missing-wal") == nil)
     }
 
+    /// Issue 17: on a full disk a checkpoint copies page 1 (with the new
+    /// page count) and stops when the file cannot grow; the WAL still holds
+    /// the pages the file lacks, and SQLite reads them from there. That is
+    /// not a truncated database, and a frame cut short by ENOSPC at the
+    /// WAL's end is not a damaged WAL: integrity_check says ok to both.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func checkpointStoppedByAFullDiskIsNotDamage() throws {
+        let fs = try DiskKit.Tmpfs(size: "4m")
+        defer { fs.unmount() }
+        let db = fs.path + "/app.db"
+        try Damage.makeDatabase(db, rows: 10)
+        let app = try SQLiteConnection(path: db)
+        app.persistWAL()
+        try app.execute("PRAGMA wal_autocheckpoint=0")
+        try app.execute("BEGIN")
+        for i in 0..<1500 { try app.query("INSERT INTO items(body) VALUES (?)", [.text(String(repeating: "g", count: 600) + "\(i)")]) }
+        try app.execute("COMMIT")
+        // Fill the filesystem to the last byte.
+        let filler = open(fs.path + "/runaway.log", O_WRONLY | O_CREAT, 0o644)
+        var chunk = [UInt8](repeating: 0x41, count: 1 << 16)
+        while chunk.count >= 1 {
+            if chunk.withUnsafeBytes({ write(filler, $0.baseAddress, $0.count) }) <= 0 { chunk = Array(chunk.prefix(chunk.count / 2)) }
+        }
+        close(filler)
+        _ = try? app.checkpoint(.passive)
+        // A commit on the full disk fails and may leave part of a frame behind.
+        #expect(throws: (any Error).self) {
+            try app.query("INSERT INTO items(body) VALUES (?)", [.text(String(repeating: "h", count: 3000))])
+        }
+        let probe = FileProbe.read(path: db)
+        let header = try #require(probe.header)
+        #expect(Int64(header.pageCount) * Int64(header.pageSize) > probe.dbSize, "the checkpoint stopped short (precondition)")
+        #expect(!probe.problems.contains { $0.kind == "truncated" }, "\(probe.problems)")
+        #expect(IntegrityChecker.confirm(path: db, budget: .seconds(10)).verdict == .ok)
+        #expect(try app.scalar("SELECT count(*) FROM items") == .integer(1510))
+
+        // Pages the WAL does not hold are missing, though.
+        #expect(WALScan.holdsPages(walPath: db + "-wal", from: 1, through: UInt32(probe.dbSize / 4096) + 1))
+        #expect(!WALScan.holdsPages(walPath: db + "-wal", from: 1, through: 1_000_000))
+        #expect(!WALScan.holdsPages(walPath: fs.path + "/none-wal", from: 2, through: 3))
+    }
+
     @Test func integrityChecksFindRealCorruption() throws {
         let dir = try TestSupport.makeTempDir("ic")
         defer { TestSupport.cleanup(dir) }

@@ -39,6 +39,8 @@ struct GuardianConfig: Sendable, Equatable {
     var log = Log()
     /// guardian's own state: its SQLite event log, replication positions.
     var stateDir = "/var/lib/guardian"
+    /// `exec:` — the application to run as guardian's child (see `ExecChild`).
+    var exec: [String]?
 }
 
 extension GuardianConfig {
@@ -90,7 +92,8 @@ extension GuardianConfig {
         }
         // Keys Litestream's own configuration has at the top level; accepted so
         // that a litestream.yml works unchanged, but without effect here.
-        for key in ["addr", "levels", "snapshot", "l0-retention", "l0-retention-check-interval", "logging", "exec"] {
+        config.exec = try top.optional("exec") { try parseExec($0) }
+        for key in ["addr", "levels", "snapshot", "l0-retention", "l0-retention-check-interval", "logging"] {
             _ = top.has(key)
         }
         try top.finish()
@@ -107,6 +110,23 @@ extension GuardianConfig {
         if !(d.warn < d.critical && d.critical < d.emergency) {
             throw ConfigError(file: file, line: root.line, key: "disk", message: "levels must rise: warn \(d.warn)% < critical \(d.critical)% < emergency \(d.emergency)%")
         }
+    }
+
+    /// `exec:` as Litestream writes it (`"app serve --port 8080"`, split like a
+    /// shell would, no shell run) or as an argv list.
+    static func parseExec(_ node: ConfigNode) throws -> [String] {
+        let words: [String]
+        if case .scalar = node.node {
+            do {
+                words = try ShellWords.split(try node.string())
+            } catch let e as ShellWords.Unterminated {
+                throw node.error("\(e)")
+            }
+        } else {
+            words = try node.stringList()
+        }
+        guard let first = words.first, !first.isEmpty else { throw node.error("must name a program, e.g. \"app serve\"") }
+        return words
     }
 
     /// `status.metrics`: a loopback `HOST:PORT` (see `LoopbackAddress`),

@@ -73,7 +73,7 @@ enum HostChecks {
         case .answered(let doc):
             let uptime = Units.formatDuration(.milliseconds(Int64(doc.uptimeSeconds * 1000)))
             out.append(.ok(group, "daemon", "the daemon answers at \(config.status.socket): guardian \(doc.version), pid \(doc.pid), \(doc.state), up \(uptime)"))
-            if SandboxPaths.normalize(doc.config) != SandboxPaths.normalize(config.file) {
+            if FilePaths.canonical(doc.config) != FilePaths.canonical(config.file) {
                 out.append(.warn(group, "daemon.config", "the daemon runs with \(doc.config), this check read \(config.file)",
                     fix: "run guardian doctor --config \(doc.config) to check what the daemon uses"))
             }

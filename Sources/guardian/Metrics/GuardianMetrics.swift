@@ -17,18 +17,27 @@ enum GuardianMetrics {
     static let healthStates = ["healthy", "warning", "critical", "suspect", "remediating", "escalated", "awaiting-operator", "missing", "off"]
     static let walLevels = ["ok", "warning", "critical"]
 
-    static func render(_ doc: StatusDocument) -> String {
-        var m = PrometheusText()
+    /// The content type of what `render` returns (Prometheus text format 0.0.4).
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The document's figures in the Prometheus text format, recorded through
+    /// `pipeline` (a fresh one when none is given).
+    static func render(_ doc: StatusDocument, pipeline: MetricsPipeline = MetricsPipeline()) -> String {
+        pipeline.render(samples(doc))
+    }
+
+    static func samples(_ doc: StatusDocument) -> MetricSamples {
+        var m = MetricSamples()
         daemon(doc, &m)
         databases(doc, &m)
         replicas(doc, &m)
         health(doc, &m)
         disk(doc, &m)
         drills(doc, &m)
-        return m.render()
+        return m
     }
 
-    private static func drills(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func drills(_ doc: StatusDocument, _ m: inout MetricSamples) {
         let newest = doc.drills.flatMap { d in d.replicas.map { (labels: [("db", d.path), ("replica", $0.replica)], drill: $0) } }
         m.family("guardian_drill_last_success", .gauge, "1 when the newest recovery drill of the replica passed, 0 when it failed.") { f in
             for (l, d) in newest { f.add(l, d.result == "PASSED") }
@@ -52,7 +61,7 @@ enum GuardianMetrics {
 
     /// One sample per known state, 1 for the current one (an unknown current
     /// state gets its own sample, so it is never hidden).
-    private static func stateSet(_ f: inout PrometheusText.Family, _ labels: [(String, String)], key: String, states: [String], current: String) {
+    private static func stateSet(_ f: inout MetricSamples.Family, _ labels: [(String, String)], key: String, states: [String], current: String) {
         for s in states { f.add(labels + [(key, s)], s == current) }
         if !states.contains(current) { f.add(labels + [(key, current)], true) }
     }
@@ -69,7 +78,7 @@ enum GuardianMetrics {
         hex.flatMap { UInt64($0, radix: 16) }.map { Double($0) }
     }
 
-    private static func daemon(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func daemon(_ doc: StatusDocument, _ m: inout MetricSamples) {
         m.family("guardian_build_info", .gauge, "Always 1; the version label names the running guardian.") {
             $0.add([("version", doc.version)], 1)
         }
@@ -81,7 +90,7 @@ enum GuardianMetrics {
         }
     }
 
-    private static func databases(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func databases(_ doc: StatusDocument, _ m: inout MetricSamples) {
         let dbs = doc.databases
         m.family("guardian_database_state", .gauge, "Database state: 1 for the current one of opening, open, paused, missing, error.") { f in
             for d in dbs { stateSet(&f, [("db", d.path)], key: "state", states: databaseStates, current: d.state) }
@@ -108,7 +117,7 @@ enum GuardianMetrics {
         }
     }
 
-    private static func replicas(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func replicas(_ doc: StatusDocument, _ m: inout MetricSamples) {
         let all = doc.databases.flatMap { d in d.replicas.map { (labels: [("db", d.path), ("replica", $0.name), ("type", $0.type)], r: $0) } }
         m.family("guardian_replica_state", .gauge, "Replica state: 1 for the current one of Starting, Syncing, Lagging, Failing.") { f in
             for (l, r) in all { stateSet(&f, l, key: "state", states: replicaStates, current: r.state) }
@@ -136,7 +145,7 @@ enum GuardianMetrics {
         }
     }
 
-    private static func health(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func health(_ doc: StatusDocument, _ m: inout MetricSamples) {
         let all = doc.health
         m.family("guardian_health_state", .gauge, "Remediation's view of the database: 1 for the current state.") { f in
             for h in all { stateSet(&f, [("db", h.path)], key: "state", states: healthStates, current: h.state) }
@@ -170,9 +179,9 @@ enum GuardianMetrics {
         }
     }
 
-    private static func disk(_ doc: StatusDocument, _ m: inout PrometheusText) {
+    private static func disk(_ doc: StatusDocument, _ m: inout MetricSamples) {
         let mounts = doc.disk
-        func each(_ f: inout PrometheusText.Family, _ value: (MountStatus) -> Double?) {
+        func each(_ f: inout MetricSamples.Family, _ value: (MountStatus) -> Double?) {
             for d in mounts { f.add([("mount", d.mountPoint)], value(d)) }
         }
         m.family("guardian_disk_size_bytes", .gauge, "Size of the filesystem in bytes.") { each(&$0) { Double($0.totalBytes) } }

@@ -21,6 +21,8 @@ struct MetricsService: Service {
     let address: LoopbackAddress
     let board: StatusBoard
     let logger: Logger
+    /// Where every scrape records the snapshot's figures (swift-metrics → swift-prometheus).
+    let pipeline = MetricsPipeline()
     /// Connections served at once; more are answered 503 at once.
     static let maxConcurrent = 8
     /// 503 answers being written at once; connections beyond that are closed unanswered.
@@ -111,8 +113,8 @@ struct MetricsService: Service {
             return HTTPServing.response(status: 405, body: Array("method not allowed: use GET or HEAD\n".utf8), headers: [("Allow", "GET, HEAD")])
         }
         let doc = await board.document()
-        let text = GuardianMetrics.render(doc)
-        return HTTPServing.response(status: 200, contentType: PrometheusText.contentType, body: Array(text.utf8), head: isHead)
+        let text = GuardianMetrics.render(doc, pipeline: pipeline)
+        return HTTPServing.response(status: 200, contentType: GuardianMetrics.contentType, body: Array(text.utf8), head: isHead)
     }
 }
 
