@@ -32,6 +32,19 @@ actor ReplicaShipper {
     /// The replica's newest TXID across all levels, plus the header of its
     /// newest L0 file (to resume without a full image).
     func discover() async throws -> (position: UInt64, newestL0: LTXHeader?) {
+        do {
+            let found = try await listPosition()
+            if failures == 0 { lastError = nil }
+            return found
+        } catch {
+            // Shown by status while start-up keeps asking (a replica that
+            // cannot be listed is not at position 0).
+            lastError = "\(error)"
+            throw error
+        }
+    }
+
+    private func listPosition() async throws -> (position: UInt64, newestL0: LTXHeader?) {
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -325,7 +338,7 @@ actor ReplicaShipper {
         let state: String
         if position == nil && lastError == nil {
             state = "Starting"
-        } else if failures > 0 {
+        } else if failures > 0 || position == nil {
             state = "Failing"
         } else if lag > max(1000, config.syncInterval.milliseconds * 2 + 1000) {
             state = "Lagging"
