@@ -8,6 +8,7 @@
 // libc itself, so nothing extra is linked.
 
 #include <spawn.h>
+#include <stddef.h>
 
 /// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
 /// fork/exec could inherit the pipe.
@@ -15,5 +16,13 @@ extern int pipe2(int pipefd[2], int flags);
 
 /// Closes every descriptor >= `from` in the child before exec.
 extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+
+/// glibc's heap statistics (<malloc.h>, glibc >= 2.33), declared here so as
+/// not to pull <malloc.h> into the module: what the tests read to show that
+/// compaction's memory stays bounded.
+struct mallinfo2 {
+    size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+extern struct mallinfo2 mallinfo2(void);
 
 #endif

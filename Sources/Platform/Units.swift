@@ -3,10 +3,21 @@
 /// percentages (`80%`). Each returns nil for malformed input so that the
 /// caller can report the key and line.
 public enum Units {
-    /// Go-style durations (`ns us ms s m h`) plus `d` for days. A bare `0` is zero.
+    /// The longest duration a setting may have: 100 years (36500d). Longer
+    /// ones are refused rather than overflowing a nanosecond count or a clock.
+    public static let maxDuration: Duration = .seconds(36500 * 86400)
+
+    /// Go-style durations (`ns us ms s m h`) plus `d` for days. A bare `0` is
+    /// zero. Nil when malformed or longer than `maxDuration`.
     public static func duration(_ text: String) -> Duration? {
+        guard let seconds = durationSeconds(text), seconds <= maxDuration.seconds else { return nil }
+        return .nanoseconds(Int64((seconds * 1e9).rounded()))
+    }
+
+    /// The length of a well-formed duration in seconds, however long (finite).
+    public static func durationSeconds(_ text: String) -> Double? {
         let s = text.trimmingCharacters(in: .whitespaces)
-        if s == "0" { return .zero }
+        if s == "0" { return 0 }
         var total: Double = 0
         var index = s.startIndex
         var sawUnit = false
@@ -30,13 +41,23 @@ public enum Units {
             total += value * scale
             sawUnit = true
         }
-        guard sawUnit else { return nil }
-        return .nanoseconds(Int64((total * 1e9).rounded()))
+        guard sawUnit, total.isFinite else { return nil }
+        return total
     }
+
+    /// The largest byte size a setting may have (an Int64 with room to add).
+    public static let maxBytes: Double = 9.2e18
 
     /// Byte sizes. `KB MB GB TB` are decimal (1000), `KiB MiB GiB TiB` binary,
     /// and logrotate's single letters `k M G` binary. A bare number is bytes.
+    /// Nil when malformed or above `maxBytes`.
     public static func bytes(_ text: String) -> Int64? {
+        guard let value = byteCount(text), value < maxBytes else { return nil }
+        return Int64(value.rounded())
+    }
+
+    /// The value of a well-formed byte size, however large (finite).
+    public static func byteCount(_ text: String) -> Double? {
         let s = text.trimmingCharacters(in: .whitespaces)
         var split = s.startIndex
         while split < s.endIndex, s[split].isNumber || s[split] == "." { split = s.index(after: split) }
@@ -56,8 +77,8 @@ public enum Units {
         default: return nil
         }
         let result = value * scale
-        guard result >= 0, result < 9.2e18 else { return nil }
-        return Int64(result.rounded())
+        guard result >= 0, result.isFinite else { return nil }
+        return result
     }
 
     /// `80%` or `80` → 80.0, within 0...100.

@@ -30,7 +30,7 @@ public struct FileReplicaClient: ReplicaClient {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
-            guard let (lo, hi) = LTXNaming.parse(fileName: name) else { continue }
+            guard let (lo, hi) = try LTXNaming.listed(fileName: name, display: "\(dir)/\(name)") else { continue }
             var st = stat()
             guard stat("\(dir)/\(name)", &st) == 0 else { continue }
             let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)

@@ -58,6 +58,28 @@ public enum LTXNaming {
         return (lo, hi)
     }
 
+    /// The highest TXID a file may end at: the next transaction needs a
+    /// number too. A file ending at `ffffffffffffffff` is refused, never
+    /// used: numbering past it would overflow.
+    public static let maxTXID: UInt64 = UInt64.max - 1
+
+    /// A replica listing's view of `fileName` (`display`: the file as errors
+    /// name it): nil when the name
+    /// is not an LTX file (skipped), its TXIDs otherwise. Throws a permanent
+    /// `ReplicaError` naming the file when its MaxTXID is out of range, so
+    /// the replica is reported failing (status, log, restore) instead of
+    /// guardian numbering past the largest TXID.
+    public static func listed(fileName: String, display: String) throws -> (min: UInt64, max: UInt64)? {
+        guard let (lo, hi) = parse(fileName: fileName) else { return nil }
+        guard hi <= maxTXID else {
+            throw ReplicaError(
+                .permanent,
+                "\(display): MaxTXID \(hex(hi)) is out of range (no transaction can follow it); "
+                    + "neither guardian nor Litestream writes such a file: move it out of the replica")
+        }
+        return (lo, hi)
+    }
+
     /// Parses a 16-hex-digit TXID (`--txid`).
     public static func parse(txid: String) -> UInt64? {
         guard txid.count == 16, txid.allSatisfy(\.isHexDigit) else { return nil }

@@ -32,6 +32,19 @@ actor ReplicaShipper {
     /// The replica's newest TXID across all levels, plus the header of its
     /// newest L0 file (to resume without a full image).
     func discover() async throws -> (position: UInt64, newestL0: LTXHeader?) {
+        do {
+            let found = try await listPosition()
+            if failures == 0 { lastError = nil }
+            return found
+        } catch {
+            // Shown by status while start-up keeps asking (a replica that
+            // cannot be listed is not at position 0).
+            lastError = "\(error)"
+            throw error
+        }
+    }
+
+    private func listPosition() async throws -> (position: UInt64, newestL0: LTXHeader?) {
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -75,7 +88,8 @@ actor ReplicaShipper {
     /// Compaction and L0 retention, each level on its own interval.
     func maintain(now: Date = Date()) async {
         guard failures == 0, position != nil else { return }
-        let levels = replicator.config.compactionLevels
+        // Levels 1...8 only: level 9 holds the snapshots (the configuration refuses more).
+        let levels = replicator.config.compactionLevels.prefix(LTXNaming.snapshotLevel - 1)
         for (i, interval) in levels.enumerated() {
             let level = i + 1
             if lastCompaction[level] == nil { lastCompaction[level] = now }
@@ -91,28 +105,72 @@ actor ReplicaShipper {
     }
 
     /// Merges the files of `level - 1` newer than everything at `level` into
-    /// one file at `level` (a contiguous run of at least two files).
+    /// one file at `level` (a contiguous run of at least two files). The
+    /// inputs are downloaded to the staging directory, merged there as a
+    /// stream off the cooperative pool, and the result is uploaded from a
+    /// staging file: memory stays bounded whatever the files' sizes. The
+    /// staging files are removed whatever happens.
     func compact(into level: Int) async throws {
+        guard level >= 1, level < LTXNaming.snapshotLevel else {
+            throw LTXError(.invalidInput, file: "L\(level)", "compaction level \(level) is outside 1...\(LTXNaming.snapshotLevel - 1) (level \(LTXNaming.snapshotLevel) holds the snapshots)")
+        }
         let source = try await client.listFiles(level: level - 1, exactTimestamps: false)
         let target = try await client.listFiles(level: level, exactTimestamps: false)
         requests += 2
         let floor = target.map(\.maxTXID).max() ?? 0
-        var run: [LTXFileInfo] = []
-        for f in source.sorted(by: { $0.minTXID < $1.minTXID }) where f.minTXID > floor {
-            if let last = run.last, f.minTXID != last.maxTXID + 1 { break }
-            run.append(f)
-        }
+        let run = Self.contiguousCover(source, above: floor)
         guard run.count >= 2, let first = run.first, let last = run.last else { return }
-        var inputs: [(name: String, bytes: [UInt8])] = []
-        for f in run {
-            inputs.append(("\(config.target.destination) \(f)", try await client.readFile(f)))
+        let scratch = "\(replicator.stagingDir)/compact-\(config.name.replacingOccurrences(of: "/", with: "_"))"
+        try await BlockingPool.shared.run { try Staging.reset(scratch) }
+        do {
+            var inputs: [(name: String, path: String)] = []
+            for (i, f) in run.enumerated() {
+                let path = "\(scratch)/in-\(i).ltx"
+                try await client.downloadFile(f, to: path)
+                requests += 1
+                inputs.append(("\(config.target.destination) \(f)", path))
+            }
+            let output = "\(scratch)/out.ltx"
+            let header = try await BlockingPool.shared.run { [inputs] in
+                let sink = try LTXFileSink(path: output)
+                do {
+                    let header = try LTXCompactor.merge(files: inputs, into: sink, scratch: scratch)
+                    try sink.close(sync: false)
+                    for input in inputs { unlink(input.path) }
+                    return header
+                } catch {
+                    sink.discard()
+                    throw error
+                }
+            }
+            try await client.writeFile(level: level, minTXID: first.minTXID, maxTXID: last.maxTXID, contents: .file(path: output), createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
             requests += 1
+        } catch {
+            try? await BlockingPool.shared.run { try Staging.remove(scratch) }
+            throw error
         }
-        let sink = LTXMemorySink()
-        let header = try LTXCompactor.merge(inputs, into: sink)
-        try await client.writeFile(level: level, minTXID: first.minTXID, maxTXID: last.maxTXID, contents: .bytes(sink.bytes), createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
-        requests += 1
+        try await BlockingPool.shared.run { try Staging.remove(scratch) }
         logger.event(.compactionDone, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "level": "\(level)", "files": "\(run.count)", "max_txid": "\(LTXNaming.hex(last.maxTXID))"])
+    }
+
+    /// The files to merge: starting at the lowest MinTXID above `floor`, each
+    /// next file the one that extends the covered range furthest (the widest
+    /// when several start within it), so files covered by a wider one (a
+    /// retried upload merged as one file next to its single-transaction
+    /// parts) are skipped instead of stopping the run. Stops at a gap.
+    static func contiguousCover(_ files: [LTXFileInfo], above floor: UInt64) -> [LTXFileInfo] {
+        let candidates = files.filter { $0.minTXID > floor }
+        guard let start = candidates.map(\.minTXID).min() else { return [] }
+        var run: [LTXFileInfo] = []
+        var covered = start - 1
+        while covered < LTXNaming.maxTXID {
+            let next = candidates.filter { $0.minTXID <= covered + 1 && $0.maxTXID > covered }
+                .max { ($0.maxTXID, $1.minTXID) < ($1.maxTXID, $0.minTXID) }
+            guard let next else { break }
+            run.append(next)
+            covered = next.maxTXID
+        }
+        return run
     }
 
     /// Per-transaction files stay for `l0Retention` after L1 covers them,
@@ -280,7 +338,7 @@ actor ReplicaShipper {
         let state: String
         if position == nil && lastError == nil {
             state = "Starting"
-        } else if failures > 0 {
+        } else if failures > 0 || position == nil {
             state = "Failing"
         } else if lag > max(1000, config.syncInterval.milliseconds * 2 + 1000) {
             state = "Lagging"

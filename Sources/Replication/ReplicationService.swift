@@ -48,6 +48,13 @@ public struct ReplicationService: Service {
 
     private func runSession() async throws {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
+        // Nothing staged by an earlier session (a crash, a failed upload) is
+        // still needed: the replicas' listings say where to continue.
+        do {
+            try await BlockingPool.shared.run { [stagingDir] in try Staging.reset(stagingDir) }
+        } catch {
+            logger.event(.internalError, level: .warning, ["db": "\(config.path)", "error": "cleaning the staging directory: \(error)"])
+        }
         // 1. Open, retrying while the database is missing or not in WAL mode.
         var reported = ""
         while true {

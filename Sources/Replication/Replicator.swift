@@ -152,7 +152,12 @@ public actor Replicator {
     /// replicas when the WAL still holds exactly what that file recorded,
     /// otherwise with a full image at the next TXID.
     func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?) throws {
-        txid = replicaPositions.max() ?? 0
+        let newest = replicaPositions.max() ?? 0
+        // (Listings refuse such files; never number past the largest TXID.)
+        guard newest < LTXNaming.maxTXID else {
+            throw LTXError(.invalidHeader, file: config.path, "the replicas' position \(LTXNaming.hex(newest)) leaves no TXID for the next transaction")
+        }
+        txid = newest
         let header = wal.header()
         if let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
             last.walOffset >= Int64(WALHeader.size), last.pageSize == pageSize
@@ -324,8 +329,13 @@ public actor Replicator {
         try DurableFile.makeDirectories(stagingDir)
         let path = "\(stagingDir)/image-\(LTXNaming.hex(txid)).ltx"
         let sink = try LTXFileSink(path: path)
-        try writeImage(header: header, sink: sink)
-        try sink.close(sync: false)
+        do {
+            try writeImage(header: header, sink: sink)
+            try sink.close(sync: false)
+        } catch {
+            sink.discard()
+            throw error
+        }
         let info = LTXFileInfo(level: 0, minTXID: txid, maxTXID: txid, size: (try? LTXPayload.file(path: path).size()) ?? 0, createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
         logger.event(.snapshotWritten, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "pages": "\(commit)", "level": "0"])
         // A full image is a restore base like a scheduled snapshot.
@@ -358,8 +368,13 @@ public actor Replicator {
             pageSize: pageSize, commit: commit, minTXID: 1, maxTXID: txid,
             timestamp: Int64(((lastCommitObserved ?? now).timeIntervalSince1970 * 1000).rounded(.down)))
         let sink = try LTXFileSink(path: path)
-        try writeImage(header: header, sink: sink)
-        try sink.close(sync: false)
+        do {
+            try writeImage(header: header, sink: sink)
+            try sink.close(sync: false)
+        } catch {
+            sink.discard()
+            throw error
+        }
         if let old = snapshotCache, old.path != path { unlink(old.path) }
         let size = (try? LTXPayload.file(path: path).size()) ?? 0
         let file = SnapshotFile(

@@ -80,7 +80,7 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
         var files: [LTXFileInfo] = []
         for object in try await listObjects(prefix: prefix) {
             let name = String(object.key.dropFirst(prefix.count))
-            guard let (lo, hi) = LTXNaming.parse(fileName: name) else { continue }
+            guard let (lo, hi) = try LTXNaming.listed(fileName: name, display: "\(target.destination) L\(level)/\(name)") else { continue }
             files.append(LTXFileInfo(level: level, minTXID: lo, maxTXID: hi, size: object.size, createdAt: object.lastModified))
         }
         files.sort()

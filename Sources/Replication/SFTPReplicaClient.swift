@@ -83,7 +83,7 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
         let entries = try await withRetry("LIST \(dir)") { try await $0.list(dir) }
         var files: [LTXFileInfo] = []
         for entry in entries {
-            guard let (lo, hi) = LTXNaming.parse(fileName: entry.name) else { continue }
+            guard let (lo, hi) = try LTXNaming.listed(fileName: entry.name, display: "\(target.destination) L\(level)/\(entry.name)") else { continue }
             files.append(LTXFileInfo(level: level, minTXID: lo, maxTXID: hi, size: entry.size, createdAt: Date(timeIntervalSince1970: Double(entry.mtime))))
         }
         files.sort()

@@ -46,7 +46,8 @@ struct DoctorCommand: AsyncParsableCommand {
     }
 
     private var parsedTimeout: Duration? {
-        let d = Units.duration(timeout) ?? Double(timeout).map { Duration.milliseconds(Int64($0 * 1000)) }
+        let d = Units.duration(timeout)
+            ?? Double(timeout).flatMap { $0.isFinite && abs($0) <= Units.maxDuration.seconds ? Duration.milliseconds(Int64($0 * 1000)) : nil }
         guard let d, d > .zero else { return nil }
         return d
     }

@@ -21,6 +21,11 @@ import Testing
         }
     }
 
+    @Test func eightCompactionLevelsAreTheMost() throws {
+        let c = try parse("dbs:\n  - path: /a.db\n    compaction-levels: [1s, 2s, 3s, 4s, 5s, 6s, 7s, 8s]\n")
+        #expect(c.dbs[0].replication.compactionLevels.count == 8)
+    }
+
     @Test func litestreamStyleConfigParses() throws {
         let c = try parse("""
             dbs:
@@ -104,6 +109,14 @@ import Testing
          "g.yml:6: dbs[0].drill: interval: and weekly: exclude each other; give one schedule"),
         ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n    drill:\n      replica: s3\n",
          "g.yml:6: dbs[0].drill.replica: no replica named \"s3\" in this database (its replicas: file)"),
+        // Overflow: a duration or size past what guardian can count is refused, never a crash.
+        ("dbs:\n  - path: /a.db\n    retention: 1000000d\n", "g.yml:3: dbs[0].retention: \"1000000d\" is too long (at most 36500d, 100 years)"),
+        ("dbs:\n  - path: /a.db\n    replicas:\n      - path: /r\n        retention: 99999999999h\n",
+         "g.yml:5: dbs[0].replicas[0].retention: \"99999999999h\" is too long (at most 36500d, 100 years)"),
+        ("dbs:\n  - path: /a.db\n    checkpoint-size: 99999999999TB\n", "g.yml:3: dbs[0].checkpoint-size: \"99999999999TB\" is too large (at most 9EB)"),
+        // Level 9 holds the snapshots: a ninth compaction level would collide with it.
+        ("dbs:\n  - path: /a.db\n    compaction-levels: [1s, 2s, 3s, 4s, 5s, 6s, 7s, 8s, 9s]\n",
+         "g.yml:3: dbs[0].compaction-levels: 9 levels; at most 8 (L1-L8): level 9 holds the snapshots"),
     ])
     func badConfigs(text: String, expected: String) {
         #expect(error(text) == expected)
@@ -136,6 +149,12 @@ import Testing
         let r = try await guardian(["check-config", "--config", bad])
         #expect(r.status == 2)
         #expect(r.stderr == "guardian: \(bad):3: dbs[0].retention: \"forever\" is not a duration (use 1s, 250ms, 72h)\n")
+
+        // A duration too long to count: an error naming key and line, not a crash.
+        try TestSupport.write("dbs:\n  - path: /a.db\n    retention: 1000000d\n", to: bad)
+        let long = try await guardian(["check-config", "--config", bad])
+        #expect(long.status == 2, "\(long.stderr)")
+        #expect(long.stderr == "guardian: \(bad):3: dbs[0].retention: \"1000000d\" is too long (at most 36500d, 100 years)\n")
 
         let missing = try await guardian(["check-config", "--config", dir + "/nope.yml"])
         #expect(missing.status == 2)

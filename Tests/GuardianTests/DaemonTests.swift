@@ -128,6 +128,33 @@ import Testing
         #expect(await child.wait() == 0)
     }
 
+    /// A reload with a duration too long to count (`retention: 1000000d`)
+    /// is refused with the key and line; the daemon keeps running on the
+    /// old configuration (it used to die on an overflow trap).
+    @Test func sighupWithADurationTooLongToCountKeepsTheOldConfig() async throws {
+        let f = try await Fixture()
+        defer { TestSupport.cleanup(f.dir) }
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["run", "--config", f.config, "--log-target", "stderr"])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        let up = try await TestSupport.waitUntil {
+            let r = try await guardian(["status", "--socket", f.socket, "--json"])
+            return r.status == 0 && r.stdout.contains("\"state\" : \"ready\"")
+        }
+        #expect(up, "\(child.stderr)")
+
+        try TestSupport.write(
+            "status:\n  socket: \(f.socket)\nstate-dir: \(f.dir)/state\ndbs:\n  - path: \(f.db)\n    monitor-interval: 100ms\n    retention: 1000000d\n",
+            to: f.config)
+        child.signal(SIGHUP)
+        #expect(await TestSupport.waitUntil { child.stderr.contains("new configuration refused") }, "\(child.stderr)")
+        #expect(child.stderr.contains("\(f.config):7: dbs[0].retention: \"1000000d\" is too long"), "\(child.stderr)")
+        #expect(child.process.isRunning, "the daemon died: \(child.stderr)")
+        let still = try await guardian(["status", "--socket", f.socket, "--json"])
+        #expect(still.status == 0 && still.stdout.contains(f.db), "\(still.stderr)")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
+
     /// Status clients still queued when a reload stops the status socket
     /// are closed, not leaked: each sees its connection closed, and the
     /// daemon holds no more descriptors after several reloads than before.

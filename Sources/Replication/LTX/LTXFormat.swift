@@ -99,6 +99,7 @@ public struct LTXHeader: Sendable, Equatable {
         if flags & ~LTXHeader.flagNoChecksum != 0 { return "invalid header flags 0x\(String(flags, radix: 16)) (only 0x2 is allowed)" }
         if !LTXHeader.isValidPageSize(pageSize) { return "invalid page size \(pageSize)" }
         if minTXID == 0 || maxTXID == 0 { return "TXIDs must not be zero (min \(minTXID), max \(maxTXID))" }
+        if maxTXID == UInt64.max { return "MaxTXID \(LTXNaming.hex(maxTXID)) is out of range (no transaction can follow it)" }
         if minTXID > maxTXID { return "MinTXID \(LTXNaming.hex(minTXID)) is above MaxTXID \(LTXNaming.hex(maxTXID))" }
         if walOffset < 0 { return "negative WAL offset \(walOffset)" }
         if walSize < 0 { return "negative WAL size \(walSize)" }

@@ -71,6 +71,11 @@ public enum RestorePlanner {
         guard !files.isEmpty else {
             throw RestoreError(.noFiles, "no restore points: the replica holds no LTX files")
         }
+        if let bad = files.first(where: { $0.maxTXID > LTXNaming.maxTXID }) {
+            throw RestoreError(
+                .mismatch,
+                "\(bad): MaxTXID \(LTXNaming.hex(bad.maxTXID)) is out of range (no transaction can follow it); move the file out of the replica")
+        }
         if let target, target == 0 {
             throw RestoreError(.invalidOptions, "TXID 0000000000000000 is not a restore point (TXIDs start at 0000000000000001)")
         }

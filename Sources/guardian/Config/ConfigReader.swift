@@ -67,13 +67,15 @@ struct ConfigNode {
 
     func duration() throws -> Duration {
         let s = try scalar()
-        guard let d = Units.duration(s), d >= .zero else { throw error("\"\(s)\" is not a duration (use 1s, 250ms, 72h)") }
+        guard Units.durationSeconds(s) != nil else { throw error("\"\(s)\" is not a duration (use 1s, 250ms, 72h)") }
+        guard let d = Units.duration(s), d >= .zero else { throw error("\"\(s)\" is too long (at most 36500d, 100 years)") }
         return d
     }
 
     func bytes() throws -> Int64 {
         let s = try scalar()
-        guard let b = Units.bytes(s) else { throw error("\"\(s)\" is not a size (use 100MB, 1GiB, 512K)") }
+        guard Units.byteCount(s) != nil else { throw error("\"\(s)\" is not a size (use 100MB, 1GiB, 512K)") }
+        guard let b = Units.bytes(s) else { throw error("\"\(s)\" is too large (at most 9EB)") }
         return b
     }
 

@@ -170,7 +170,15 @@ extension GuardianConfig {
         if let v = try m.optional("checkpoint-size", { try $0.bytes() }) { replication.checkpointSize = v }
         if let v = try m.optional("max-wal-size", { try $0.bytes() }) { replication.maxWALSize = v }
         if let v = try m.optional("snapshot-interval", { try $0.duration() }) { replication.snapshotInterval = v }
-        if let v = try m.optional("compaction-levels", { try $0.sequence().map { try $0.duration() } }) { replication.compactionLevels = v }
+        if let levels = m.optional("compaction-levels") {
+            let list = try levels.sequence()
+            // L1...L8: level 9 holds the snapshots (retention keys on it).
+            let most = LTXNaming.snapshotLevel - 1
+            guard list.count <= most else {
+                throw levels.error("\(list.count) levels; at most \(most) (L1-L\(most)): level \(LTXNaming.snapshotLevel) holds the snapshots")
+            }
+            replication.compactionLevels = try list.map { try $0.duration() }
+        }
         if let v = try m.optional("l0-retention", { try $0.duration() }) { replication.l0Retention = v }
         if replication.maxWALSize < replication.checkpointSize {
             throw node.error("max-wal-size must not be below checkpoint-size")
