@@ -12,6 +12,7 @@ import ServiceLifecycle
 public struct ReplicationService: Service {
     public let config: DatabaseConfig
     let stagingDir: String
+    let stateDir: String
     let logger: Logger
     let onStatus: @Sendable (DatabaseStatus) async -> Void
     let heartbeat: @Sendable () async -> Void
@@ -28,6 +29,7 @@ public struct ReplicationService: Service {
         // One staging folder per database for snapshots on their way out.
         let key = config.path.replacingOccurrences(of: "/", with: "_")
         stagingDir = "\(stateDir)/staging/\(key)"
+        self.stateDir = stateDir
         self.logger = logger
         self.onStatus = onStatus
         self.heartbeat = heartbeat
@@ -76,16 +78,24 @@ public struct ReplicationService: Service {
         var shippers: [ReplicaShipper] = []
         for replica in config.replicas {
             let client = try ReplicaClients.make(replica.target)
-            shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger))
+            let record = ReplicaHistory.recordPath(stateDir: stateDir, database: config.path, replica: replica)
+            shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger, recordPath: record))
         }
+        // Every replica is asked; one that does not answer is not "at 0": its
+        // shipper asks again before writing to it, and one found ahead of (or
+        // apart from) this session's numbering gets a snapshot above it.
         var positions: [UInt64] = []
         var newestL0: LTXHeader?
+        var newestHistory = ""
         while !shippers.isEmpty {
             for s in shippers {
                 do {
-                    let (p, h) = try await s.discover()
+                    let (p, h, history) = try await s.discover()
                     positions.append(p)
-                    if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) { newestL0 = h }
+                    if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) {
+                        newestL0 = h
+                        newestHistory = history
+                    }
                 } catch {
                     logger.event(.replicaSyncFailed, level: .warning, ["db": "\(config.path)", "replica": "\(s.config.name)", "error": "\(error)"])
                 }
@@ -94,9 +104,13 @@ public struct ReplicationService: Service {
             await publishStatus(replicator, shippers)
             await heartbeat()
             try? await Task.sleep(for: .seconds(1))
-            if Task.isCancelled || Task.isShuttingDownGracefully { await replicator.closeConnections(); return }
+            let paused = await control.isPaused(config.path)
+            if Task.isCancelled || Task.isShuttingDownGracefully || paused {
+                await replicator.closeConnections()
+                return
+            }
         }
-        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0)
+        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0, newestHistory: newestHistory)
         if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
         try await replicator.sync()
         await publishStatus(replicator, shippers)

@@ -54,6 +54,13 @@ public actor Replicator {
     private var needsFullImage = false
     private var lastSnapshotAt: Date?
 
+    /// This session's history (see `ReplicaHistory`): fresh for every session.
+    let historyID = ReplicaHistory.newID()
+    /// When the session resumed another history's numbering: that history's
+    /// marker ("" for none) and the TXID it resumed after. Its replicas at or
+    /// below that TXID hold this session's states too.
+    private var resumed: (history: String, base: UInt64)?
+
     /// Recent LTX files not yet on every replica, oldest first.
     private var pending: [PendingLTX] = []
     private var pendingBytes = 0
@@ -151,7 +158,8 @@ public actor Replicator {
     /// Decides where replication continues: after the newest LTX file on the
     /// replicas when the WAL still holds exactly what that file recorded,
     /// otherwise with a full image at the next TXID.
-    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?) throws {
+    /// `newestHistory` is the history marker of the replica that holds `newestL0`.
+    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?, newestHistory: String = "") throws {
         txid = replicaPositions.max() ?? 0
         let header = wal.header()
         if let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
@@ -164,6 +172,7 @@ public actor Replicator {
                 for t in txs { pageIndex.merge(t.pages) { $1 } }
                 cursor = c
                 commit = last.commit
+                resumed = (newestHistory, txid)
                 logger.event(.replicaSynced, level: .debug, ["db": "\(config.path)", "resumed_txid": "\(LTXNaming.hex(txid))"])
                 return
             }
@@ -475,11 +484,38 @@ public actor Replicator {
         case snapshot(SnapshotFile)
     }
 
-    /// What a replica whose newest TXID is `position` should receive next.
-    func work(after position: UInt64) throws -> Work {
-        if position >= txid { return .none }
-        if let first = pending.first, first.info.minTXID <= position + 1 {
-            return .files(pending.filter { $0.info.maxTXID > position })
+    /// Whether a replica with this history marker at `position` holds this
+    /// session's states, so that delta files may go on top of it.
+    func holdsThisHistory(_ history: String?, at position: UInt64) -> Bool {
+        guard let history else { return false }
+        if history == historyID { return true }
+        if let resumed, history == resumed.history, position <= resumed.base { return true }
+        return false
+    }
+
+    /// What a replica whose newest TXID is `position` and whose history
+    /// marker is `history` should receive next: the pending files that
+    /// follow on from it, or a snapshot. A replica of another history (or
+    /// one ahead of where this session started numbering) gets nothing but a
+    /// snapshot or a full image, at a TXID above everything it holds.
+    func work(after position: UInt64, history: String?) throws -> Work {
+        let ours = holdsThisHistory(history, at: position)
+        if ours, position >= txid { return .none }
+        if !ours, position >= txid {
+            // It holds files at TXIDs this session has not reached (another
+            // history, or this one's old numbering beyond the resume point):
+            // number on above them; every replica then gets a snapshot.
+            logger.event(.replicaHistoryDiverged, level: .warning, [
+                "db": "\(config.path)", "position": "\(LTXNaming.hex(position))", "txid": "\(LTXNaming.hex(txid))",
+                "next_txid": "\(LTXNaming.hex(position + 2))",
+            ])
+            txid = position + 1
+        }
+        let files = pending.filter { $0.info.maxTXID > position }
+        if let first = files.first, first.info.minTXID == position + 1, ours || first.isFullImage,
+            zip(files, files.dropFirst()).allSatisfy({ $0.info.maxTXID + 1 == $1.info.minTXID }), files.last?.info.maxTXID == txid
+        {
+            return .files(files)
         }
         return .snapshot(try snapshot())
     }
@@ -532,6 +568,12 @@ struct PendingLTX: Sendable {
 
     func discard() {
         if case .file(let path) = payload { unlink(path) }
+    }
+
+    /// Full images are staged in files; every other pending file is in memory.
+    var isFullImage: Bool {
+        if case .file = payload { return info.level == 0 }
+        return false
     }
 }
 

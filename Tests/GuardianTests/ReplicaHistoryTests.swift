@@ -1,0 +1,135 @@
+import Foundation
+import Testing
+@testable import Platform
+@testable import Replication
+
+/// Replicas that were out of reach when guardian started (an unmounted disk
+/// whose mount point answers "empty") must never get files of a new history
+/// on top of the one they hold: every replica restores every committed row.
+@Suite(.serialized) struct ReplicaHistoryTests {
+    final class World: @unchecked Sendable {
+        let dir: String
+        let db: String
+        /// A "disk" bind-mounted at `mountPoint` (replica A), and replica B.
+        let disk: String
+        let mountPoint: String
+        let other: String
+        var guardianProcess: ChildProcess?
+        var mounted = false
+
+        init(_ label: String) throws {
+            dir = try TestSupport.makeTempDir(label)
+            db = dir + "/app.db"
+            disk = dir + "/disk"
+            mountPoint = dir + "/a"
+            other = dir + "/b"
+            try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            let c = try SQLiteConnection(path: db, mode: .readWriteCreate)
+            try c.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        }
+
+        func mount() async throws {
+            let r = try await run("/bin/mount", ["--bind", disk, mountPoint])
+            #expect(r.status == 0, "\(r.stderr)")
+            mounted = r.status == 0
+        }
+
+        func unmount() async throws {
+            let r = try await run("/bin/umount", [mountPoint])
+            #expect(r.status == 0, "\(r.stderr)")
+            mounted = false
+        }
+
+        func start() throws {
+            guardianProcess = try ChildProcess.start(
+                TestSupport.guardianBinary, ["replicate", "--state-dir", dir + "/state", db, "file://" + mountPoint, "file://" + other])
+        }
+
+        func stop() async {
+            guard let p = guardianProcess else { return }
+            p.signal(SIGKILL)
+            _ = await p.wait(timeout: .seconds(30))
+            guardianProcess = nil
+        }
+
+        func write(_ range: ClosedRange<Int>) throws {
+            let c = try SQLiteConnection(path: db, mode: .readWrite)
+            for i in range { try c.query("INSERT INTO t(id, v) VALUES (?, ?)", [.integer(Int64(i)), .text("row-\(i)")]) }
+        }
+
+        /// Rows of a restore of `replica` (by guardian or litestream), or nil when it fails.
+        func restoredRows(_ replica: String, litestream: Bool = false) async -> String? {
+            let out = dir + "/probe-\(UUID().uuidString.prefix(8)).db"
+            defer { unlink(out) }
+            let r = litestream
+                ? try? await run(TestSupport.venvBin + "/litestream", ["restore", "-o", out, "file://" + replica])
+                : try? await guardian(["restore", "--integrity-check", "none", "-o", out, "file://" + replica])
+            guard r?.status == 0 else { return nil }
+            return try? await sqlite3(out, "SELECT count(*), sum(id) FROM t")
+        }
+
+        func waitForRows(_ replica: String, _ expected: String) async -> Bool {
+            await TestSupport.waitUntil(timeout: .seconds(40)) { await self.restoredRows(replica) == expected }
+        }
+
+        deinit {
+            guardianProcess?.signal(SIGKILL)
+            if mounted { _ = umount2(mountPoint, Int32(MNT_DETACH)) }
+            TestSupport.cleanup(dir)
+        }
+    }
+
+    static func rows(_ db: String) async throws -> String { try await sqlite3(db, "SELECT count(*), sum(id) FROM t") }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aReplicaUnmountedAtStartUpKeepsItsHistoryAndGetsEveryRowBack() async throws {
+        let w = try World("history-unmount")
+        try await w.mount()
+        // Session 1: both replicas hold rows 1...20.
+        try w.start()
+        try w.write(1...20)
+        let first = try await Self.rows(w.db)
+        #expect(await w.waitForRows(w.mountPoint, first), "\(w.guardianProcess?.stderr ?? "")")
+        #expect(await w.waitForRows(w.other, first))
+        await w.stop()
+
+        // Session 2: replica B is away; replica A gets ahead (rows 21...60).
+        try FileManager.default.moveItem(atPath: w.other, toPath: w.other + ".away")
+        try w.start()
+        try w.write(21...60)
+        let second = try await Self.rows(w.db)
+        #expect(await w.waitForRows(w.mountPoint, second), "\(w.guardianProcess?.stderr ?? "")")
+        await w.stop()
+        TestSupport.cleanup(w.other)
+        try FileManager.default.moveItem(atPath: w.other + ".away", toPath: w.other)
+        // The application checkpoints while guardian is down: no resume possible.
+        _ = try SQLiteConnection(path: w.db, mode: .readWrite).checkpoint(.truncate)
+
+        // Session 3: A's disk is not mounted (its mount point is an empty
+        // directory); B answers with an older position.
+        try await w.unmount()
+        try w.start()
+        try w.write(61...70)
+        let third = try await Self.rows(w.db)
+        #expect(await w.waitForRows(w.other, third), "\(w.guardianProcess?.stderr ?? "")")
+        // The disk comes back while guardian runs.
+        try await w.mount()
+        try w.write(71...80)
+        let expected = try await Self.rows(w.db)
+        #expect(expected == "80|3240")
+        let bDone = await w.waitForRows(w.other, expected)
+        let bRows = await w.restoredRows(w.other) ?? "fails"
+        #expect(bDone, "B: \(bRows) \(w.guardianProcess?.stderr ?? "")")
+        let aDone = await w.waitForRows(w.mountPoint, expected)
+        let aRows = await w.restoredRows(w.mountPoint) ?? "fails"
+        #expect(aDone, "A: \(aRows) \(w.guardianProcess?.stderr ?? "")")
+        await w.stop()
+        // Litestream restores the same from each.
+        #expect(await w.restoredRows(w.mountPoint, litestream: true) == expected)
+        #expect(await w.restoredRows(w.other, litestream: true) == expected)
+        // And the marker is in each replica's root, outside Litestream's layout.
+        #expect(FileManager.default.fileExists(atPath: w.mountPoint + "/" + ReplicaHistory.markerName))
+        #expect(FileManager.default.fileExists(atPath: w.other + "/" + ReplicaHistory.markerName))
+    }
+}
