@@ -272,9 +272,18 @@ public actor Replicator {
     var lockPage: UInt32 { UInt32(0x4000_0000 / Int(pageSize)) + 1 }
 
     private func readPage(_ pgno: UInt32, into buffer: inout [UInt8]) throws {
-        if let frame = pageIndex[pgno] {
-            try wal.page(frameOffset: frame, pageSize: pageSize, into: &buffer)
-            return
+        if let frame = pageIndex[pgno], let c = cursor {
+            do {
+                try wal.page(frameOffset: frame, pgno: pgno, salt1: c.salt1, salt2: c.salt2, pageSize: pageSize, into: &buffer)
+                return
+            } catch is WALFile.StaleFrame {
+                // The WAL restarted under the pin: that is only possible when
+                // the pin reads the database file alone (read-mark 0, WAL fully
+                // backfilled), and such a pin also keeps every later frame out
+                // of the database file. So the file holds this page exactly as
+                // of the cursor: read it there.
+                logger.event(.walRestarted, level: .debug, ["db": "\(config.path)", "stale_frame": "\(frame)", "pgno": "\(pgno)"])
+            }
         }
         let size = Int(pageSize)
         if buffer.count < size { buffer = [UInt8](repeating: 0, count: size) }
@@ -359,6 +368,10 @@ public actor Replicator {
     /// position, written to a file in `directory`. Reused while the position
     /// has not moved.
     func snapshot() throws -> SnapshotFile {
+        // Catch up first under a fresh pin: after a complete checkpoint the
+        // application's next write restarts the WAL over the frames of the
+        // page index; the sync notices the restart and indexes the new frames.
+        try sync()
         if let s = snapshotCache, s.info.maxTXID == txid, FileManager.default.fileExists(atPath: s.path) { return s }
         try DurableFile.makeDirectories(stagingDir)
         let path = "\(stagingDir)/snapshot-\(LTXNaming.hex(txid)).ltx"
