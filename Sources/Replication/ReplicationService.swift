@@ -38,8 +38,13 @@ public struct ReplicationService: Service {
     public func run() async throws {
         // Remediation may pause replication while it swaps the database file;
         // each session ends when paused and a new one starts on resume.
+        var fullImage = false
         while true {
-            try await runSession()
+            let replaced = try await runSession(fullImage: fullImage)
+            // A new session after a pause or a replaced file starts with a
+            // full image: the file at the path may hold anything now.
+            fullImage = true
+            if replaced, !Task.isCancelled, !Task.isShuttingDownGracefully { continue }
             guard await control.isPaused(config.path), !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
@@ -48,7 +53,9 @@ public struct ReplicationService: Service {
         }
     }
 
-    private func runSession() async throws {
+    /// Returns true when the session ended because the database file was
+    /// replaced at its path (a new session must start on the new file).
+    private func runSession(fullImage: Bool) async throws -> Bool {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
         // 1. Open, retrying while the database is missing or not in WAL mode.
         var reported = ""
@@ -62,12 +69,12 @@ public struct ReplicationService: Service {
                     logger.event(.databaseOpenFailed, level: .error, ["db": "\(config.path)", "error": "\(text)"])
                     reported = text
                 }
-                if await control.isPaused(config.path) { return }
+                if await control.isPaused(config.path) { return false }
                 let missing = !FileManager.default.fileExists(atPath: config.path)
                 await onStatus(DatabaseStatus(path: config.path, state: missing ? "missing" : "error", error: text))
                 await heartbeat()
                 try? await Task.sleep(for: config.monitorInterval)
-                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                if Task.isCancelled || Task.isShuttingDownGracefully { return false }
             }
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
@@ -107,12 +114,18 @@ public struct ReplicationService: Service {
             let paused = await control.isPaused(config.path)
             if Task.isCancelled || Task.isShuttingDownGracefully || paused {
                 await replicator.closeConnections()
-                return
+                return false
             }
         }
-        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0, newestHistory: newestHistory)
+        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0, newestHistory: newestHistory, fullImage: fullImage)
         if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
-        try await replicator.sync()
+        do {
+            try await replicator.sync()
+        } catch let r as Replicator.Replaced {
+            logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(r)"])
+            await replicator.closeConnections()
+            return true
+        }
         await publishStatus(replicator, shippers)
 
         // 3. Run the shippers and the sync loop.
@@ -136,6 +149,10 @@ public struct ReplicationService: Service {
                 var lastStatus = ContinuousClock.now - .seconds(10)
                 var failing = false
                 for await _ in wakeups.cancelOnGracefulShutdown() {
+                    if let r = await replicator.replaced {
+                        logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(r)"])
+                        break
+                    }
                     await heartbeat()
                     if await control.isPaused(config.path) { break }
                     // A burst (more than one transaction per wake-up): let it
@@ -147,6 +164,8 @@ public struct ReplicationService: Service {
                         try await replicator.checkpointIfNeeded()
                         if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
                         failing = false
+                    } catch is Replicator.Replaced {
+                        wake.yield(())  // ends the session at the top of the loop
                     } catch {
                         if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
                         failing = true
@@ -157,7 +176,7 @@ public struct ReplicationService: Service {
                     }
                 }
                 // Final sync; the shippers then drain what is pending and stop.
-                do { try await replicator.sync() } catch {
+                do { try await replicator.sync() } catch is Replicator.Replaced {} catch {
                     logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "final sync: \(error)"])
                 }
                 watcher.stop()
@@ -168,6 +187,7 @@ public struct ReplicationService: Service {
         }
         await publishStatus(replicator, shippers)
         await replicator.closeConnections()
+        return await replicator.replaced != nil
     }
 
     private func newestSnapshotDate(_ shippers: [ReplicaShipper]) async throws -> Date? {

@@ -101,6 +101,42 @@ public actor Replicator {
         }
     }
 
+    /// The database file (or its `-wal`) was replaced at its path under the
+    /// session: the session must end and a new one start on the new file.
+    public struct Replaced: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Set once the files were found replaced: nothing more is read from them.
+    private(set) var replaced: Replaced?
+    /// The `-wal` the session's connections use (its inode when first seen).
+    private var walInode: UInt64 = 0
+
+    /// Throws `Replaced` when the path no longer holds the file the pins are
+    /// on, or the `-wal` is not the one SQLite's connections have open
+    /// (guardian's connections keep it: it is never deleted or recreated
+    /// while they are open).
+    private func checkFilesAreTheDatabase() throws {
+        if let replaced { throw replaced }
+        guard let file = dbFile else { return }
+        var why: String?
+        if !file.isCurrent(at: config.path) {
+            why = "\(config.path) is no longer the file guardian opened (replaced or removed)"
+        } else {
+            let now = wal.currentInode()
+            if walInode == 0 {
+                walInode = now
+            } else if now != walInode {
+                why = "\(walPath) is no longer the WAL SQLite has open (replaced or removed)"
+            }
+        }
+        if let why {
+            let r = Replaced(description: why)
+            replaced = r
+            throw r
+        }
+    }
+
     /// Opens the connections and takes the first pin. Throws when the
     /// database is missing or not in WAL mode.
     func open() throws {
@@ -125,6 +161,7 @@ public actor Replicator {
         // Kept open by DatabaseFiles: closing a descriptor of the database
         // would drop the pins' locks.
         dbFile = try DatabaseFiles.shared.file(config.path)
+        walInode = wal.currentInode()
         // (-wal/-shm created by these connections go back to the database's
         // owner: SQLiteConnection does it after each statement until both exist.)
     }
@@ -159,10 +196,11 @@ public actor Replicator {
     /// replicas when the WAL still holds exactly what that file recorded,
     /// otherwise with a full image at the next TXID.
     /// `newestHistory` is the history marker of the replica that holds `newestL0`.
-    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?, newestHistory: String = "") throws {
+    /// `fullImage`: never resume (the database was replaced or swapped).
+    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?, newestHistory: String = "", fullImage: Bool = false) throws {
         txid = replicaPositions.max() ?? 0
         let header = wal.header()
-        if let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
+        if !fullImage, let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
             last.walOffset >= Int64(WALHeader.size), last.pageSize == pageSize
         {
             let end = last.walOffset + last.walSize
@@ -196,6 +234,7 @@ public actor Replicator {
     @discardableResult
     func sync() throws -> SyncResult {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
+        try checkFilesAreTheDatabase()
         let spare = 1 - activePin
         try beginPin(spare)
         // On failure keep the old pin (it protects everything not yet copied)
@@ -530,6 +569,8 @@ public actor Replicator {
         {
             return .files(files)
         }
+        // A replaced database is not read any more: the next session's full image follows.
+        if replaced != nil { return .none }
         return .snapshot(try snapshot())
     }
 

@@ -133,3 +133,50 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: w.other + "/" + ReplicaHistory.markerName))
     }
 }
+
+/// A database file replaced at its path under a running replicator: the
+/// replica's newest state becomes the new file's content, never a mix.
+@Suite(.serialized) struct DatabaseReplacedTests {
+    @Test(.timeLimit(.minutes(2)))
+    func aDatabaseRenamedOverTheLiveOneIsReplicatedExactly() async throws {
+        let f = try await ReplicationTests.Fixture("replaced")
+        try ReplicationTests.write(f.db, from: 1, count: 50)
+        try f.startGuardian()
+        let before = try await f.rows(f.db)
+        let first = await TestSupport.waitUntil(timeout: .seconds(20)) {
+            let out = f.dir + "/probe-\(UUID().uuidString.prefix(6)).db"
+            defer { unlink(out) }
+            guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, "file://" + f.replica]))?.status == 0 else { return false }
+            return (try? await f.rows(out)) == before
+        }
+        #expect(first, "\(f.replicator?.stderr ?? "")")
+
+        // Another database with other rows, built aside and renamed over the live one.
+        let other = f.dir + "/new.db"
+        do {
+            let c = try SQLiteConnection(path: other, mode: .readWriteCreate)
+            try c.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB)")
+            for i in 1000..<1030 { try c.query("INSERT INTO t(id, v, pad) VALUES (?, ?, randomblob(3000))", [.integer(Int64(i)), .text("new-\(i)")]) }
+        }
+        unlink(f.db + "-wal")
+        unlink(f.db + "-shm")
+        #expect(rename(other, f.db) == 0)
+        // The application goes on writing to the new file.
+        try ReplicationTests.write(f.db, from: 2000, count: 5)
+        let expected = try await f.rows(f.db)
+        #expect(expected.hasPrefix("35|"), "\(expected)")
+        let caughtUp = await TestSupport.waitUntil(timeout: .seconds(20)) {
+            let out = f.dir + "/probe-\(UUID().uuidString.prefix(6)).db"
+            defer { unlink(out) }
+            guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, "file://" + f.replica]))?.status == 0 else { return false }
+            return (try? await f.rows(out)) == expected
+        }
+        #expect(caughtUp, "\(f.replicator?.stderr ?? "")")
+        #expect(await f.stopGuardian() == 0)
+        let out = f.dir + "/final.db"
+        let r = try await run(ReplicationTests.litestream, ["restore", "-o", out, "file://" + f.replica])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await f.rows(out) == expected)
+        #expect(try await sqlite3(out, "PRAGMA integrity_check") == "ok")
+    }
+}

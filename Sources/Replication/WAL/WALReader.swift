@@ -142,6 +142,12 @@ public final class WALFile {
         return fd >= 0
     }
 
+    /// The inode of the WAL file now at the path (0 when there is none).
+    public func currentInode() -> UInt64 {
+        guard ensureOpen() else { return 0 }
+        return UInt64(inode)
+    }
+
     public func size() -> Int64 {
         guard ensureOpen() else { return 0 }
         var st = stat()
