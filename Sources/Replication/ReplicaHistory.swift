@@ -50,6 +50,30 @@ public enum ReplicaHistory {
         (try? JSONDecoder().decode(Marker.self, from: Data(bytes)))?.history ?? "unreadable:\(Crypto.sha256Hex(bytes))"
     }
 
+    /// "history <id>, written by <writer> at <time>" for messages.
+    static func describe(_ bytes: [UInt8]) -> String {
+        guard let m = try? JSONDecoder().decode(Marker.self, from: Data(bytes)) else { return "an unreadable marker" }
+        return "history \(m.history), written by \(m.writer) at \(m.written)"
+    }
+
+    /// Held (flock) by the process that writes a file replica, for as long as it does.
+    public static let lockName = "guardian.lock"
+
+    /// Takes the writer's lock of a file replica; nil when another process holds it. Blocking.
+    static func lockFileReplica(root: String) throws -> Int32? {
+        try DurableFile.makeDirectories(root)
+        let path = "\(root)/\(lockName)"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { throw SystemError("open", path: path) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK { return nil }
+            throw SystemError("flock", path: path, code: e)
+        }
+        return fd
+    }
+
     /// Where guardian notes which history it wrote to one replica of one database.
     static func recordPath(stateDir: String, database: String, replica: ReplicaConfig) -> String {
         "\(stateDir)/replicas/\(Crypto.sha256Hex("\(database)\n\(replica.target.destination)").prefix(32)).history"

@@ -18,6 +18,15 @@ actor ReplicaShipper {
     private(set) var history: String?
     /// Where guardian records the history it wrote to this replica (nil: not recorded).
     let recordPath: String?
+    /// A file replica's writer lock (`ReplicaHistory.lockName`), held for the session.
+    private var lockFD: Int32 = -1
+    /// Set when another process was found writing this replica: nothing more is written to it.
+    private var foreignWriter: String?
+    private var lastMarkerCheck: ContinuousClock.Instant?
+    /// How often a remote replica's marker is read back to notice a second writer.
+    static let markerCheckInterval: Duration = .seconds(30)
+
+    deinit { if lockFD >= 0 { close(lockFD) } }
     private(set) var lastSync: Date?
     private(set) var lastError: String?
     private(set) var failures = 0
@@ -57,6 +66,12 @@ actor ReplicaShipper {
             throw MarkerLost(destination: config.target.destination, recorded: recorded, record: recordPath)
         }
         let found = marker.map(ReplicaHistory.id(of:)) ?? ""
+        if case .file(let root) = config.target, lockFD < 0 {
+            guard let fd = try await BlockingPool.shared.run({ try ReplicaHistory.lockFileReplica(root: root) }) else {
+                throw ReplicaError(.transient, "replica \(config.target.destination) is being written by another process (it holds \(root)/\(ReplicaHistory.lockName)); guardian waits for it to stop")
+            }
+            lockFD = fd
+        }
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -92,13 +107,32 @@ actor ReplicaShipper {
     /// A file replica's marker is read before each round of uploads (a local
     /// read): a disk unmounted under guardian shows as a missing marker, and
     /// guardian then rediscovers instead of writing into the mount point.
+    /// A remote replica's marker is read back every `markerCheckInterval`:
+    /// when another process has put its own history there, guardian stops
+    /// writing to that replica and says so (status and log) instead of
+    /// interleaving two writers' files.
     private func checkMarkerStillOurs() async throws {
-        guard case .file = config.target, let history, history == replicator.historyID else { return }
-        let now = try await client.readMarker().map(ReplicaHistory.id(of:))
-        if now != history {
+        if let foreignWriter { throw ReplicaError(.permanent, foreignWriter) }
+        guard let history, history == replicator.historyID else { return }
+        var isFile = false
+        if case .file = config.target { isFile = true }
+        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < Self.markerCheckInterval { return }
+        lastMarkerCheck = .now
+        let bytes = try await client.readMarker()
+        if !isFile { requests += 1 }
+        guard let bytes else {
             position = nil
             self.history = nil
-            throw ReplicaError(.transient, "replica \(config.target.destination): its history marker changed or vanished (unmounted?); rediscovering")
+            if lockFD >= 0 {
+                close(lockFD)  // taken again, on whatever is mounted there, by the next discovery
+                lockFD = -1
+            }
+            throw ReplicaError(.transient, "replica \(config.target.destination): its history marker vanished (unmounted or emptied?); rediscovering")
+        }
+        if ReplicaHistory.id(of: bytes) != history {
+            let why = "replica \(config.target.destination) is written by another process too (its history marker now names \(ReplicaHistory.describe(bytes))); guardian stops writing to it: stop the other writer, then restart guardian"
+            foreignWriter = why
+            throw ReplicaError(.permanent, why)
         }
     }
 

@@ -180,3 +180,41 @@ import Testing
         #expect(try await sqlite3(out, "PRAGMA integrity_check") == "ok")
     }
 }
+
+/// Two guardian processes pointed at the same file replica: the second is
+/// refused (it waits on the replica's writer lock and says so), the replica
+/// keeps the first one's database only.
+@Suite(.serialized) struct SecondWriterTests {
+    @Test(.timeLimit(.minutes(2)))
+    func aSecondProcessDoesNotWriteAFileReplicaTheFirstHolds() async throws {
+        let f = try await ReplicationTests.Fixture("second-writer")
+        try ReplicationTests.write(f.db, from: 1, count: 20)
+        try f.startGuardian()
+        let expected = try await f.rows(f.db)
+        func restored() async -> String? {
+            let out = f.dir + "/probe-\(UUID().uuidString.prefix(6)).db"
+            defer { unlink(out) }
+            guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, "file://" + f.replica]))?.status == 0 else { return nil }
+            return try? await f.rows(out)
+        }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { await restored() == expected }, "\(f.replicator?.stderr ?? "")")
+
+        // A second database replicated by a second process to the same replica.
+        let otherDB = f.dir + "/other.db"
+        let c = try SQLiteConnection(path: otherDB, mode: .readWriteCreate)
+        try c.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB)")
+        let second = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--state-dir", f.dir + "/state2", otherDB, "file://" + f.replica])
+        defer { second.signal(SIGKILL) }
+        try ReplicationTests.write(otherDB, from: 500, count: 10)
+        let refused = await TestSupport.waitUntil(timeout: .seconds(15)) { second.stderr.contains("is being written by another process") }
+        #expect(refused, "\(second.stderr)")
+        // The first process goes on; the replica holds its database only.
+        try ReplicationTests.write(f.db, from: 21, count: 5)
+        let now = try await f.rows(f.db)
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { await restored() == now }, "\(second.stderr)")
+        let l1 = (try? FileManager.default.contentsOfDirectory(atPath: f.replica + "/ltx/0")) ?? []
+        #expect(!l1.isEmpty)
+        second.signal(SIGTERM)
+        _ = await second.wait(timeout: .seconds(30))
+    }
+}
