@@ -132,6 +132,76 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: w.mountPoint + "/" + ReplicaHistory.markerName))
         #expect(FileManager.default.fileExists(atPath: w.other + "/" + ReplicaHistory.markerName))
     }
+
+    /// The same with a real unreachable SFTP peer: sshd is down when guardian
+    /// starts (replica A is ahead of B), and comes back while it runs.
+    @Test(.timeLimit(.minutes(4)))
+    func anSFTPReplicaUnreachableAtStartUpKeepsItsHistoryAndGetsEveryRowBack() async throws {
+        try await SharedPeers.withSSH { ssh in
+            let dir = try TestSupport.makeTempDir("history-sftp")
+            defer { TestSupport.cleanup(dir) }
+            let db = dir + "/app.db"
+            let b = dir + "/b"
+            let path = ssh.dataDir + "/history-\(UUID().uuidString.prefix(6))"
+            let a = "sftp://\(ssh.user)@\(ssh.host):\(ssh.port)\(path)?key-path=\(ssh.clientKey)&known-hosts=\(ssh.knownHosts)"
+            let setup = try SQLiteConnection(path: db, mode: .readWriteCreate)
+            try setup.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            var process: ChildProcess?
+            defer { process?.signal(SIGKILL) }
+            func start() throws {
+                process = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--state-dir", dir + "/state", db, a, "file://" + b])
+            }
+            func stop() async {
+                process?.signal(SIGKILL)
+                _ = await process?.wait(timeout: .seconds(30))
+                process = nil
+            }
+            func write(_ range: ClosedRange<Int>) throws {
+                let c = try SQLiteConnection(path: db, mode: .readWrite)
+                for i in range { try c.query("INSERT INTO t(id, v) VALUES (?, ?)", [.integer(Int64(i)), .text("row-\(i)")]) }
+            }
+            func restored(_ url: String) async -> String? {
+                let out = dir + "/probe-\(UUID().uuidString.prefix(8)).db"
+                defer { unlink(out) }
+                guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, url]))?.status == 0 else { return nil }
+                return try? await sqlite3(out, "SELECT count(*), sum(id) FROM t")
+            }
+            func waitFor(_ url: String, _ expected: String) async -> Bool {
+                await TestSupport.waitUntil(timeout: .seconds(60)) { await restored(url) == expected }
+            }
+            try start()
+            try write(1...20)
+            let first = try await Self.rows(db)
+            #expect(await waitFor(a, first), "\(process?.stderr ?? "")")
+            #expect(await waitFor("file://" + b, first))
+            await stop()
+            // B away: A gets ahead.
+            try FileManager.default.moveItem(atPath: b, toPath: b + ".away")
+            try start()
+            try write(21...60)
+            let second = try await Self.rows(db)
+            #expect(await waitFor(a, second), "\(process?.stderr ?? "")")
+            await stop()
+            TestSupport.cleanup(b)
+            try FileManager.default.moveItem(atPath: b + ".away", toPath: b)
+            _ = try SQLiteConnection(path: db, mode: .readWrite).checkpoint(.truncate)
+            // sshd is down when guardian starts; B answers with an older position.
+            await ssh.kill()
+            try start()
+            try write(61...70)
+            let third = try await Self.rows(db)
+            #expect(await waitFor("file://" + b, third), "\(process?.stderr ?? "")")
+            try await ssh.restart()
+            try write(71...80)
+            let expected = try await Self.rows(db)
+            #expect(expected == "80|3240")
+            let aDone = await waitFor(a, expected)
+            let aRows = await restored(a) ?? "fails"
+            #expect(aDone, "A: \(aRows) \(process?.stderr ?? "")")
+            #expect(await waitFor("file://" + b, expected))
+            await stop()
+        }
+    }
 }
 
 /// A database file replaced at its path under a running replicator: the
