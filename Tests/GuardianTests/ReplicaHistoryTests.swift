@@ -145,7 +145,8 @@ import Testing
             let path = ssh.dataDir + "/history-\(UUID().uuidString.prefix(6))"
             let a = "sftp://\(ssh.user)@\(ssh.host):\(ssh.port)\(path)?key-path=\(ssh.clientKey)&known-hosts=\(ssh.knownHosts)"
             let setup = try SQLiteConnection(path: db, mode: .readWriteCreate)
-            try setup.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            // Two rows a page: what each transaction changes is its own page.
+            try setup.execute("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB)")
             var process: ChildProcess?
             defer { process?.signal(SIGKILL) }
             func start() throws {
@@ -158,13 +159,18 @@ import Testing
             }
             func write(_ range: ClosedRange<Int>) throws {
                 let c = try SQLiteConnection(path: db, mode: .readWrite)
-                for i in range { try c.query("INSERT INTO t(id, v) VALUES (?, ?)", [.integer(Int64(i)), .text("row-\(i)")]) }
+                for i in range { try c.query("INSERT INTO t(id, v, pad) VALUES (?, ?, randomblob(1800))", [.integer(Int64(i)), .text("row-\(i)")]) }
             }
             func restored(_ url: String) async -> String? {
                 let out = dir + "/probe-\(UUID().uuidString.prefix(8)).db"
                 defer { unlink(out) }
                 guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, url]))?.status == 0 else { return nil }
                 return try? await sqlite3(out, "SELECT count(*), sum(id) FROM t")
+            }
+            func maxTXID(_ url: String) async -> UInt64 {
+                let out = (try? await guardian(["ltx", "--json", url]))?.stdout ?? ""
+                let files = (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
+                return files.compactMap { ($0["max_txid"] as? String).flatMap { UInt64($0, radix: 16) } }.max() ?? 0
             }
             func waitFor(_ url: String, _ expected: String) async -> Bool {
                 await TestSupport.waitUntil(timeout: .seconds(60)) { await restored(url) == expected }
@@ -175,10 +181,14 @@ import Testing
             #expect(await waitFor(a, first), "\(process?.stderr ?? "")")
             #expect(await waitFor("file://" + b, first))
             await stop()
-            // B away: A gets ahead.
+            // B away: A gets well ahead (ten transactions, each its own TXID).
             try FileManager.default.moveItem(atPath: b, toPath: b + ".away")
             try start()
-            try write(21...60)
+            for k in 0..<10 {
+                let before = await maxTXID(a)
+                try write((21 + 4 * k)...(24 + 4 * k))
+                #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { await maxTXID(a) > before })
+            }
             let second = try await Self.rows(db)
             #expect(await waitFor(a, second), "\(process?.stderr ?? "")")
             await stop()
@@ -192,6 +202,11 @@ import Testing
             let third = try await Self.rows(db)
             #expect(await waitFor("file://" + b, third), "\(process?.stderr ?? "")")
             try await ssh.restart()
+            // A comes back ahead of the new numbering: its newest state must
+            // become the database's at once (not its own, older history).
+            let aBack = await waitFor(a, third)
+            let aBackRows = await restored(a) ?? "fails"
+            #expect(aBack, "A: \(aBackRows) \(process?.stderr ?? "")")
             try write(71...80)
             let expected = try await Self.rows(db)
             #expect(expected == "80|3240")
