@@ -44,8 +44,12 @@ public struct ReplicationService: Service {
             // A new session after a pause or a replaced file starts with a
             // full image: the file at the path may hold anything now.
             fullImage = true
-            if replaced, !Task.isCancelled, !Task.isShuttingDownGracefully { continue }
-            guard await control.isPaused(config.path), !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            // (A replaced file during a pause waits for the resume like any pause.)
+            guard await control.isPaused(config.path) else {
+                if replaced { continue }
+                return
+            }
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
             await control.waitForResume(config.path)
@@ -76,6 +80,10 @@ public struct ReplicationService: Service {
                 try? await Task.sleep(for: config.monitorInterval)
                 if Task.isCancelled || Task.isShuttingDownGracefully { return false }
             }
+        }
+        if await control.isPaused(config.path) {
+            await replicator.closeConnections()
+            return false
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
 
