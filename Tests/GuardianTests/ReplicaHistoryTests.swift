@@ -302,4 +302,22 @@ import Testing
         second.signal(SIGTERM)
         _ = await second.wait(timeout: .seconds(30))
     }
+
+    /// Another writer that got past the lock (another host over NFS): its
+    /// history marker replaces guardian's, and guardian stops writing there.
+    @Test(.timeLimit(.minutes(2)))
+    func aReplicaWhoseMarkerAnotherWriterReplacedIsNoLongerWritten() async throws {
+        let f = try await ReplicationTests.Fixture("foreign-marker")
+        try ReplicationTests.write(f.db, from: 1, count: 5)
+        try f.startGuardian()
+        let marker = f.replica + "/" + ReplicaHistory.markerName
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: marker) && f.replicaTXID() >= 1 })
+        try DurableFile.write(Array(#"{"history":"someone-else","writer":"other-host pid 1","written":"2026-01-01T00:00:00Z"}"#.utf8), to: marker)
+        let before = f.replicaTXID()
+        try ReplicationTests.write(f.db, from: 6, count: 3)
+        let refused = await TestSupport.waitUntil(timeout: .seconds(20)) { f.replicator?.stderr.contains("is written by another process too") == true }
+        #expect(refused, "\(f.replicator?.stderr ?? "")")
+        #expect(f.replicaTXID() == before, "guardian went on writing the replica")
+        #expect(f.replicator?.stderr.contains("other-host pid 1") == true)
+    }
 }
