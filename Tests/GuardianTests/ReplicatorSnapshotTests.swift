@@ -41,7 +41,7 @@ import Testing
 
         let snap = try await replicator.snapshot()
         await replicator.closeConnections()
-        try await FileReplicaClient(root: replica).writeFile(
+        _ = try await FileReplicaClient(root: replica).writeFile(
             level: snap.info.level, minTXID: snap.info.minTXID, maxTXID: snap.info.maxTXID, contents: .file(path: snap.path), createdAt: snap.info.createdAt)
         let out = dir + "/restored.db"
         let r = try await guardian(["restore", "-o", out, "file://" + replica])
