@@ -73,6 +73,13 @@ public final class DatabaseFile: Sendable {
 
     deinit { close(fd) }
 
+    /// Whether this is still the file at `path` (false when the path is gone
+    /// or another file was put there). Blocking.
+    public func isCurrent(at path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && UInt64(st.st_dev) == device && UInt64(st.st_ino) == inode
+    }
+
     /// Up to `count` bytes at `offset` (fewer at the end of the file). Blocking.
     public func read(count: Int, at offset: Int64) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)

@@ -29,6 +29,8 @@ extension GuardianEvent {
     public static let watchdogEnabled = GuardianEvent(name: "watchdogEnabled", id: "9b3a38f8cff4d01917d9e9cc9ae4c079", message: "systemd watchdog enabled")
     public static let replicaSynced = GuardianEvent(name: "replicaSynced", id: "37069169a297c9807650e2792f59e23e", message: "replica synced")
     public static let replicaSyncFailed = GuardianEvent(name: "replicaSyncFailed", id: "65da33fb4830c2b0b508caa42b683f3a", message: "replica sync failed")
+    public static let replicaHistoryDiverged = GuardianEvent(name: "replicaHistoryDiverged", id: "2985bf9d31864756bd3f98fe58cc6f4e", message: "a replica holds another history; numbering continues above it with a snapshot")
+    public static let databaseReplaced = GuardianEvent(name: "databaseReplaced", id: "cc566e6a78084a518984f75974f13208", message: "the database file was replaced at its path; replication starts a new session with a full image")
     public static let replicaRecovered = GuardianEvent(name: "replicaRecovered", id: "4e6d482553d7a992fba37bb914f950f0", message: "replica recovered after failures")
     public static let snapshotWritten = GuardianEvent(name: "snapshotWritten", id: "268729f3051a40f4ec730d58db267c8b", message: "snapshot written")
     public static let walGapDetected = GuardianEvent(name: "walGapDetected", id: "ca62e7e3bd36182aa8d4402cb393e71d", message: "WAL frames were lost before guardian copied them; taking a snapshot")
@@ -72,6 +74,8 @@ extension GuardianEvent {
         .replicaSynced,
         .replicaSyncFailed,
         .replicaRecovered,
+        .replicaHistoryDiverged,
+        .databaseReplaced,
         .snapshotWritten,
         .walGapDetected,
         .walRestarted,

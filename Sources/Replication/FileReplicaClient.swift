@@ -131,6 +131,34 @@ public struct FileReplicaClient: ReplicaClient {
         }
     }
 
+    public var markerPath: String { "\(root)/\(ReplicaHistory.markerName)" }
+
+    public func readMarker() async throws -> [UInt8]? {
+        let path = markerPath
+        return try await BlockingPool.shared.run { try Self.readMarker(at: path) }
+    }
+
+    static func readMarker(at path: String) throws -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw SystemError("open", path: path)
+        }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = read(fd, &buffer, buffer.count)
+        guard n >= 0 else { throw SystemError("read", path: path) }
+        return Array(buffer[0..<n])
+    }
+
+    public func writeMarker(_ bytes: [UInt8]) async throws {
+        let root = root, path = markerPath
+        try await BlockingPool.shared.run {
+            try DurableFile.makeDirectories(root)
+            try DurableFile.write(bytes, to: path)
+        }
+    }
+
     public func deleteAll() async throws {
         let dir = "\(root)/ltx"
         try await BlockingPool.shared.run {

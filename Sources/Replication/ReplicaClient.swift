@@ -120,6 +120,13 @@ public protocol ReplicaClient: Sendable {
 
     /// Deletes every LTX file of this replica.
     func deleteAll() async throws
+
+    /// guardian's history marker (`ReplicaHistory.markerName` in the
+    /// replica's root), or nil when there is none. Litestream ignores it.
+    func readMarker() async throws -> [UInt8]?
+
+    /// Writes the history marker so that it appears whole or not at all.
+    func writeMarker(_ bytes: [UInt8]) async throws
 }
 
 extension ReplicaClient {

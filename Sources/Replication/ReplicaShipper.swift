@@ -14,6 +14,19 @@ actor ReplicaShipper {
     let logger: Logger
 
     private(set) var position: UInt64?
+    /// The replica's history marker ("" when it has none), as last read or written.
+    private(set) var history: String?
+    /// Where guardian records the history it wrote to this replica (nil: not recorded).
+    let recordPath: String?
+    /// A file replica's writer lock (`ReplicaHistory.lockName`), held for the session.
+    private var lockFD: Int32 = -1
+    /// Set when another process was found writing this replica: nothing more is written to it.
+    private var foreignWriter: String?
+    private var lastMarkerCheck: ContinuousClock.Instant?
+    /// How often a remote replica's marker is read back to notice a second writer.
+    static let markerCheckInterval: Duration = .seconds(30)
+
+    deinit { if lockFD >= 0 { close(lockFD) } }
     private(set) var lastSync: Date?
     private(set) var lastError: String?
     private(set) var failures = 0
@@ -21,7 +34,8 @@ actor ReplicaShipper {
     private(set) var bytesShipped: Int64 = 0
     private(set) var errors = 0
 
-    init(config: ReplicaConfig, client: any ReplicaClient, replicator: Replicator, positions: PositionBook, logger: Logger) {
+    init(config: ReplicaConfig, client: any ReplicaClient, replicator: Replicator, positions: PositionBook, logger: Logger, recordPath: String? = nil) {
+        self.recordPath = recordPath
         self.config = config
         self.client = client
         self.replicator = replicator
@@ -29,9 +43,21 @@ actor ReplicaShipper {
         self.logger = logger
     }
 
+    /// The replica lost the history marker guardian wrote to it.
+    struct MarkerLost: Error, CustomStringConvertible {
+        let destination: String
+        let recorded: String
+        let record: String
+        var description: String {
+            "replica \(destination) no longer holds the history marker guardian wrote to it (history \(recorded)): "
+                + "not mounted, or emptied? guardian does not write to it until the marker is back; "
+                + "if it was emptied on purpose, remove \(record)"
+        }
+    }
+
     /// The replica's newest TXID across all levels, plus the header of its
-    /// newest L0 file (to resume without a full image).
-    func discover() async throws -> (position: UInt64, newestL0: LTXHeader?) {
+    /// newest L0 file (to resume without a full image) and its history marker.
+    func discover() async throws -> (position: UInt64, newestL0: LTXHeader?, history: String) {
         do {
             let found = try await listPosition()
             if failures == 0 { lastError = nil }
@@ -44,7 +70,21 @@ actor ReplicaShipper {
         }
     }
 
-    private func listPosition() async throws -> (position: UInt64, newestL0: LTXHeader?) {
+    private func listPosition() async throws -> (position: UInt64, newestL0: LTXHeader?, history: String) {
+        position = nil
+        history = nil
+        let marker = try await client.readMarker()
+        requests += 1
+        if marker == nil, let recordPath, let recorded = await BlockingPool.shared.run({ ReplicaHistory.readRecord(recordPath) }) {
+            throw MarkerLost(destination: config.target.destination, recorded: recorded, record: recordPath)
+        }
+        let found = marker.map(ReplicaHistory.id(of:)) ?? ""
+        if case .file(let root) = config.target, lockFD < 0 {
+            guard let fd = try await BlockingPool.shared.run({ try ReplicaHistory.lockFileReplica(root: root) }) else {
+                throw ReplicaError(.transient, "replica \(config.target.destination) is being written by another process (it holds \(root)/\(ReplicaHistory.lockName)); guardian waits for it to stop")
+            }
+            lockFD = fd
+        }
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -62,8 +102,51 @@ actor ReplicaShipper {
             header = try? LTXHeader.decode(bytes)
         }
         position = best
+        history = found
         await positions.set(config.name, best)
-        return (best, header)
+        return (best, header, found)
+    }
+
+    /// Labels the replica with this session's history and notes it locally.
+    private func adoptHistory() async throws {
+        let id = replicator.historyID
+        guard history != id else { return }
+        try await client.writeMarker(ReplicaHistory.encode(id: id))
+        requests += 1
+        if let recordPath { try await BlockingPool.shared.run { try ReplicaHistory.writeRecord(recordPath, id: id) } }
+        history = id
+    }
+
+    /// A file replica's marker is read before each round of uploads (a local
+    /// read): a disk unmounted under guardian shows as a missing marker, and
+    /// guardian then rediscovers instead of writing into the mount point.
+    /// A remote replica's marker is read back every `markerCheckInterval`:
+    /// when another process has put its own history there, guardian stops
+    /// writing to that replica and says so (status and log) instead of
+    /// interleaving two writers' files.
+    private func checkMarkerStillOurs() async throws {
+        if let foreignWriter { throw ReplicaError(.permanent, foreignWriter) }
+        guard let history, history == replicator.historyID else { return }
+        var isFile = false
+        if case .file = config.target { isFile = true }
+        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < Self.markerCheckInterval { return }
+        lastMarkerCheck = .now
+        let bytes = try await client.readMarker()
+        if !isFile { requests += 1 }
+        guard let bytes else {
+            position = nil
+            self.history = nil
+            if lockFD >= 0 {
+                close(lockFD)  // taken again, on whatever is mounted there, by the next discovery
+                lockFD = -1
+            }
+            throw ReplicaError(.transient, "replica \(config.target.destination): its history marker vanished (unmounted or emptied?); rediscovering")
+        }
+        if ReplicaHistory.id(of: bytes) != history {
+            let why = "replica \(config.target.destination) is written by another process too (its history marker now names \(ReplicaHistory.describe(bytes))); guardian stops writing to it: stop the other writer, then restart guardian"
+            foreignWriter = why
+            throw ReplicaError(.permanent, why)
+        }
     }
 
     /// Ships until `wakeups` ends (after the final sync on shutdown). With a
@@ -211,8 +294,14 @@ actor ReplicaShipper {
 
     private func shipOnce() async throws {
         if position == nil { _ = try await discover() }
+        try await checkMarkerStillOurs()
         while let current = position {
-            let work = try await replicator.work(after: current)
+            let ours = await replicator.holdsThisHistory(history, at: current)
+            let work = try await replicator.work(after: current, history: history)
+            // A replica that holds the resumed history's states is labelled
+            // before the session's files go on top; any other replica only
+            // once it holds a complete state of this history.
+            if ours { try await adoptHistory() }
             switch work {
             case .none:
                 return
@@ -227,6 +316,7 @@ actor ReplicaShipper {
                 try await store(snap.info, .file(path: snap.path))
                 stored(snap.info.maxTXID)
             }
+            try await adoptHistory()
             let all = await positions.set(config.name, position ?? 0)
             await replicator.acknowledge(allPositions: all)
         }
@@ -306,6 +396,10 @@ actor ReplicaShipper {
 
     /// Writes a level-9 snapshot now (on schedule), then applies retention.
     func shipSnapshot(_ snap: SnapshotFile) async throws {
+        // Only onto this session's history: a replica not discovered yet, or
+        // of another history, gets its base from `shipOnce`.
+        guard let position, await replicator.holdsThisHistory(history, at: position) else { return }
+        try await adoptHistory()
         try await store(snap.info, .file(path: snap.path))
         try await enforceRetention()
     }

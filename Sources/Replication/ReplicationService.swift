@@ -12,6 +12,7 @@ import ServiceLifecycle
 public struct ReplicationService: Service {
     public let config: DatabaseConfig
     let stagingDir: String
+    let stateDir: String
     let logger: Logger
     let onStatus: @Sendable (DatabaseStatus) async -> Void
     let heartbeat: @Sendable () async -> Void
@@ -28,6 +29,7 @@ public struct ReplicationService: Service {
         // One staging folder per database for snapshots on their way out.
         let key = config.path.replacingOccurrences(of: "/", with: "_")
         stagingDir = "\(stateDir)/staging/\(key)"
+        self.stateDir = stateDir
         self.logger = logger
         self.onStatus = onStatus
         self.heartbeat = heartbeat
@@ -36,9 +38,18 @@ public struct ReplicationService: Service {
     public func run() async throws {
         // Remediation may pause replication while it swaps the database file;
         // each session ends when paused and a new one starts on resume.
+        var fullImage = false
         while true {
-            try await runSession()
-            guard await control.isPaused(config.path), !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+            let replaced = try await runSession(fullImage: fullImage)
+            // A new session after a pause or a replaced file starts with a
+            // full image: the file at the path may hold anything now.
+            fullImage = true
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            // (A replaced file during a pause waits for the resume like any pause.)
+            guard await control.isPaused(config.path) else {
+                if replaced { continue }
+                return
+            }
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
             await control.waitForResume(config.path)
@@ -46,7 +57,9 @@ public struct ReplicationService: Service {
         }
     }
 
-    private func runSession() async throws {
+    /// Returns true when the session ended because the database file was
+    /// replaced at its path (a new session must start on the new file).
+    private func runSession(fullImage: Bool) async throws -> Bool {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
         // Nothing staged by an earlier session (a crash, a failed upload) is
         // still needed: the replicas' listings say where to continue.
@@ -67,13 +80,17 @@ public struct ReplicationService: Service {
                     logger.event(.databaseOpenFailed, level: .error, ["db": "\(config.path)", "error": "\(text)"])
                     reported = text
                 }
-                if await control.isPaused(config.path) { return }
+                if await control.isPaused(config.path) { return false }
                 let missing = !FileManager.default.fileExists(atPath: config.path)
                 await onStatus(DatabaseStatus(path: config.path, state: missing ? "missing" : "error", error: text))
                 await heartbeat()
                 try? await Task.sleep(for: config.monitorInterval)
-                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                if Task.isCancelled || Task.isShuttingDownGracefully { return false }
             }
+        }
+        if await control.isPaused(config.path) {
+            await replicator.closeConnections()
+            return false
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
 
@@ -83,16 +100,24 @@ public struct ReplicationService: Service {
         var shippers: [ReplicaShipper] = []
         for replica in config.replicas {
             let client = try ReplicaClients.make(replica.target)
-            shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger))
+            let record = ReplicaHistory.recordPath(stateDir: stateDir, database: config.path, replica: replica)
+            shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger, recordPath: record))
         }
+        // Every replica is asked; one that does not answer is not "at 0": its
+        // shipper asks again before writing to it, and one found ahead of (or
+        // apart from) this session's numbering gets a snapshot above it.
         var positions: [UInt64] = []
         var newestL0: LTXHeader?
+        var newestHistory = ""
         while !shippers.isEmpty {
             for s in shippers {
                 do {
-                    let (p, h) = try await s.discover()
+                    let (p, h, history) = try await s.discover()
                     positions.append(p)
-                    if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) { newestL0 = h }
+                    if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) {
+                        newestL0 = h
+                        newestHistory = history
+                    }
                 } catch {
                     logger.event(.replicaSyncFailed, level: .warning, ["db": "\(config.path)", "replica": "\(s.config.name)", "error": "\(error)"])
                 }
@@ -101,11 +126,21 @@ public struct ReplicationService: Service {
             await publishStatus(replicator, shippers)
             await heartbeat()
             try? await Task.sleep(for: .seconds(1))
-            if Task.isCancelled || Task.isShuttingDownGracefully { await replicator.closeConnections(); return }
+            let paused = await control.isPaused(config.path)
+            if Task.isCancelled || Task.isShuttingDownGracefully || paused {
+                await replicator.closeConnections()
+                return false
+            }
         }
-        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0)
+        try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0, newestHistory: newestHistory, fullImage: fullImage)
         if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
-        try await replicator.sync()
+        do {
+            try await replicator.sync()
+        } catch let r as Replicator.Replaced {
+            logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(r)"])
+            await replicator.closeConnections()
+            return true
+        }
         await publishStatus(replicator, shippers)
 
         // 3. Run the shippers and the sync loop.
@@ -129,6 +164,10 @@ public struct ReplicationService: Service {
                 var lastStatus = ContinuousClock.now - .seconds(10)
                 var failing = false
                 for await _ in wakeups.cancelOnGracefulShutdown() {
+                    if let r = await replicator.replaced {
+                        logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(r)"])
+                        break
+                    }
                     await heartbeat()
                     if await control.isPaused(config.path) { break }
                     // A burst (more than one transaction per wake-up): let it
@@ -140,6 +179,8 @@ public struct ReplicationService: Service {
                         try await replicator.checkpointIfNeeded()
                         if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
                         failing = false
+                    } catch is Replicator.Replaced {
+                        wake.yield(())  // ends the session at the top of the loop
                     } catch {
                         if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
                         failing = true
@@ -150,7 +191,7 @@ public struct ReplicationService: Service {
                     }
                 }
                 // Final sync; the shippers then drain what is pending and stop.
-                do { try await replicator.sync() } catch {
+                do { try await replicator.sync() } catch is Replicator.Replaced {} catch {
                     logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "final sync: \(error)"])
                 }
                 watcher.stop()
@@ -161,6 +202,7 @@ public struct ReplicationService: Service {
         }
         await publishStatus(replicator, shippers)
         await replicator.closeConnections()
+        return await replicator.replaced != nil
     }
 
     private func newestSnapshotDate(_ shippers: [ReplicaShipper]) async throws -> Date? {

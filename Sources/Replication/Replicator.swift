@@ -54,6 +54,13 @@ public actor Replicator {
     private var needsFullImage = false
     private var lastSnapshotAt: Date?
 
+    /// This session's history (see `ReplicaHistory`): fresh for every session.
+    let historyID = ReplicaHistory.newID()
+    /// When the session resumed another history's numbering: that history's
+    /// marker ("" for none) and the TXID it resumed after. Its replicas at or
+    /// below that TXID hold this session's states too.
+    private var resumed: (history: String, base: UInt64)?
+
     /// Recent LTX files not yet on every replica, oldest first.
     private var pending: [PendingLTX] = []
     private var pendingBytes = 0
@@ -94,6 +101,42 @@ public actor Replicator {
         }
     }
 
+    /// The database file (or its `-wal`) was replaced at its path under the
+    /// session: the session must end and a new one start on the new file.
+    public struct Replaced: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Set once the files were found replaced: nothing more is read from them.
+    private(set) var replaced: Replaced?
+    /// The `-wal` the session's connections use (its inode when first seen).
+    private var walInode: UInt64 = 0
+
+    /// Throws `Replaced` when the path no longer holds the file the pins are
+    /// on, or the `-wal` is not the one SQLite's connections have open
+    /// (guardian's connections keep it: it is never deleted or recreated
+    /// while they are open).
+    private func checkFilesAreTheDatabase() throws {
+        if let replaced { throw replaced }
+        guard let file = dbFile else { return }
+        var why: String?
+        if !file.isCurrent(at: config.path) {
+            why = "\(config.path) is no longer the file guardian opened (replaced or removed)"
+        } else {
+            let now = wal.currentInode()
+            if walInode == 0 {
+                walInode = now
+            } else if now != walInode {
+                why = "\(walPath) is no longer the WAL SQLite has open (replaced or removed)"
+            }
+        }
+        if let why {
+            let r = Replaced(description: why)
+            replaced = r
+            throw r
+        }
+    }
+
     /// Opens the connections and takes the first pin. Throws when the
     /// database is missing or not in WAL mode.
     func open() throws {
@@ -118,6 +161,7 @@ public actor Replicator {
         // Kept open by DatabaseFiles: closing a descriptor of the database
         // would drop the pins' locks.
         dbFile = try DatabaseFiles.shared.file(config.path)
+        walInode = wal.currentInode()
         // (-wal/-shm created by these connections go back to the database's
         // owner: SQLiteConnection does it after each statement until both exist.)
     }
@@ -151,7 +195,9 @@ public actor Replicator {
     /// Decides where replication continues: after the newest LTX file on the
     /// replicas when the WAL still holds exactly what that file recorded,
     /// otherwise with a full image at the next TXID.
-    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?) throws {
+    /// `newestHistory` is the history marker of the replica that holds `newestL0`.
+    /// `fullImage`: never resume (the database was replaced or swapped).
+    func bootstrap(replicaPositions: [UInt64], newestL0: LTXHeader?, newestHistory: String = "", fullImage: Bool = false) throws {
         let newest = replicaPositions.max() ?? 0
         // (Listings refuse such files; never number past the largest TXID.)
         guard newest < LTXNaming.maxTXID else {
@@ -159,7 +205,7 @@ public actor Replicator {
         }
         txid = newest
         let header = wal.header()
-        if let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
+        if !fullImage, let last = newestL0, last.maxTXID == txid, let header, header.salt1 == last.walSalt1, header.salt2 == last.walSalt2,
             last.walOffset >= Int64(WALHeader.size), last.pageSize == pageSize
         {
             let end = last.walOffset + last.walSize
@@ -169,6 +215,7 @@ public actor Replicator {
                 for t in txs { pageIndex.merge(t.pages) { $1 } }
                 cursor = c
                 commit = last.commit
+                resumed = (newestHistory, txid)
                 logger.event(.replicaSynced, level: .debug, ["db": "\(config.path)", "resumed_txid": "\(LTXNaming.hex(txid))"])
                 return
             }
@@ -192,6 +239,7 @@ public actor Replicator {
     @discardableResult
     func sync() throws -> SyncResult {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
+        try checkFilesAreTheDatabase()
         let spare = 1 - activePin
         try beginPin(spare)
         // On failure keep the old pin (it protects everything not yet copied)
@@ -268,9 +316,18 @@ public actor Replicator {
     var lockPage: UInt32 { UInt32(0x4000_0000 / Int(pageSize)) + 1 }
 
     private func readPage(_ pgno: UInt32, into buffer: inout [UInt8]) throws {
-        if let frame = pageIndex[pgno] {
-            try wal.page(frameOffset: frame, pageSize: pageSize, into: &buffer)
-            return
+        if let frame = pageIndex[pgno], let c = cursor {
+            do {
+                try wal.page(frameOffset: frame, pgno: pgno, salt1: c.salt1, salt2: c.salt2, pageSize: pageSize, into: &buffer)
+                return
+            } catch is WALFile.StaleFrame {
+                // The WAL restarted under the pin: that is only possible when
+                // the pin reads the database file alone (read-mark 0, WAL fully
+                // backfilled), and such a pin also keeps every later frame out
+                // of the database file. So the file holds this page exactly as
+                // of the cursor: read it there.
+                logger.event(.walRestarted, level: .debug, ["db": "\(config.path)", "stale_frame": "\(frame)", "pgno": "\(pgno)"])
+            }
         }
         let size = Int(pageSize)
         if buffer.count < size { buffer = [UInt8](repeating: 0, count: size) }
@@ -360,6 +417,10 @@ public actor Replicator {
     /// position, written to a file in `directory`. Reused while the position
     /// has not moved.
     func snapshot() throws -> SnapshotFile {
+        // Catch up first under a fresh pin: after a complete checkpoint the
+        // application's next write restarts the WAL over the frames of the
+        // page index; the sync notices the restart and indexes the new frames.
+        try sync()
         if let s = snapshotCache, s.info.maxTXID == txid, FileManager.default.fileExists(atPath: s.path) { return s }
         try DurableFile.makeDirectories(stagingDir)
         let path = "\(stagingDir)/snapshot-\(LTXNaming.hex(txid)).ltx"
@@ -490,12 +551,44 @@ public actor Replicator {
         case snapshot(SnapshotFile)
     }
 
-    /// What a replica whose newest TXID is `position` should receive next.
-    func work(after position: UInt64) throws -> Work {
-        if position >= txid { return .none }
-        if let first = pending.first, first.info.minTXID <= position + 1 {
-            return .files(pending.filter { $0.info.maxTXID > position })
+    /// Whether a replica with this history marker at `position` holds this
+    /// session's states, so that delta files may go on top of it.
+    func holdsThisHistory(_ history: String?, at position: UInt64) -> Bool {
+        guard let history else { return false }
+        if history == historyID { return true }
+        if let resumed, history == resumed.history, position <= resumed.base { return true }
+        return false
+    }
+
+    /// What a replica whose newest TXID is `position` and whose history
+    /// marker is `history` should receive next: the pending files that
+    /// follow on from it, or a snapshot. A replica of another history (or
+    /// one ahead of where this session started numbering) gets nothing but a
+    /// snapshot or a full image, at a TXID above everything it holds.
+    func work(after position: UInt64, history: String?) throws -> Work {
+        let ours = holdsThisHistory(history, at: position)
+        if ours, position >= txid { return .none }
+        if !ours, position >= txid {
+            // It holds files at TXIDs this session has not reached (another
+            // history, or this one's old numbering beyond the resume point):
+            // number on above them; every replica then gets a snapshot.
+            guard position < LTXNaming.maxTXID - 1 else {
+                throw LTXError(.invalidHeader, file: config.path, "a replica's position \(LTXNaming.hex(position)) leaves no TXID to number above it")
+            }
+            logger.event(.replicaHistoryDiverged, level: .warning, [
+                "db": "\(config.path)", "position": "\(LTXNaming.hex(position))", "txid": "\(LTXNaming.hex(txid))",
+                "next_txid": "\(LTXNaming.hex(position + 2))",
+            ])
+            txid = position + 1
         }
+        let files = pending.filter { $0.info.maxTXID > position }
+        if let first = files.first, first.info.minTXID == position + 1, ours || first.isFullImage,
+            zip(files, files.dropFirst()).allSatisfy({ $0.info.maxTXID + 1 == $1.info.minTXID }), files.last?.info.maxTXID == txid
+        {
+            return .files(files)
+        }
+        // A replaced database is not read any more: the next session's full image follows.
+        if replaced != nil { return .none }
         return .snapshot(try snapshot())
     }
 
@@ -547,6 +640,12 @@ struct PendingLTX: Sendable {
 
     func discard() {
         if case .file(let path) = payload { unlink(path) }
+    }
+
+    /// Full images are staged in files; every other pending file is in memory.
+    var isFullImage: Bool {
+        if case .file = payload { return info.level == 0 }
+        return false
     }
 }
 

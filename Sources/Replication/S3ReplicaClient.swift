@@ -156,6 +156,19 @@ public struct S3ReplicaClient: ReplicaClient, ReplicaRequestCounting {
         try await deleteKeys(files.map(key(of:)))
     }
 
+    /// `<path>/guardian-history.json`: outside every level prefix.
+    public var markerKey: String { "\(location.path)/\(ReplicaHistory.markerName)" }
+
+    public func readMarker() async throws -> [UInt8]? {
+        let response = try await send("GET", key: markerKey, operation: "GET", response: .memory(limit: 1 << 16), accept: [404])
+        return response.status == 404 ? nil : response.body
+    }
+
+    public func writeMarker(_ bytes: [UInt8]) async throws {
+        try await putObject(
+            key: markerKey, body: .bytes(bytes), sha256: Crypto.sha256(bytes), md5: Crypto.md5(bytes), extraHeaders: [])
+    }
+
     public func deleteAll() async throws {
         let root = location.path + "/"
         var keys: [String] = []

@@ -139,6 +139,20 @@ public struct SFTPReplicaClient: ReplicaClient, ReplicaRequestCounting {
         }
     }
 
+    public func readMarker() async throws -> [UInt8]? {
+        let path = "\(root)/\(ReplicaHistory.markerName)"
+        do {
+            return try await withRetry("GET \(path)") { try await $0.read(path, limit: 1 << 16) }
+        } catch let e as ReplicaError where e.kind == .notFound {
+            return nil
+        }
+    }
+
+    public func writeMarker(_ bytes: [UInt8]) async throws {
+        let root = root, name = ReplicaHistory.markerName
+        _ = try await withRetry("PUT \(root)/\(name)") { try await $0.write(dir: root, name: name, contents: .bytes(bytes), mtime: Date()) }
+    }
+
     public func deleteAll() async throws {
         let root = root
         try await withRetry("DELETE \(root)/ltx") { try await $0.removeLTXTree(root: root) }

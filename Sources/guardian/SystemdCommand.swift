@@ -235,6 +235,25 @@ enum JournalCatalog {
             Restores start from the latest snapshot and apply the transactions after \
             it. Nothing to do.
             """,
+        "replicaHistoryDiverged": """
+            A replica of GUARDIAN_DB holds files that this replication session did not \
+            write at TXIDs it has not reached yet: a replica that was unreachable or \
+            unmounted when guardian started, or one written by another process. \
+            guardian never writes its own files on top of them: it numbers on above \
+            the replica's position and gives every replica a fresh snapshot, so the \
+            newest state of each replica is correct again. Point-in-time restores \
+            before the snapshot follow the history each replica held.
+
+            Check why the replica was out of reach (mount, network) and that no \
+            other process replicates this database to it.
+            """,
+        "databaseReplaced": """
+            The file at GUARDIAN_DB was replaced (a restore onto the live path, an \
+            application renaming a new file over it). guardian ends its replication \
+            session, releases the old file and starts over on the new one with a \
+            full image, so the replicas' newest state is the new file's content.
+            Nothing to do if the replacement was intended.
+            """,
         "walGapDetected": """
             Frames of the write-ahead log of GUARDIAN_DB were checkpointed into the \
             database before guardian could copy them (for example while guardian was \

@@ -395,6 +395,8 @@ final class Shared<Value: Sendable>: @unchecked Sendable {
             }
             func deleteFiles(_ files: [LTXFileInfo]) async throws { try await base.deleteFiles(files) }
             func deleteAll() async throws { try await base.deleteAll() }
+            func readMarker() async throws -> [UInt8]? { try await base.readMarker() }
+            func writeMarker(_ bytes: [UInt8]) async throws { try await base.writeMarker(bytes) }
         }
         let world = try DrillWorld("drill-header-budget")
         defer { world.cleanup() }

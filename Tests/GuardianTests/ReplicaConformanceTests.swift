@@ -130,6 +130,22 @@ struct ReplicaConformanceTests {
         }
     }
 
+    @Test("history marker: absent, written whole in the root, replaced, never listed as LTX", arguments: Backend.allCases)
+    func historyMarker(_ backend: Backend) async throws {
+        try await withReplica(backend) { r in
+            let c = r.client
+            #expect(try await c.readMarker() == nil)
+            let first = Array(#"{"history":"a"}"#.utf8)
+            try await c.writeMarker(first)
+            #expect(try await c.readMarker() == first)
+            #expect(try await r.getRaw(ReplicaHistory.markerName) == first)
+            let second = Array(#"{"history":"b"}"#.utf8)
+            try await c.writeMarker(second)
+            #expect(try await c.readMarker() == second)
+            for level in LTXNaming.allLevels { #expect(try await c.listFiles(level: level, exactTimestamps: false).isEmpty) }
+        }
+    }
+
     @Test("deleteAll removes every LTX file of every level and nothing else", arguments: Backend.allCases)
     func deleteAll(_ backend: Backend) async throws {
         try await withReplica(backend) { r in

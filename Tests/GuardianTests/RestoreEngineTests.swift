@@ -122,6 +122,8 @@ struct DownloadingClient: ReplicaClient {
     func readFile(_ file: LTXFileInfo) async throws -> [UInt8] { try await inner.readFile(file) }
     func deleteFiles(_ files: [LTXFileInfo]) async throws { try await inner.deleteFiles(files) }
     func deleteAll() async throws { try await inner.deleteAll() }
+    func readMarker() async throws -> [UInt8]? { try await inner.readMarker() }
+    func writeMarker(_ bytes: [UInt8]) async throws { try await inner.writeMarker(bytes) }
 }
 
 final class DownloadLog: @unchecked Sendable {

@@ -142,6 +142,12 @@ public final class WALFile {
         return fd >= 0
     }
 
+    /// The inode of the WAL file now at the path (0 when there is none).
+    public func currentInode() -> UInt64 {
+        guard ensureOpen() else { return 0 }
+        return UInt64(inode)
+    }
+
     public func size() -> Int64 {
         guard ensureOpen() else { return 0 }
         var st = stat()
@@ -172,9 +178,34 @@ public final class WALFile {
         }
     }
 
-    /// Reads one page (the data of the frame at `frameOffset`).
-    public func page(frameOffset: Int64, pageSize: UInt32, into buffer: inout [UInt8]) throws {
-        try read(at: frameOffset + 24, count: Int(pageSize), into: &buffer)
+    /// A frame no longer holds what guardian indexed: the WAL restarted and
+    /// the application's writes overwrote it.
+    public struct StaleFrame: Error, CustomStringConvertible {
+        public let path: String
+        public let offset: Int64
+        public let pgno: UInt32
+        public var description: String {
+            "\(path): the WAL frame at offset \(offset) no longer holds page \(pgno) of the indexed WAL generation (the WAL restarted)"
+        }
+    }
+
+    private var frameBuffer: [UInt8] = []
+
+    /// Reads one page (the data of the frame at `frameOffset`), after checking
+    /// that the frame header still names `pgno` and the generation's salts.
+    public func page(frameOffset: Int64, pgno: UInt32, salt1: UInt32, salt2: UInt32, pageSize: UInt32, into buffer: inout [UInt8]) throws {
+        let size = Int(pageSize)
+        try read(at: frameOffset, count: 24 + size, into: &frameBuffer)
+        func u32(_ at: Int) -> UInt32 {
+            UInt32(frameBuffer[at]) << 24 | UInt32(frameBuffer[at + 1]) << 16 | UInt32(frameBuffer[at + 2]) << 8 | UInt32(frameBuffer[at + 3])
+        }
+        guard u32(0) == pgno, u32(8) == salt1, u32(12) == salt2 else { throw StaleFrame(path: path, offset: frameOffset, pgno: pgno) }
+        if buffer.count < size { buffer = [UInt8](repeating: 0, count: size) }
+        buffer.withUnsafeMutableBytes { dst in
+            frameBuffer.withUnsafeBytes { src in
+                if let d = dst.baseAddress, let s = src.baseAddress { d.copyMemory(from: s + 24, byteCount: size) }
+            }
+        }
     }
 
     /// Scans forward from `cursor` and returns every committed transaction
