@@ -207,6 +207,14 @@ public struct DiskWatchService: Service {
         var lastScheduled = ContinuousClock.now
         var lastPendingRetry = ContinuousClock.now
         var lastBallastCheck = ContinuousClock.now - .seconds(3600)
+        var growth = LogWatch.Growth()
+        /// Logs over their size whose rotation was asked for and not yet seen
+        /// done: asked again only after `rotateInterval` (a rotation that
+        /// fails, e.g. dateext's once a day, is not retried every second).
+        var sizeAsked: [String: ContinuousClock.Instant] = [:]
+        let databaseDevices = await BlockingPool.shared.run { LogWatch.databaseDevices(protected) }
+        let horizon = config.forecastHorizon
+        let fastPace = max(config.interval / 10, .milliseconds(100))
 
         let startReport = await janitor.start()
         for e in startReport.events { await emit(e) }
@@ -228,17 +236,22 @@ public struct DiskWatchService: Service {
 
             let ticks = AsyncTimerSequence(interval: config.interval, clock: .continuous).cancelOnGracefulShutdown()
             var iterator = ticks.makeAsyncIterator()
-            repeat {
+            while true {
                 if stop.isStopped { break }
                 for report in jobs.takeReports() {
                     lastRotation.merge(report.lastRotation) { max($0, $1) }
                     hasPending = report.hasPending
+                    for e in report.events where e.event == .logRotated { if let log = e.metadata["log"] { sizeAsked[log] = nil } }
                 }
 
-                // 1. Sample.
-                let (result, ballastDevice) = await BlockingPool.shared.run {
-                    (UsageSampler.sample(paths: watchPaths, mounts: mounts), ballast?.device)
+                // 1. Sample (the filesystems, and the size of every configured log).
+                let rules = config.logs
+                let (result, ballastDevice, logs) = await BlockingPool.shared.run {
+                    (UsageSampler.sample(paths: watchPaths, mounts: mounts), ballast?.device,
+                     rules.isEmpty ? [] : LogWatch.scan(rules, protected: protected))
                 }
+                growth.update(logs, at: ContinuousClock.now)
+                var hurry = false
                 let nowFailing = Set(result.failures.map(\.path))
                 for failure in result.failures where !failing.contains(failure.path) {
                     await emit(DiskEvent(.diskSampleFailed, level: .error, ["path": failure.path, "error": "\(failure.error)"]))
@@ -246,7 +259,7 @@ public struct DiskWatchService: Service {
                 failing = nowFailing
 
                 var statuses: [MountStatus] = []
-                var cleanupWanted: (sample: UsageSample, level: DiskLevel)?
+                var cleanupWanted: (sample: UsageSample, level: DiskLevel, forecast: Bool)?
                 for sample in result.samples {
                     var track = tracks[sample.device] ?? Track(history: UsageHistory(capacity: capacity), last: sample)
                     track.history.append(sample)
@@ -284,20 +297,42 @@ public struct DiskWatchService: Service {
                         ]))
                     }
 
-                    // 3. Does this filesystem need the cleanup ladder?
-                    if track.level >= .warn {
-                        track.lowSinceCleanup = min(track.lowSinceCleanup, sample.percent)
-                        let due = track.level > track.cleanedAt || sample.percent >= track.lowSinceCleanup + rerunStep
-                        if due, cleanupWanted.map({ track.level > $0.level }) ?? true {
-                            cleanupWanted = (sample, track.level)
+                    // 3. Does this filesystem need the cleanup ladder? A short
+                    // forecast escalates like a level: below the horizon the
+                    // warn ladder, below a tenth of it the critical one.
+                    var effective = track.level
+                    if horizon > .zero, let forecast {
+                        if forecast < (horizon / 10).seconds {
+                            effective = max(effective, .critical)
+                        } else if forecast < horizon.seconds {
+                            effective = max(effective, .warn)
                         }
                     }
-                    // The emergency fast path: a long job is running, the ballast goes now.
-                    if track.level == .emergency, let ballast, ballast.state == .present, jobs.isBusy,
-                        ballastDevice == sample.device
-                    {
-                        let mountPoint = sample.mountPoint
-                        if let e = await BlockingPool.shared.run({ ballast.release(reason: "emergency level reached while a cleanup job was running", mount: mountPoint) }) {
+                    if effective >= .critical { hurry = true }
+                    if effective == .normal { track.cleanedAt = .normal }
+                    if effective >= .warn {
+                        track.lowSinceCleanup = min(track.lowSinceCleanup, sample.percent)
+                        let due = effective > track.cleanedAt || sample.percent >= track.lowSinceCleanup + rerunStep
+                        if due, cleanupWanted.map({ effective > $0.level }) ?? true {
+                            cleanupWanted = (sample, effective, effective > track.level)
+                        }
+                    }
+                    // The emergency fast path: a long job is running. The
+                    // fastest-growing log is truncated to its tail first (the
+                    // ballast released first would only feed it); the ballast
+                    // goes when there is no log to truncate.
+                    if track.level == .emergency, jobs.isBusy {
+                        let (mountPoint, device, rates) = (sample.mountPoint, sample.device, growth.rates)
+                        let truncated = await BlockingPool.shared.run {
+                            LogWatch.emergencyTruncate(
+                                rules: rules, protected: protected, device: device, mount: mountPoint, rates: rates,
+                                databaseDevices: databaseDevices, reason: "emergency level reached while a cleanup job was running")
+                        }
+                        for e in truncated { await emit(e) }
+                        if !truncated.contains(where: { $0.event == .logEmergencyTruncated }), let ballast, ballast.state == .present,
+                            ballastDevice == sample.device,
+                            let e = await BlockingPool.shared.run({ ballast.release(reason: "emergency level reached while a cleanup job was running", mount: mountPoint) })
+                        {
                             await emit(e)
                         }
                     }
@@ -317,14 +352,24 @@ public struct DiskWatchService: Service {
                         inodesAvailable: sample.totalInodes > 0 ? sample.availableInodes : nil))
                 }
 
-                // 4. Start at most one job: cleanup first, then the schedule,
-                // then postponed compressions, then the ballast.
+                // 4. Start at most one job: cleanup first, then logs past their
+                // size (looked at every interval, not only on the schedule),
+                // then the schedule, then postponed compressions, then the ballast.
                 let now = ContinuousClock.now
+                let oversized = logs.filter { e in
+                    guard let limit = LogWatch.sizeThreshold(rules[e.rule]), e.size >= limit else { return false }
+                    return sizeAsked[e.path].map { now - $0 >= config.rotateInterval } ?? true
+                }
                 if let wanted = cleanupWanted {
-                    let (sample, level) = (wanted.sample, wanted.level)
-                    if startJob({ await janitor.relieve(mount: sample, level: level, policy: policy) }) {
+                    let (sample, level, rates, forecast) = (wanted.sample, wanted.level, growth.rates, wanted.forecast)
+                    if startJob({ await janitor.relieve(mount: sample, level: level, policy: policy, growth: rates, forecastDriven: forecast) }) {
                         tracks[sample.device]?.cleanedAt = level
                         tracks[sample.device]?.lowSinceCleanup = sample.percent
+                    }
+                } else if !oversized.isEmpty {
+                    if startJob({ await janitor.scheduled() }) {
+                        for e in oversized { sizeAsked[e.path] = now }
+                        lastScheduled = now
                     }
                 } else if now - lastScheduled >= config.rotateInterval {
                     if startJob({ await janitor.scheduled() }) { lastScheduled = now }
@@ -339,7 +384,15 @@ public struct DiskWatchService: Service {
                 }
 
                 await onStatus(statuses)
-            } while await iterator.next() != nil
+                // A filesystem at critical (or forecast to fill within a tenth of
+                // the horizon) is sampled ten times as often (at least every 100 ms).
+                if hurry, fastPace < config.interval {
+                    let slept = await cancelWhenGracefulShutdown { (try? await Task.sleep(for: fastPace)) != nil }
+                    if !slept { break }
+                    continue
+                }
+                if await iterator.next() == nil { break }
+            }
             stop.stop()
         }
     }
