@@ -268,26 +268,35 @@ public struct DiskWatchService: Service {
                         availableBytes: sample.availableBytes,
                         availableInodes: sample.totalInodes > 0 ? sample.availableInodes : nil, window: window)
 
+                    // What grows fastest here: named in the level and forecast
+                    // events (and so in the event log and a post-mortem).
+                    var grower: [String: String] = [:]
+                    if let top = logs.filter({ $0.device == sample.device }).max(by: { (growth.rates[$0.path] ?? 0) < (growth.rates[$1.path] ?? 0) }),
+                        let rate = growth.rates[top.path], rate > 0
+                    {
+                        grower = ["growing_log": top.path, "growing_log_bytes": "\(top.size)", "growing_log_bytes_per_second": String(format: "%.0f", rate)]
+                    }
+
                     // 2. Levels, with hysteresis.
                     let level = policy.next(from: track.level, percent: sample.percent)
                     if level != track.level {
-                        await emit(DiskEvent(.diskLevelChanged, level: Self.logLevel(for: level, rising: level > track.level), [
+                        await emit(DiskEvent(.diskLevelChanged, level: Self.logLevel(for: level, rising: level > track.level), grower.merging([
                             "mount": sample.mountPoint, "from": track.level.rawValue, "to": level.rawValue,
                             "used_percent": String(format: "%.2f", sample.bytesPercent),
                             "inodes_percent": sample.inodesPercent.map { String(format: "%.2f", $0) } ?? "n/a",
                             "available_bytes": "\(sample.availableBytes)",
                             "forecast_seconds": forecast.map { String(format: "%.0f", $0) } ?? "none",
-                        ]))
+                        ]) { $1 }))
                         if level == .normal { track.cleanedAt = .normal }
                         track.level = level
                     }
                     if let forecast, forecast < config.forecastWarning.seconds {
                         if !track.forecastWarned {
                             track.forecastWarned = true
-                            await emit(DiskEvent(.diskFillForecast, level: .warning, [
+                            await emit(DiskEvent(.diskFillForecast, level: .warning, grower.merging([
                                 "mount": sample.mountPoint, "forecast_seconds": String(format: "%.0f", forecast),
                                 "used_percent": String(format: "%.2f", sample.percent),
-                            ]))
+                            ]) { $1 }))
                         }
                     } else if track.forecastWarned, forecast == nil || forecast.map({ $0 > 2 * config.forecastWarning.seconds }) == true {
                         track.forecastWarned = false
