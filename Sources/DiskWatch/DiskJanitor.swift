@@ -195,7 +195,8 @@ actor DiskJanitor {
             case .emergencyTruncate:
                 stepEvents += LogWatch.emergencyTruncate(
                     rules: config.logs, protected: protected, device: device, mount: mount.mountPoint, rates: growth,
-                    databaseDevices: LogWatch.databaseDevices(protected), reason: "emergency level reached")
+                    databaseDevices: LogWatch.databaseDevices(protected), reason: "emergency level reached",
+                    needed: { percent().map { $0 >= policy.threshold(.emergency) } ?? true })
             case .releaseBallast:
                 if let ballast, ballast.device == device,
                     let e = ballast.release(reason: "emergency level reached", mount: mount.mountPoint)

@@ -331,11 +331,15 @@ public struct DiskWatchService: Service {
                     // ballast released first would only feed it); the ballast
                     // goes when there is no log to truncate.
                     if track.level == .emergency, jobs.isBusy {
-                        let (mountPoint, device, rates) = (sample.mountPoint, sample.device, growth.rates)
+                        let (mountPoint, device, rates, probe, paths) = (sample.mountPoint, sample.device, growth.rates, sample.probe, sample.paths)
+                        let emergency = policy.threshold(.emergency)
                         let truncated = await BlockingPool.shared.run {
                             LogWatch.emergencyTruncate(
                                 rules: rules, protected: protected, device: device, mount: mountPoint, rates: rates,
-                                databaseDevices: databaseDevices, reason: "emergency level reached while a cleanup job was running")
+                                databaseDevices: databaseDevices, reason: "emergency level reached while a cleanup job was running",
+                                needed: {
+                                    UsageSampler.read(path: probe, device: device, mountPoint: mountPoint, paths: paths).map { $0.percent >= emergency } ?? true
+                                })
                         }
                         for e in truncated { await emit(e) }
                         if !truncated.contains(where: { $0.event == .logEmergencyTruncated }), let ballast, ballast.state == .present,

@@ -89,12 +89,13 @@ enum LogWatch {
 
     /// The last resort: truncates, keeping its tail, the fastest-growing
     /// log on `device` that allows it (`emergency-truncate`), the biggest
-    /// when none is seen growing. Returns the events (one
+    /// when none is seen growing; only while `needed()` (usage still at the
+    /// emergency level). Returns the events (one
     /// `logEmergencyTruncated` naming the log and the bytes dropped), empty
     /// when there was nothing to truncate.
     static func emergencyTruncate(
         rules: [LogRotationConfig], protected: ProtectedFiles, device: UInt64, mount: String, rates: [String: Double],
-        databaseDevices: Set<UInt64>, reason: String
+        databaseDevices: Set<UInt64>, reason: String, needed: () -> Bool
     ) -> [DiskEvent] {
         let onDatabaseFS = databaseDevices.contains(device)
         let candidates = scan(rules, protected: protected).compactMap { e -> (Entry, Int64)? in
@@ -106,6 +107,8 @@ enum LogWatch {
         }
         var events: [DiskEvent] = []
         for (entry, keep) in candidates {
+            // Another truncate (the loop's or the ladder's) may have just made room.
+            guard needed() else { return events }
             let dirPath = (entry.path as NSString).deletingLastPathComponent
             let name = (entry.path as NSString).lastPathComponent
             do {
