@@ -317,6 +317,13 @@ public struct DiskWatchService: Service {
                             effective = max(effective, .warn)
                         }
                     }
+                    // Less free than the database needs for its WAL and a
+                    // checkpoint: the critical ladder, whatever the percentage.
+                    if config.databaseHeadroom > 0, databaseDevices.contains(sample.device),
+                        sample.availableBytes < config.databaseHeadroom
+                    {
+                        effective = max(effective, .critical)
+                    }
                     if effective >= .critical { hurry = true }
                     if effective == .normal { track.cleanedAt = .normal }
                     if effective >= .warn {

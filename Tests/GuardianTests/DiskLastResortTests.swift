@@ -155,3 +155,40 @@ import Testing
         #expect(RootCause.classify(evidence).explanation.contains("The log that filled the disk: \(log)."))
     }
 }
+
+/// `guardian doctor` (its disk checks): a database's filesystem must hold
+/// the WAL growing to `max-wal-size` and its checkpoint — in free space now,
+/// in what is left at the emergency level, and in the ballast.
+@Suite(.serialized, .enabled(if: geteuid() == 0)) struct DiskHeadroomDoctorTests {
+    @Test func doctorWarnsWhenTheDatabaseHasNoHeadroom() throws {
+        let fs = try DiskKit.Tmpfs(size: "32m")
+        defer { fs.unmount() }
+        let db = fs.path + "/app.db"
+        DiskKit.write(db, "")
+        func checks(maxWAL: String) throws -> [DoctorReport.Check] {
+            let config = try GuardianConfig.parse(text: """
+                state-dir: /tmp/guardian-headroom-state
+                dbs:
+                  - path: \(db)
+                    checkpoint-size: 512KiB
+                    max-wal-size: \(maxWAL)
+                disk:
+                  warn: 70%
+                  critical: 80%
+                  emergency: 90%
+                  ballast:
+                    path: \(fs.path)/ballast
+                    size: 8MiB
+                """, file: "/etc/guardian/guardian.yml", environment: [:])
+            #expect(config.diskWithHeadroom.databaseHeadroom == 2 * (Units.bytes(maxWAL) ?? 0))
+            return DiskChecks.run(config).filter { $0.check == "disk.headroom" }
+        }
+        // 16 MiB of WAL + its checkpoint = 32 MiB: neither 3.2 MB at emergency nor an 8 MiB ballast hold it.
+        let tight = try #require(try checks(maxWAL: "16MiB").first)
+        #expect(tight.status == .warn, "\(tight)")
+        #expect(tight.message.contains("left at the emergency level") && tight.message.contains("the ballast is 8"), "\(tight.message)")
+        // 1 MiB of WAL fits everywhere.
+        let fine = try #require(try checks(maxWAL: "1MiB").first)
+        #expect(fine.status == .ok, "\(fine)")
+    }
+}

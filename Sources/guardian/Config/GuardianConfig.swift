@@ -506,3 +506,18 @@ extension GuardianConfig {
         return d
     }
 }
+
+extension GuardianConfig {
+    /// What one database may need free on its filesystem: its WAL growing to
+    /// `max-wal-size`, and a checkpoint copying as much into the database file.
+    static func headroom(for db: Database) -> Int64 { 2 * db.replication.maxWALSize }
+
+    /// `disk:` with the databases' headroom filled in (DiskWatch does not
+    /// know the replication settings): the disk guardian escalates to the
+    /// critical ladder when a database's filesystem has less free.
+    var diskWithHeadroom: DiskConfig {
+        var d = disk
+        d.databaseHeadroom = dbs.map(Self.headroom(for:)).max() ?? 0
+        return d
+    }
+}
