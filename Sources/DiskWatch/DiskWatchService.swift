@@ -71,15 +71,17 @@ extension MountStatus {
 /// (statvfs, bytes and inodes, deduplicated by device), keeps a short
 /// history and forecasts time-to-full, tracks the warn/critical/emergency
 /// levels with hysteresis, and climbs the cleanup ladder when a level is
-/// reached: rotate now → compress → delete archives beyond policy → cleanup
-/// paths → release the ballast (see `DiskJanitor.Step`). Also runs the
-/// logs' own rotation schedule every `rotateInterval`, and recreates the
-/// ballast once there is room again.
+/// reached (or a forecast to full is shorter than `forecastHorizon`, or a
+/// database's filesystem has less free than `databaseHeadroom`): see
+/// `DiskJanitor.Step` for the order. Checks each log's `size`/`maxsize` at
+/// every sample, runs the logs' own schedule every `rotateInterval`, and
+/// recreates the ballast once there is room again.
 ///
 /// The loop itself only samples (on `BlockingPool`) and decides; file work
 /// runs on the disk thread, one job at a time, while sampling continues. If
 /// a filesystem reaches emergency while a long job (a big gzip) is running,
-/// the loop releases the ballast itself, at once.
+/// the loop truncates the fastest-growing log to its tail itself, at once
+/// (and releases the ballast only when there is no log to truncate).
 ///
 /// Every level change, action and freed byte is logged as an event (see
 /// `DiskEvents.swift`) and passed to `onEvent`; after every sample the
