@@ -16,7 +16,7 @@ Needs root (mount). Usage: bench.py GUARDIAN_BINARY [--seconds 15] [--rates 1,10
 import argparse, os, re, sqlite3, subprocess, sys, tempfile, threading, time
 
 
-def run_case(guardian, rate_mb, seconds, with_guardian):
+def run_case(guardian, rate_mb, seconds, with_guardian, prefill_mb=0):
     root = tempfile.mkdtemp(prefix="guardian-runaway-")
     mnt = os.path.join(root, "mnt")
     os.mkdir(mnt)
@@ -33,6 +33,10 @@ def run_case(guardian, rate_mb, seconds, with_guardian):
         c.commit()
         c.close()
         open(log, "w").close()
+        if prefill_mb:
+            # Other data guardian may not delete (a slow runaway then fills the disk too).
+            with open(mnt + "/data/other.bin", "wb") as f:
+                f.write(os.urandom(int(prefill_mb * 1024 * 1024)))
         state = os.path.join(root, "state")
         cfg = os.path.join(root, "guardian.yml")
         with open(cfg, "w") as f:
@@ -139,12 +143,13 @@ def main():
     p.add_argument("guardian")
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--rates", default="1,10,50")
+    p.add_argument("--prefill-mb", type=float, default=0, help="MiB of other data on the filesystem first")
     a = p.parse_args()
-    print(f"runaway for {a.seconds:.0f} s on a 64 MB tmpfs; app: 1 kB commit every 10 ms")
+    print(f"runaway for {a.seconds:.0f} s on a 64 MB tmpfs ({a.prefill_mb:.0f} MiB of other data); app: 1 kB commit every 10 ms")
     print(f"{'rate':>7} {'guardian':>8} {'commits':>8} {'failed':>7} {'peak use':>9} {'log ENOSPC':>11} {'log dropped':>12} {'guardian CPU user/sys':>22} integrity")
     for rate in [float(r) for r in a.rates.split(",")]:
         for with_g in (False, True):
-            fig, cpu, dropped, ok = run_case(a.guardian, rate, a.seconds, with_g)
+            fig, cpu, dropped, ok = run_case(a.guardian, rate, a.seconds, with_g, a.prefill_mb)
             cpu_s = f"{cpu[0]:.2f} s / {cpu[1]:.2f} s" if cpu else "-"
             print(f"{rate:>4.0f} MB/s {'yes' if with_g else 'no':>8} {fig['commits']:>8} {fig['failed']:>7} {fig['peak']:>8.1f}% "
                   f"{fig['enospc'] / 1e6:>9.1f} MB {dropped / 1e6:>9.1f} MB {cpu_s:>22} {ok}", flush=True)
