@@ -253,6 +253,10 @@ public struct DiskWatchService: Service {
                      rules.isEmpty ? [] : LogWatch.scan(rules, protected: protected))
                 }
                 growth.update(logs, at: ContinuousClock.now)
+                if !sizeAsked.isEmpty {
+                    let present = Set(logs.map(\.path))
+                    sizeAsked = sizeAsked.filter { present.contains($0.key) }
+                }
                 var hurry = false
                 let nowFailing = Set(result.failures.map(\.path))
                 for failure in result.failures where !failing.contains(failure.path) {
