@@ -27,6 +27,16 @@ public struct DiskConfig: Sendable, Equatable {
     /// At the emergency level, once everything else is done, delete rotated
     /// logs oldest first (keeping the newest one of each log).
     public var emergencyDeleteArchives: Bool
+    /// A forecast to full shorter than this escalates like a level: the warn
+    /// ladder (rotate and compress now) when below it, the critical ladder
+    /// when below a tenth of it. Zero turns the forecast's escalation off.
+    public var forecastHorizon: Duration
+    /// Bytes the databases need free on their filesystem (the WAL growing to
+    /// its `max-wal-size` and a checkpoint copying it into the database);
+    /// given by the wiring in `guardian` (DiskWatch does not know the
+    /// replication settings). `guardian doctor` compares it with the free
+    /// space below the emergency level and with the ballast.
+    public var databaseHeadroom: Int64
 
     public init(
         interval: Duration = .seconds(1), warn: Double = 80, critical: Double = 90, emergency: Double = 95,
@@ -34,8 +44,10 @@ public struct DiskConfig: Sendable, Equatable {
         logs: [LogRotationConfig] = [], cleanup: [CleanupRule] = [],
         rotateInterval: Duration = .seconds(60), forecastWindow: Duration = .seconds(300),
         forecastWarning: Duration = .seconds(3600), pressureMinSize: Int64? = nil,
-        emergencyDeleteArchives: Bool = true
+        emergencyDeleteArchives: Bool = true, forecastHorizon: Duration = .seconds(600), databaseHeadroom: Int64 = 0
     ) {
+        self.forecastHorizon = forecastHorizon
+        self.databaseHeadroom = databaseHeadroom
         self.interval = interval
         self.warn = warn
         self.critical = critical
@@ -91,14 +103,43 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// argv of a command run after rotation, without a shell.
     public var postRotate: [String]
     public var postRotateTimeout: Duration
+    /// The last resort before the database meets a full disk.
+    public var emergencyTruncate: EmergencyTruncate
+
+    /// `emergency-truncate:` of a log rule. At the emergency level, once
+    /// deletions allowed by policy did not suffice, the fastest-growing log
+    /// is truncated keeping its last `keep` bytes (from a line start); the
+    /// bytes dropped are reported in an alert. Log lines are cheaper than the
+    /// database.
+    public enum EmergencyTruncate: Sendable, Equatable {
+        /// `keep 1MB` for logs on a database's filesystem; off elsewhere.
+        case automatic
+        /// `keep SIZE`: on any filesystem.
+        case keep(Int64)
+        /// `off`: never.
+        case off
+
+        public static let defaultKeep: Int64 = 1 << 20
+
+        /// The bytes to keep, or nil when the log may not be truncated.
+        public func keep(onDatabaseFilesystem: Bool) -> Int64? {
+            switch self {
+            case .automatic: onDatabaseFilesystem ? Self.defaultKeep : nil
+            case .keep(let n): n
+            case .off: nil
+            }
+        }
+    }
 
     public init(
         paths: [String], rotate: Int = 7, size: Int64? = nil, minSize: Int64? = nil, maxSize: Int64? = nil,
         maxAge: Duration? = nil, frequency: Frequency? = nil, compress: Bool = false, delayCompress: Bool = false,
         dateExt: Bool = false, missingOK: Bool = false, notIfEmpty: Bool = false, copyTruncate: Bool = false,
         createMode: UInt16? = nil, createOwner: String? = nil, createGroup: String? = nil,
-        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30), create: Bool = true
+        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30), create: Bool = true,
+        emergencyTruncate: EmergencyTruncate = .automatic
     ) {
+        self.emergencyTruncate = emergencyTruncate
         self.paths = paths
         self.rotate = rotate
         self.size = size

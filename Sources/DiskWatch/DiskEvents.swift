@@ -20,6 +20,7 @@ extension GuardianEvent {
     public static let diskFillForecast = GuardianEvent(name: "diskFillForecast", id: "7c86b81c2928ab0e16fa4dd635d5cf23", message: "disk is forecast to fill up soon")
     public static let diskFillForecastCleared = GuardianEvent(name: "diskFillForecastCleared", id: "637871687318d75c1e47bb732474525c", message: "disk is no longer forecast to fill up soon")
     public static let rotationStateFailed = GuardianEvent(name: "rotationStateFailed", id: "77bc2c4b963b559bded5c2dbd65bdf7d", message: "log rotation state could not be read or saved")
+    public static let logEmergencyTruncated = GuardianEvent(name: "logEmergencyTruncated", id: "b5d0c8f1e27a4c3e9a61f4d2c7e08b93", message: "log truncated to its tail to keep the database writable")
     public static let diskConfigProblem = GuardianEvent(name: "diskConfigProblem", id: "c188e6694db853cf7c91e923c6d7d0d3", message: "disk guard configuration problem")
 
     /// The events this module declares (the catalog needs them too).
@@ -27,6 +28,7 @@ extension GuardianEvent {
         .logCompressed, .logCompressPostponed, .logRotationFailed, .logGlobNoMatch, .postRotateFailed,
         .diskFileDeleted, .diskPathRefused, .ballastCreateFailed, .diskSampleFailed, .diskCleanupFinished,
         .diskCleanupInsufficient, .diskFillForecast, .diskFillForecastCleared, .rotationStateFailed, .diskConfigProblem,
+        .logEmergencyTruncated,
     ]
 }
 

@@ -26,12 +26,18 @@ actor DiskJanitor {
     /// The escalation ladder. At warn and critical the non-destructive steps
     /// come first; at emergency the fast, certain ones do (deletions beyond
     /// policy and of expired cleanup files take milliseconds, gzip may take
-    /// seconds the database does not have), then the ballast, then the rest.
+    /// seconds the database does not have), then the emergency truncate of
+    /// the fastest-growing log (milliseconds; log lines are cheaper than the
+    /// database), then rotation and compression, the oldest archives, and the
+    /// ballast last: released earlier it only feeds a runaway writer, which
+    /// eats it in a moment; kept, it is the database's reserve once nothing
+    /// else can be freed.
     enum Step: String, Sendable, CaseIterable {
         case rotateNow = "rotate_now"
         case compress
         case deleteBeyondPolicy = "delete_beyond_policy"
         case cleanupPaths = "cleanup_paths"
+        case emergencyTruncate = "emergency_truncate"
         case releaseBallast = "release_ballast"
         case deleteArchives = "delete_archives"
 
@@ -41,8 +47,8 @@ actor DiskJanitor {
             case .warn: [.rotateNow, .compress]
             case .critical: [.rotateNow, .compress, .deleteBeyondPolicy, .cleanupPaths]
             case .emergency:
-                [.deleteBeyondPolicy, .cleanupPaths, .releaseBallast, .rotateNow, .compress]
-                    + (emergencyDeleteArchives ? [.deleteArchives] : [])
+                [.deleteBeyondPolicy, .cleanupPaths, .emergencyTruncate, .rotateNow, .compress]
+                    + (emergencyDeleteArchives ? [.deleteArchives] : []) + [.releaseBallast]
             }
         }
     }
@@ -143,7 +149,10 @@ actor DiskJanitor {
     /// Runs the ladder for `level` on the filesystem of `mount` until usage
     /// is below the level's threshold minus the hysteresis (at warn, both
     /// steps always run: they only rotate and compress).
-    func relieve(mount: UsageSample, level: DiskLevel, policy: LevelPolicy) -> Report {
+    ///
+    /// `forecastDriven`: the level comes from a short forecast, not from the
+    /// usage (which is below it): every step of the ladder runs.
+    func relieve(mount: UsageSample, level: DiskLevel, policy: LevelPolicy, growth: [String: Double] = [:], forecastDriven: Bool = false) -> Report {
         var report = Report()
         let started = ContinuousClock.now
         let device = mount.device
@@ -153,7 +162,7 @@ actor DiskJanitor {
             UsageSampler.read(path: probe, device: device, mountPoint: mount.mountPoint, paths: mount.paths)?.percent
         }
         func reached() -> Bool {
-            guard level >= .critical, let p = percent() else { return false }
+            guard level >= .critical, !forecastDriven, let p = percent() else { return false }
             return p < goal
         }
         let (held, busy) = lock(&report.events)
@@ -183,6 +192,11 @@ actor DiskJanitor {
                     if stop.isStopped || reached() { break }
                     if let e = CleanupScanner.delete(candidate, protected: protected, reason: "cleanup rule (older than max-age)") { stepEvents.append(e) }
                 }
+            case .emergencyTruncate:
+                stepEvents += LogWatch.emergencyTruncate(
+                    rules: config.logs, protected: protected, device: device, mount: mount.mountPoint, rates: growth,
+                    databaseDevices: LogWatch.databaseDevices(protected), reason: "emergency level reached",
+                    needed: { percent().map { $0 >= policy.threshold(.emergency) } ?? true })
             case .releaseBallast:
                 if let ballast, ballast.device == device,
                     let e = ballast.release(reason: "emergency level reached", mount: mount.mountPoint)
@@ -217,7 +231,7 @@ actor DiskJanitor {
             "percent_before": String(format: "%.2f", mount.percent), "percent_after": after.map { String(format: "%.2f", $0) } ?? "unknown",
             "duration_ms": "\(duration.milliseconds)",
         ]))
-        if level >= .critical, let after, after >= policy.threshold(level), shouldReportInsufficient(device: device, level: level) {
+        if level >= .critical, !forecastDriven, let after, after >= policy.threshold(level), shouldReportInsufficient(device: device, level: level) {
             report.events.append(DiskEvent(.diskCleanupInsufficient, level: level == .emergency ? .critical : .error, [
                 "mount": mount.mountPoint, "level": level.rawValue, "percent": String(format: "%.2f", after),
                 "hint": "nothing more may be deleted under the configured paths; find what grows (du -x \(mount.mountPoint))",

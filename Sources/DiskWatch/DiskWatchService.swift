@@ -71,15 +71,17 @@ extension MountStatus {
 /// (statvfs, bytes and inodes, deduplicated by device), keeps a short
 /// history and forecasts time-to-full, tracks the warn/critical/emergency
 /// levels with hysteresis, and climbs the cleanup ladder when a level is
-/// reached: rotate now → compress → delete archives beyond policy → cleanup
-/// paths → release the ballast (see `DiskJanitor.Step`). Also runs the
-/// logs' own rotation schedule every `rotateInterval`, and recreates the
-/// ballast once there is room again.
+/// reached (or a forecast to full is shorter than `forecastHorizon`, or a
+/// database's filesystem has less free than `databaseHeadroom`): see
+/// `DiskJanitor.Step` for the order. Checks each log's `size`/`maxsize` at
+/// every sample, runs the logs' own schedule every `rotateInterval`, and
+/// recreates the ballast once there is room again.
 ///
 /// The loop itself only samples (on `BlockingPool`) and decides; file work
 /// runs on the disk thread, one job at a time, while sampling continues. If
 /// a filesystem reaches emergency while a long job (a big gzip) is running,
-/// the loop releases the ballast itself, at once.
+/// the loop truncates the fastest-growing log to its tail itself, at once
+/// (and releases the ballast only when there is no log to truncate).
 ///
 /// Every level change, action and freed byte is logged as an event (see
 /// `DiskEvents.swift`) and passed to `onEvent`; after every sample the
@@ -207,6 +209,14 @@ public struct DiskWatchService: Service {
         var lastScheduled = ContinuousClock.now
         var lastPendingRetry = ContinuousClock.now
         var lastBallastCheck = ContinuousClock.now - .seconds(3600)
+        var growth = LogWatch.Growth()
+        /// Logs over their size whose rotation was asked for and not yet seen
+        /// done: asked again only after `rotateInterval` (a rotation that
+        /// fails, e.g. dateext's once a day, is not retried every second).
+        var sizeAsked: [String: ContinuousClock.Instant] = [:]
+        let databaseDevices = await BlockingPool.shared.run { LogWatch.databaseDevices(protected) }
+        let horizon = config.forecastHorizon
+        let fastPace = max(config.interval / 10, .milliseconds(100))
 
         let startReport = await janitor.start()
         for e in startReport.events { await emit(e) }
@@ -228,17 +238,26 @@ public struct DiskWatchService: Service {
 
             let ticks = AsyncTimerSequence(interval: config.interval, clock: .continuous).cancelOnGracefulShutdown()
             var iterator = ticks.makeAsyncIterator()
-            repeat {
+            while true {
                 if stop.isStopped { break }
                 for report in jobs.takeReports() {
                     lastRotation.merge(report.lastRotation) { max($0, $1) }
                     hasPending = report.hasPending
+                    for e in report.events where e.event == .logRotated { if let log = e.metadata["log"] { sizeAsked[log] = nil } }
                 }
 
-                // 1. Sample.
-                let (result, ballastDevice) = await BlockingPool.shared.run {
-                    (UsageSampler.sample(paths: watchPaths, mounts: mounts), ballast?.device)
+                // 1. Sample (the filesystems, and the size of every configured log).
+                let rules = config.logs
+                let (result, ballastDevice, logs) = await BlockingPool.shared.run {
+                    (UsageSampler.sample(paths: watchPaths, mounts: mounts), ballast?.device,
+                     rules.isEmpty ? [] : LogWatch.scan(rules, protected: protected))
                 }
+                growth.update(logs, at: ContinuousClock.now)
+                if !sizeAsked.isEmpty {
+                    let present = Set(logs.map(\.path))
+                    sizeAsked = sizeAsked.filter { present.contains($0.key) }
+                }
+                var hurry = false
                 let nowFailing = Set(result.failures.map(\.path))
                 for failure in result.failures where !failing.contains(failure.path) {
                     await emit(DiskEvent(.diskSampleFailed, level: .error, ["path": failure.path, "error": "\(failure.error)"]))
@@ -246,7 +265,7 @@ public struct DiskWatchService: Service {
                 failing = nowFailing
 
                 var statuses: [MountStatus] = []
-                var cleanupWanted: (sample: UsageSample, level: DiskLevel)?
+                var cleanupWanted: (sample: UsageSample, level: DiskLevel, forecast: Bool)?
                 for sample in result.samples {
                     var track = tracks[sample.device] ?? Track(history: UsageHistory(capacity: capacity), last: sample)
                     track.history.append(sample)
@@ -255,26 +274,35 @@ public struct DiskWatchService: Service {
                         availableBytes: sample.availableBytes,
                         availableInodes: sample.totalInodes > 0 ? sample.availableInodes : nil, window: window)
 
+                    // What grows fastest here: named in the level and forecast
+                    // events (and so in the event log and a post-mortem).
+                    var grower: [String: String] = [:]
+                    if let top = logs.filter({ $0.device == sample.device }).max(by: { (growth.rates[$0.path] ?? 0) < (growth.rates[$1.path] ?? 0) }),
+                        let rate = growth.rates[top.path], rate > 0
+                    {
+                        grower = ["growing_log": top.path, "growing_log_bytes": "\(top.size)", "growing_log_bytes_per_second": String(format: "%.0f", rate)]
+                    }
+
                     // 2. Levels, with hysteresis.
                     let level = policy.next(from: track.level, percent: sample.percent)
                     if level != track.level {
-                        await emit(DiskEvent(.diskLevelChanged, level: Self.logLevel(for: level, rising: level > track.level), [
+                        await emit(DiskEvent(.diskLevelChanged, level: Self.logLevel(for: level, rising: level > track.level), grower.merging([
                             "mount": sample.mountPoint, "from": track.level.rawValue, "to": level.rawValue,
                             "used_percent": String(format: "%.2f", sample.bytesPercent),
                             "inodes_percent": sample.inodesPercent.map { String(format: "%.2f", $0) } ?? "n/a",
                             "available_bytes": "\(sample.availableBytes)",
                             "forecast_seconds": forecast.map { String(format: "%.0f", $0) } ?? "none",
-                        ]))
+                        ]) { $1 }))
                         if level == .normal { track.cleanedAt = .normal }
                         track.level = level
                     }
                     if let forecast, forecast < config.forecastWarning.seconds {
                         if !track.forecastWarned {
                             track.forecastWarned = true
-                            await emit(DiskEvent(.diskFillForecast, level: .warning, [
+                            await emit(DiskEvent(.diskFillForecast, level: .warning, grower.merging([
                                 "mount": sample.mountPoint, "forecast_seconds": String(format: "%.0f", forecast),
                                 "used_percent": String(format: "%.2f", sample.percent),
-                            ]))
+                            ]) { $1 }))
                         }
                     } else if track.forecastWarned, forecast == nil || forecast.map({ $0 > 2 * config.forecastWarning.seconds }) == true {
                         track.forecastWarned = false
@@ -284,20 +312,53 @@ public struct DiskWatchService: Service {
                         ]))
                     }
 
-                    // 3. Does this filesystem need the cleanup ladder?
-                    if track.level >= .warn {
-                        track.lowSinceCleanup = min(track.lowSinceCleanup, sample.percent)
-                        let due = track.level > track.cleanedAt || sample.percent >= track.lowSinceCleanup + rerunStep
-                        if due, cleanupWanted.map({ track.level > $0.level }) ?? true {
-                            cleanupWanted = (sample, track.level)
+                    // 3. Does this filesystem need the cleanup ladder? A short
+                    // forecast escalates like a level: below the horizon the
+                    // warn ladder, below a tenth of it the critical one.
+                    var effective = track.level
+                    if horizon > .zero, let forecast {
+                        if forecast < (horizon / 10).seconds {
+                            effective = max(effective, .critical)
+                        } else if forecast < horizon.seconds {
+                            effective = max(effective, .warn)
                         }
                     }
-                    // The emergency fast path: a long job is running, the ballast goes now.
-                    if track.level == .emergency, let ballast, ballast.state == .present, jobs.isBusy,
-                        ballastDevice == sample.device
+                    // Less free than the database needs for its WAL and a
+                    // checkpoint: the critical ladder, whatever the percentage.
+                    if config.databaseHeadroom > 0, databaseDevices.contains(sample.device),
+                        sample.availableBytes < config.databaseHeadroom
                     {
-                        let mountPoint = sample.mountPoint
-                        if let e = await BlockingPool.shared.run({ ballast.release(reason: "emergency level reached while a cleanup job was running", mount: mountPoint) }) {
+                        effective = max(effective, .critical)
+                    }
+                    if effective >= .critical { hurry = true }
+                    if effective == .normal { track.cleanedAt = .normal }
+                    if effective >= .warn {
+                        track.lowSinceCleanup = min(track.lowSinceCleanup, sample.percent)
+                        let due = effective > track.cleanedAt || sample.percent >= track.lowSinceCleanup + rerunStep
+                        if due, cleanupWanted.map({ effective > $0.level }) ?? true {
+                            cleanupWanted = (sample, effective, effective > track.level)
+                        }
+                    }
+                    // The emergency fast path: a long job is running. The
+                    // fastest-growing log is truncated to its tail first (the
+                    // ballast released first would only feed it); the ballast
+                    // goes when there is no log to truncate.
+                    if track.level == .emergency, jobs.isBusy {
+                        let (mountPoint, device, rates, probe, paths) = (sample.mountPoint, sample.device, growth.rates, sample.probe, sample.paths)
+                        let emergency = policy.threshold(.emergency)
+                        let truncated = await BlockingPool.shared.run {
+                            LogWatch.emergencyTruncate(
+                                rules: rules, protected: protected, device: device, mount: mountPoint, rates: rates,
+                                databaseDevices: databaseDevices, reason: "emergency level reached while a cleanup job was running",
+                                needed: {
+                                    UsageSampler.read(path: probe, device: device, mountPoint: mountPoint, paths: paths).map { $0.percent >= emergency } ?? true
+                                })
+                        }
+                        for e in truncated { await emit(e) }
+                        if !truncated.contains(where: { $0.event == .logEmergencyTruncated }), let ballast, ballast.state == .present,
+                            ballastDevice == sample.device,
+                            let e = await BlockingPool.shared.run({ ballast.release(reason: "emergency level reached while a cleanup job was running", mount: mountPoint) })
+                        {
                             await emit(e)
                         }
                     }
@@ -317,14 +378,24 @@ public struct DiskWatchService: Service {
                         inodesAvailable: sample.totalInodes > 0 ? sample.availableInodes : nil))
                 }
 
-                // 4. Start at most one job: cleanup first, then the schedule,
-                // then postponed compressions, then the ballast.
+                // 4. Start at most one job: cleanup first, then logs past their
+                // size (looked at every interval, not only on the schedule),
+                // then the schedule, then postponed compressions, then the ballast.
                 let now = ContinuousClock.now
+                let oversized = logs.filter { e in
+                    guard let limit = LogWatch.sizeThreshold(rules[e.rule]), e.size >= limit else { return false }
+                    return sizeAsked[e.path].map { now - $0 >= config.rotateInterval } ?? true
+                }
                 if let wanted = cleanupWanted {
-                    let (sample, level) = (wanted.sample, wanted.level)
-                    if startJob({ await janitor.relieve(mount: sample, level: level, policy: policy) }) {
+                    let (sample, level, rates, forecast) = (wanted.sample, wanted.level, growth.rates, wanted.forecast)
+                    if startJob({ await janitor.relieve(mount: sample, level: level, policy: policy, growth: rates, forecastDriven: forecast) }) {
                         tracks[sample.device]?.cleanedAt = level
                         tracks[sample.device]?.lowSinceCleanup = sample.percent
+                    }
+                } else if !oversized.isEmpty {
+                    if startJob({ await janitor.scheduled() }) {
+                        for e in oversized { sizeAsked[e.path] = now }
+                        lastScheduled = now
                     }
                 } else if now - lastScheduled >= config.rotateInterval {
                     if startJob({ await janitor.scheduled() }) { lastScheduled = now }
@@ -339,7 +410,15 @@ public struct DiskWatchService: Service {
                 }
 
                 await onStatus(statuses)
-            } while await iterator.next() != nil
+                // A filesystem at critical (or forecast to fill within a tenth of
+                // the horizon) is sampled ten times as often (at least every 100 ms).
+                if hurry, fastPace < config.interval {
+                    let slept = await cancelWhenGracefulShutdown { (try? await Task.sleep(for: fastPace)) != nil }
+                    if !slept { break }
+                    continue
+                }
+                if await iterator.next() == nil { break }
+            }
             stop.stop()
         }
     }

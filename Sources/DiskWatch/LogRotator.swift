@@ -37,6 +37,9 @@ import Synchronization
 /// and the file truncated at once: lines written between that last read and
 /// the truncate (a window of two system calls, microseconds) are lost, and
 /// the writer must open the log with O_APPEND. Prefer `create` + postrotate.
+/// With `compress` (and no `delaycompress`, or under disk pressure) the
+/// copy is streamed through gzip straight into the `.gz`: a rotation never
+/// needs free space for an uncompressed copy of the log (see `LogTruncation`).
 ///
 /// Not thread-safe: one pass at a time (the disk thread, or the CLI).
 final class LogRotator {
@@ -489,7 +492,29 @@ final class LogRotator {
         }
 
         let size = Int64(log.stat.st_size)
-        if rule.copyTruncate {
+        // copytruncate + compress streams the log into the .gz: the space it
+        // needs is the .gz's, not a full copy of the log (delaycompress keeps
+        // the newest archive plain, except under disk pressure).
+        let streamed = rule.copyTruncate && rule.compress && rule.rotate > 0 && (!rule.delayCompress || trigger == .pressure)
+        var archiveName = finalName
+        var extra: [String: String] = [:]
+        if streamed {
+            archiveName = finalName + ".gz"
+            if exists(archiveName, in: dir) {
+                fail(log.path, "destination \(dir.child(archiveName)) already exists; skipping rotation")
+                return nil
+            }
+            actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(archiveName))", dryRun: dryRun))
+            if !dryRun {
+                do {
+                    let r = try LogTruncation.copyTruncateCompressed(dir: dir, name: log.name, to: archiveName, stop: options.stop)
+                    extra = ["bytes_copied": "\(r.copied)", "bytes_after": "\(r.compressed)"]
+                } catch {
+                    fail(log.path, "copytruncate: \(error); the log was left as it was")
+                    return nil
+                }
+            }
+        } else if rule.copyTruncate {
             actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
             if !dryRun {
                 do { try Self.copyTruncate(dir: dir, name: log.name, to: finalName) } catch {
@@ -515,11 +540,12 @@ final class LogRotator {
         if lastRotation[device].map({ $0 < now }) ?? true { lastRotation[device] = now }
         if !dryRun {
             events.append(DiskEvent(.logRotated, [
-                "log": log.path, "archive": dir.child(finalName), "size_bytes": "\(size)",
-                "reason": reason, "trigger": trigger.rawValue, "method": rule.copyTruncate ? "copytruncate" : "create",
-            ]))
+                "log": log.path, "archive": dir.child(archiveName), "size_bytes": "\(size)",
+                "reason": reason, "trigger": trigger.rawValue,
+                "method": streamed ? "copytruncate+gzip" : rule.copyTruncate ? "copytruncate" : "create",
+            ].merging(extra) { $1 }))
         }
-        return Rotated(log: log, archive: finalName)
+        return Rotated(log: log, archive: archiveName)
     }
 
     private func createLog(_ log: LogFile, rule: LogRotationConfig) {
@@ -552,6 +578,8 @@ final class LogRotator {
     static func copyTruncate(dir: SafeDirectory, name: String, to: String) throws {
         let (src, st) = try dir.openRegular(name, flags: O_RDWR)
         defer { close(src) }
+        // Never interleaved with an emergency truncate of the same log.
+        _ = flock(src, LOCK_EX)
         let dst = try dir.createExclusive(to, mode: st.st_mode & 0o777)
         var ok = false
         defer {

@@ -106,6 +106,7 @@ public enum RootCause: String, Sendable, Codable, CaseIterable {
                 text += ", the WAL could not be checkpointed (it had grown to \(Units.formatBytes(e.walSize ?? 0)))"
             }
             text += ", and the database was left damaged."
+            if let log = e.diskFillingLog { text += " The log that filled the disk: \(log)." }
             return (.diskFull, ([text] + notes).joined(separator: " "))
         }
         if let w = e.walProblem {
@@ -356,5 +357,22 @@ public struct IncidentSummary: Sendable, Equatable, Codable {
         closedAt = r.closedAt.map(Timestamps.iso8601)
         downtimeMs = r.downtime?.milliseconds
         transactionsLost = r.transactionsLost
+    }
+}
+
+extension Evidence {
+    /// The log the disk guardian saw growing fastest (or truncated in an
+    /// emergency) on the database's filesystem, from its notes: the newest
+    /// `growing_log=` / `log=` of a disk event.
+    public var diskFillingLog: String? {
+        for note in (diskEvents ?? []).reversed() {
+            for key in ["growing_log=", "truncated to its tail"] where note.text.contains(key) {
+                let field = key == "growing_log=" ? "growing_log=" : " log="
+                guard let range = note.text.range(of: field) else { continue }
+                let path = note.text[range.upperBound...].prefix { $0 != " " }
+                if !path.isEmpty { return String(path) }
+            }
+        }
+        return nil
     }
 }

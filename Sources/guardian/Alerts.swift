@@ -39,6 +39,7 @@ struct AlertService: Service {
 /// | forecast no longer short | resolve `disk-forecast` |
 /// | cleanup could not get below the level | trigger `disk-cleanup` critical |
 /// | ballast released / recreated | trigger / resolve `disk-ballast` critical |
+/// | a log truncated to its tail (emergency) | trigger `disk-log-truncated` critical, naming the log and the bytes dropped; resolved with the level |
 ///
 /// Keys carry the mount point, so two filesystems alert independently. A
 /// level that falls from critical to warn keeps the critical alert until it
@@ -58,7 +59,7 @@ enum DiskAlertRules {
             let from = m["from"].flatMap(DiskLevel.init(rawValue:)) ?? .normal
             let usage = "\(m["used_percent"] ?? "?") % used, \(m["available_bytes"].flatMap(Int64.init).map(Units.formatBytes) ?? "?") free"
             if to == .normal {
-                return ["disk-level-\(mount)", "disk-forecast-\(mount)", "disk-cleanup-\(mount)"].map {
+                return ["disk-level-\(mount)", "disk-forecast-\(mount)", "disk-cleanup-\(mount)", "disk-log-truncated-\(mount)"].map {
                     .resolve(kind: $0, summary: "Disk \(mount) is back to normal (\(usage))")
                 }
             }
@@ -74,6 +75,11 @@ enum DiskAlertRules {
             return [.trigger(kind: "disk-cleanup-\(mount)", severity: .critical, summary: "Disk \(mount): cleanup could not bring usage below the level; a human must free space")]
         case .ballastReleased:
             return [.trigger(kind: "disk-ballast-\(m["path"] ?? mount)", severity: .critical, summary: "Emergency ballast \(m["path"] ?? "?") released on \(mount) to keep the database writable")]
+        case .logEmergencyTruncated:
+            let dropped = m["bytes_dropped"].flatMap(Int64.init).map(Units.formatBytes) ?? "?"
+            return [.trigger(
+                kind: "disk-log-truncated-\(mount)", severity: .critical,
+                summary: "Disk \(mount): log \(m["log"] ?? "?") truncated to its last \(m["bytes_kept"].flatMap(Int64.init).map(Units.formatBytes) ?? "?") to keep the database writable; \(dropped) of log lines dropped")]
         case .ballastRecreated:
             return [.resolve(kind: "disk-ballast-\(m["path"] ?? mount)", summary: "Emergency ballast \(m["path"] ?? "?") recreated")]
         default:

@@ -124,7 +124,7 @@ struct Daemon {
         }
         let diskAlerts = DiskAlertBridge(alerter: alerter, store: store, databases: config.dbs.map(\.path))
         let disk = DiskWatchService(
-            config: config.disk, protectedPaths: config.dbs.map(\.path),
+            config: config.diskWithHeadroom, protectedPaths: config.dbs.map(\.path),
             extraWatchPaths: config.dbs.map(\.path) + replicaDirs, stateDir: config.stateDir, logger: logger,
             onStatus: { mounts in
                 await board.updateDisk(mounts)

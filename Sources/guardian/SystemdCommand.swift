@@ -387,6 +387,14 @@ enum JournalCatalog {
         "logCompressed": """
             A rotated log file was compressed with gzip to save space. Nothing to do.
             """,
+        "logEmergencyTruncated": """
+            The disk holding a database reached the emergency level and the log \
+            GUARDIAN_LOG was the fastest-growing one: guardian truncated it, keeping \
+            its last GUARDIAN_BYTES_KEPT bytes, and dropped GUARDIAN_BYTES_DROPPED \
+            bytes of log lines so that the database can still commit (log lines are \
+            cheaper than the database). Find out why the log grows so fast and fix \
+            the writer; set `emergency-truncate: off` on its log rule to forbid this.
+            """,
         "logCompressPostponed": """
             A rotated log file is still open by a process that writes to it, so \
             compressing it now could lose lines. guardian compresses it later, once \

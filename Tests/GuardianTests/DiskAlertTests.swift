@@ -88,7 +88,7 @@ import Testing
         // Falling from critical to warn raises nothing new: the critical alert stays until normal.
         #expect(DiskAlertRules.actions(for: DiskEvent(.diskLevelChanged, ["mount": "/data", "from": "critical", "to": "warn"])).isEmpty)
         let normal = DiskAlertRules.actions(for: DiskEvent(.diskLevelChanged, ["mount": "/data", "from": "warn", "to": "normal"]))
-        #expect(normal.map { if case .resolve(let k, _) = $0 { k } else { "" } } == ["disk-level-/data", "disk-forecast-/data", "disk-cleanup-/data"])
+        #expect(normal.map { if case .resolve(let k, _) = $0 { k } else { "" } } == ["disk-level-/data", "disk-forecast-/data", "disk-cleanup-/data", "disk-log-truncated-/data"])
         #expect(DiskAlertRules.actions(for: DiskEvent(.ballastReleased, ["mount": "/data", "path": "/data/ballast"])).count == 1)
         #expect(DiskAlertRules.actions(for: DiskEvent(.ballastRecreated, ["path": "/data/ballast"])) == [.resolve(kind: "disk-ballast-/data/ballast", summary: "Emergency ballast /data/ballast recreated")])
         #expect(DiskAlertRules.actions(for: DiskEvent(.logRotated, ["path": "/var/log/x"])).isEmpty)

@@ -107,4 +107,29 @@ import Testing
         #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      rotat: 3\n")
             == "/etc/guardian/guardian.yml:4: disk.logs[0].rotat: unknown key")
     }
+
+    @Test func emergencyTruncateAndForecastHorizon() throws {
+        let c = try Self.parse("""
+            disk:
+              forecast-horizon: 5m
+              logs:
+                - paths: [/var/log/a.log]
+                  emergency-truncate: keep 2MB
+                - paths: [/var/log/b.log]
+                  emergency-truncate: off
+                - paths: [/var/log/c.log]
+            """)
+        #expect(c.disk.forecastHorizon == .seconds(300))
+        #expect(c.disk.logs.map(\.emergencyTruncate) == [.keep(2_000_000), .off, .automatic])
+        #expect(c.disk.logs[2].emergencyTruncate.keep(onDatabaseFilesystem: true) == 1 << 20)
+        #expect(c.disk.logs[2].emergencyTruncate.keep(onDatabaseFilesystem: false) == nil)
+        #expect(try Self.parse("disk: {}").disk.forecastHorizon == .seconds(600))
+        let bad = Self.error("""
+            disk:
+              logs:
+                - paths: [/var/log/a.log]
+                  emergency-truncate: keep lots
+            """)
+        #expect(bad.contains("guardian.yml:4") && bad.contains("emergency-truncate") && bad.contains("keep SIZE"), "\(bad)")
+    }
 }

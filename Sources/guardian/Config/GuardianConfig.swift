@@ -358,6 +358,7 @@ extension GuardianConfig {
         if let v = try m.optional("forecast-warning", { try $0.duration() }) { d.forecastWarning = v }
         d.pressureMinSize = try m.optional("pressure-min-size") { try $0.bytes() }
         if let v = try m.optional("emergency-delete-archives", { try $0.bool() }) { d.emergencyDeleteArchives = v }
+        if let v = try m.optional("forecast-horizon", { try $0.duration() }) { d.forecastHorizon = v }
         if let b = m.optional("ballast") {
             let bm = try b.mapping()
             let sizeNode = try bm.required("size")
@@ -431,6 +432,22 @@ extension GuardianConfig {
         }
         if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
         if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
+        if let n = m.optional("emergency-truncate") {
+            // `keep 1MB` or `off` (`auto`: keep 1 MiB on a database's filesystem).
+            let text = try n.string().trimmingCharacters(in: .whitespaces)
+            let words = text.split(separator: " ", maxSplits: 1).map(String.init)
+            switch words.first?.lowercased() {
+            case "off", "false", "no": r.emergencyTruncate = .off
+            case "auto": r.emergencyTruncate = .automatic
+            case "keep" where words.count == 2:
+                guard let bytes = Units.bytes(words[1]), bytes > 0 else {
+                    throw n.error("must be \"keep SIZE\" with a size above 0 (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+                }
+                r.emergencyTruncate = .keep(bytes)
+            default:
+                throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+            }
+        }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")
         }
@@ -514,6 +531,21 @@ extension GuardianConfig {
             }
         }
         try m.finish()
+        return d
+    }
+}
+
+extension GuardianConfig {
+    /// What one database may need free on its filesystem: its WAL growing to
+    /// `max-wal-size`, and a checkpoint copying as much into the database file.
+    static func headroom(for db: Database) -> Int64 { 2 * db.replication.maxWALSize }
+
+    /// `disk:` with the databases' headroom filled in (DiskWatch does not
+    /// know the replication settings): the disk guardian escalates to the
+    /// critical ladder when a database's filesystem has less free.
+    var diskWithHeadroom: DiskConfig {
+        var d = disk
+        d.databaseHeadroom = dbs.map(Self.headroom(for:)).max() ?? 0
         return d
     }
 }

@@ -47,6 +47,7 @@ enum DiskChecks {
             out.append(.warn(group, "disk.level", "cannot measure the filesystem of \(f.path): \(f.error)",
                 fix: "check that the path exists and that \(Identity.current.user) may search its directories"))
         }
+        out += headroom(config, mounts: mounts)
         if let b = d.ballast {
             let mount = mounts.first { $0.paths.contains(b.path) }
             switch DiskUsageSnapshot.ballast(b) {
@@ -66,6 +67,34 @@ enum DiskChecks {
             case .foreign(let why):
                 out.append(.fail(group, "disk.ballast", "ballast path: \(why); guardian will not touch it",
                     fix: "choose another disk: ballast: path:, or move that file away"))
+            }
+        }
+        return out
+    }
+
+    /// Room for each database's WAL to grow to `max-wal-size` and to be
+    /// checkpointed (the checkpoint may grow the database file by as much):
+    /// the free space now, the space left at the emergency level, and the
+    /// ballast on that filesystem should each hold it.
+    static func headroom(_ config: GuardianConfig, mounts: [MountStatus]) -> [DoctorReport.Check] {
+        var out: [DoctorReport.Check] = []
+        let d = config.disk
+        for m in mounts {
+            let dbs = config.dbs.filter { m.paths.contains($0.path) }
+            guard !dbs.isEmpty else { continue }
+            let need = dbs.reduce(Int64(0)) { $0 + GuardianConfig.headroom(for: $1) }
+            let names = dbs.map(\.path).joined(separator: ", ")
+            let atEmergency = Int64(Double(m.totalBytes) * (100 - d.emergency) / 100)
+            var problems: [String] = []
+            if m.availableBytes < need { problems.append("only \(Units.formatBytes(m.availableBytes)) free now") }
+            if atEmergency < need { problems.append("only \(Units.formatBytes(atEmergency)) left at the emergency level \(Int(d.emergency))%") }
+            if let b = d.ballast, m.paths.contains(b.path), b.size < need { problems.append("the ballast is \(Units.formatBytes(b.size))") }
+            let text = "\(m.mountPoint): \(names) may need \(Units.formatBytes(need)) (the WAL growing to max-wal-size, and its checkpoint into the database)"
+            if problems.isEmpty {
+                out.append(.ok(group, "disk.headroom", text))
+            } else {
+                out.append(.warn(group, "disk.headroom", text + "; " + problems.joined(separator: ", "),
+                    fix: "lower disk: emergency: (or warn/critical) so that more stays free, make the ballast at least \(Units.formatBytes(need)), lower max-wal-size, or give the database more room"))
             }
         }
         return out
