@@ -52,6 +52,8 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
     case withinCooldown(secondsSinceLast: Double)
     case alertOnly
     case interrupted(phase: String)
+    /// guardian was stopping and could not finish the repair in time.
+    case stopped(phase: String)
 
     public var description: String {
         switch self {
@@ -64,6 +66,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .withinCooldown(let s): "a second corruption \(Int(s))s after the last remediation (cooldown): not repairing again automatically"
         case .alertOnly: "remediation is set to alert-only"
         case .interrupted(let phase): "guardian restarted while the incident was in phase \(phase)"
+        case .stopped(let phase): "guardian was stopping while the incident was in phase \(phase) and could not finish the repair in time"
         }
     }
 
@@ -79,6 +82,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .withinCooldown: "cooldown"
         case .alertOnly: "alert-only"
         case .interrupted: "interrupted"
+        case .stopped: "stopped"
         }
     }
 }
@@ -283,6 +287,13 @@ public struct IncidentMachine: Sendable, Equatable {
             return []
         }
         return escalate(.interrupted(phase: old.rawValue), restartApp: false)
+    }
+
+    /// guardian is stopping in the middle of a repair that cannot finish in
+    /// time: the incident is escalated (the caller puts the app back first).
+    public mutating func stopping() -> [Action] {
+        guard hasOpenIncident, !phase.isTerminal else { return [] }
+        return escalate(.stopped(phase: phase.rawValue), restartApp: false)
     }
 
     private mutating func escalate(_ reason: EscalationReason, restartApp: Bool) -> [Action] {

@@ -63,6 +63,9 @@ public actor Remediator {
     private var localTXID: UInt64?
     private var localCommitAt: Date?
     private var lagging: Set<String> = []
+    /// Set when guardian is stopping: long steps not started by then are not started.
+    private var stopDeadline: ContinuousClock.Instant?
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
         database: String, config: RemediationConfig, store: StateStore, alerter: Alerter, app: (any AppController)?,
@@ -108,7 +111,109 @@ public actor Remediator {
                 logger.event(.incidentInterrupted, level: .error, ["db": "\(database)", "incident": "\(open.id)", "phase": "\(open.phase.rawValue)"])
             }
             for a in actions { _ = await execute(a) }
+            // Killed between stopping the app and starting it again: put back
+            // what was moved and start the app, rather than leave it down.
+            if !actions.isEmpty { await putBackAndStartApp(why: "guardian restarted in the middle of the repair") }
         }
+    }
+
+    // MARK: - Reloads and stops during an incident
+
+    /// A repair is under way (between the suspicion and its end).
+    public var isRepairing: Bool { !machine.phase.isTerminal && machine.phase != .resolved }
+
+    /// Returns once no repair is under way (a reload waits for it), or after
+    /// `timeout`. Notes in the incident's timeline that the reload waited.
+    public func waitUntilIdle(timeout: Duration, reason: String) async {
+        guard isRepairing else { return }
+        await step(IncidentStepName.note, .info, "\(reason): guardian finishes this incident first")
+        let deadline = ContinuousClock.now + timeout
+        while isRepairing, ContinuousClock.now < deadline, !Task.isCancelled {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.waitForIdleSignal() }
+                group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+                await group.next()
+                group.cancelAll()
+                self.releaseIdleWaiters()
+            }
+        }
+    }
+
+    private func waitForIdleSignal() async {
+        guard isRepairing else { return }
+        await withCheckedContinuation { idleWaiters.append($0) }
+    }
+
+    private func releaseIdleWaiters() {
+        let waiters = idleWaiters
+        idleWaiters.removeAll()
+        for w in waiters { w.resume() }
+    }
+
+    /// guardian is stopping: a step that may take long (quarantine, restore,
+    /// verify) is not started after `deadline`; the repair is abandoned
+    /// instead, the damaged files put back and the app started again.
+    public func windDown(deadline: ContinuousClock.Instant) {
+        stopDeadline = deadline
+    }
+
+    private func isLong(_ action: IncidentMachine.Action) -> Bool {
+        switch action {
+        case .quarantine, .planRestore, .restore, .verify: true
+        default: false
+        }
+    }
+
+    /// The app was stopped by this incident and not started again since.
+    private var appLeftStopped: Bool {
+        guard let steps = record?.steps else { return false }
+        guard let stopped = steps.lastIndex(where: { $0.step == IncidentStepName.stopApp && $0.outcome == .ok }) else { return false }
+        return !steps[stopped...].contains { $0.step == IncidentStepName.startApp && $0.outcome == .ok }
+    }
+
+    /// Undoes a repair that cannot go on: moves the quarantined files back
+    /// (unless a verified copy was put in place), resumes replication and
+    /// starts the app, each recorded in the timeline.
+    private func putBackAndStartApp(why: String) async {
+        guard record != nil, appLeftStopped else { return }
+        let swapped = record?.steps.contains { $0.step == IncidentStepName.swap && $0.outcome == .ok } ?? false
+        let moved = record?.quarantined ?? []
+        if !swapped, !moved.isEmpty {
+            let start = Date()
+            let result = await BlockingPool.shared.run { () -> String? in
+                do {
+                    // Refuses to overwrite a file that appeared meanwhile.
+                    for f in moved { try Quarantine.moveFile(f.quarantined, to: f.original) }
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+            if let result {
+                await step(IncidentStepName.putBack, .failed, "\(why): \(result); the app stays stopped", at: start, ended: Date())
+                await resumeReplication()
+                await save()
+                return
+            }
+            await step(IncidentStepName.putBack, .ok, "\(why): moved \(moved.count) file\(moved.count == 1 ? "" : "s") back from \(record?.quarantineDir ?? "quarantine")", at: start, ended: Date())
+        }
+        await resumeReplication()
+        if let app {
+            let start = Date()
+            do {
+                let active = try await app.start(timeout: config.startTimeout)
+                await step(IncidentStepName.startApp, .ok, "\(app.description): started again (\(why))\(swapped ? "" : " on the damaged database")", at: start, ended: active)
+            } catch {
+                await step(IncidentStepName.startApp, .failed, "\(app.description): \(error) (\(why))", at: start, ended: Date())
+            }
+        }
+        await save()
+    }
+
+    /// Also after a restart, when nothing is paused in this process (harmless then).
+    private func resumeReplication() async {
+        paused = false
+        await hooks.resume(database, nil)
     }
 
     // MARK: - Inputs from the rest of guardian
@@ -284,10 +389,18 @@ public actor Remediator {
         while !queue.isEmpty {
             let event = queue.removeFirst()
             for action in machine.handle(event) {
+                if let deadline = stopDeadline, ContinuousClock.now >= deadline, isLong(action), appLeftStopped {
+                    // guardian is stopping and this step may take long: undo instead.
+                    await putBackAndStartApp(why: "guardian is stopping")
+                    for a in machine.stopping() { _ = await execute(a) }
+                    queue.removeAll()
+                    break
+                }
                 if let next = await execute(action) { queue.append(next) }
             }
             await publish()
         }
+        if !isRepairing { releaseIdleWaiters() }
     }
 
     private func execute(_ action: IncidentMachine.Action) async -> IncidentMachine.Event? {
@@ -478,6 +591,7 @@ public actor Remediator {
             return .appStopFailed(text)
         }
         await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
+        await save()
         return .appStopped
     }
 
@@ -494,6 +608,7 @@ public actor Remediator {
             record?.quarantined = moved
             let list = moved.map { "\(($0.original as NSString).lastPathComponent) (\(Units.formatBytes($0.size)))" }.joined(separator: ", ")
             await step(IncidentStepName.quarantine, .ok, "moved \(list) into \(dir) (kept, never deleted)", at: start, ended: Date())
+            await save()
             return .quarantined
         } catch {
             await step(IncidentStepName.quarantine, .failed, "\(error); nothing was left moved", at: start, ended: Date())

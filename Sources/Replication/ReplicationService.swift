@@ -41,10 +41,16 @@ public struct ReplicationService: Service {
             guard await control.isPaused(config.path), !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
-            await control.waitForResume(config.path)
+            // Paused is not hung: the loop keeps beating while remediation works.
+            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) { await control.waitForResume(config.path) }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
         }
     }
+
+    /// How long known long work (start-up against slow replicas and the
+    /// first full image, a snapshot, a remediation pause) keeps the loop's
+    /// heartbeat going; past it, a loop still inside counts as hung.
+    public static let longWorkLimit: Duration = .seconds(1800)
 
     private func runSession() async throws {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
@@ -69,6 +75,9 @@ public struct ReplicationService: Service {
             }
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
+        // Finding the replicas' positions and writing the first image may take long.
+        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: heartbeat)
+        defer { startup.cancel() }
 
         // 2. Where do the replicas stand? At least one must answer before
         // guardian numbers new files (the pin keeps every frame meanwhile).
@@ -78,12 +87,16 @@ public struct ReplicationService: Service {
             let client = try ReplicaClients.make(replica.target)
             shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger))
         }
+        // The database is open: say so before asking the replicas (one that
+        // does not answer must not keep guardian from being ready).
+        await publishStatus(replicator, shippers)
         var positions: [UInt64] = []
         var newestL0: LTXHeader?
         while !shippers.isEmpty {
             for s in shippers {
                 do {
-                    let (p, h) = try await s.discover()
+                    // A replica that does not answer must not hold up a shutdown.
+                    let (p, h) = try await cancelWhenGracefulShutdown { try await s.discover() }
                     positions.append(p)
                     if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) { newestL0 = h }
                 } catch {
@@ -100,6 +113,7 @@ public struct ReplicationService: Service {
         if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
         try await replicator.sync()
         await publishStatus(replicator, shippers)
+        startup.cancel()
 
         // 3. Run the shippers and the sync loop.
         let watcher = WALWatcher(walPath: config.path + "-wal")
@@ -129,9 +143,12 @@ public struct ReplicationService: Service {
                     let busy = await replicator.lastSyncTransactions
                     if busy > 1 { try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5)) }
                     do {
-                        try await replicator.sync()
-                        try await replicator.checkpointIfNeeded()
-                        if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
+                        // A full image or a snapshot may keep the loop busy for long.
+                        try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
+                            try await replicator.sync()
+                            try await replicator.checkpointIfNeeded()
+                            if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
+                        }
                         failing = false
                     } catch {
                         if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }

@@ -1,0 +1,218 @@
+import Foundation
+@testable import Platform
+import Replication
+import Testing
+@testable import Remediate
+@testable import guardian
+
+/// Outages guardian could cause itself (issue 18): the watchdog killing it
+/// during legitimate long work, the app left stopped by a reload or stop
+/// mid-incident, a replica that cannot be reached keeping guardian from
+/// being ready or from stopping, threads left behind by every reload.
+@Suite(.serialized) struct OutageTests {
+    /// The longest silence between two WATCHDOG=1 pings after `from`, up to now.
+    static func longestGap(_ pings: [ContinuousClock.Instant], from: ContinuousClock.Instant) -> Duration {
+        var last = from
+        var worst = Duration.zero
+        for p in pings where p > from {
+            worst = max(worst, p - last)
+            last = p
+        }
+        return max(worst, ContinuousClock.now - last)
+    }
+
+    /// A TCP endpoint that accepts connections (the kernel does) and never answers.
+    static func silentEndpoint() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let port = TestSupport.freePort()
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 64) == 0 else { throw TestFailure("listen on \(port): \(errno)") }
+        return (fd, port)
+    }
+
+    // MARK: - Item 12: S3 without credentials, S3 that cannot be reached
+
+    @Test func s3WithoutCredentialsIsAConfigError() async throws {
+        let dir = try TestSupport.makeTempDir("nocreds")
+        defer { TestSupport.cleanup(dir) }
+        try TestSupport.write("""
+            dbs:
+              - path: \(dir)/app.db
+                replicas:
+                  - type: s3
+                    bucket: b
+                    path: app
+                    endpoint: http://127.0.0.1:9
+
+            """, to: dir + "/g.yml")
+        let env = ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "LITESTREAM_ACCESS_KEY_ID": "", "LITESTREAM_SECRET_ACCESS_KEY": ""]
+        let check = try await guardian(["check-config", "--config", dir + "/g.yml"], environment: env)
+        #expect(check.status != 0, "\(check.stdout)")
+        #expect(check.stderr.contains("g.yml:4: dbs[0].replicas[0]: no credentials: set access-key-id/secret-access-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"), "\(check.stderr)")
+        // From the environment, it is accepted (and not printed).
+        let withEnv = try await guardian(["check-config", "--config", dir + "/g.yml"], environment: ["AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t-env-value"])
+        #expect(withEnv.status == 0, "\(withEnv.stderr)")
+        #expect(!withEnv.stdout.contains("s3cr3t-env-value"))
+    }
+
+    /// A replica that accepts connections and never answers: guardian is
+    /// ready at once (protecting what it can), the watchdog keeps being fed
+    /// while the replica's requests hang, and SIGTERM stops it in seconds.
+    @Test(.timeLimit(.minutes(2)))
+    func silentReplicaDoesNotHoldUpReadinessWatchdogOrStop() async throws {
+        let f = try await DaemonTests.Fixture()
+        defer { TestSupport.cleanup(f.dir) }
+        let silent = try Self.silentEndpoint()
+        defer { close(silent.fd) }
+        try TestSupport.write("""
+            status:
+              socket: \(f.socket)
+            state-dir: \(f.dir)/state
+            dbs:
+              - path: \(f.db)
+                monitor-interval: 100ms
+                replicas:
+                  - type: file
+                    path: \(f.dir)/replica
+                  - type: s3
+                    bucket: b
+                    path: app
+                    endpoint: http://127.0.0.1:\(silent.port)
+                    access-key-id: AKIAEXAMPLE
+                    secret-access-key: example-secret
+
+            """, to: f.config)
+        let receiver = try NotifyReceiver(path: f.dir + "/notify.sock")
+        defer { receiver.close() }
+        let child = try ChildProcess.start(
+            TestSupport.guardianBinary, ["run", "--config", f.config, "--log-target", "stderr"],
+            environment: ["NOTIFY_SOCKET": receiver.path, "WATCHDOG_USEC": "2000000"])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        let ready = await TestSupport.waitUntil(timeout: .seconds(5)) { receiver.messages.contains { $0.contains("READY=1") } }
+        #expect(ready, "no READY with a silent replica: \(receiver.messages); \(child.stderr)")
+        // The S3 replica's first request hangs (30 s stall timeout): the
+        // database's loop is busy finding the replicas' positions all along.
+        let from = ContinuousClock.now
+        try await Task.sleep(for: .seconds(6))
+        let gap = Self.longestGap(receiver.watchdogPings, from: from)
+        #expect(gap < .milliseconds(1800), "watchdog silent for \(gap): \(receiver.messages.suffix(5)); \(child.stderr)")
+        let stopAt = ContinuousClock.now
+        child.signal(SIGTERM)
+        let status = await child.wait(timeout: .seconds(30))
+        let took = ContinuousClock.now - stopAt
+        #expect(status == 0, "\(child.stderr)")
+        #expect(took < .seconds(5), "SIGTERM took \(took): \(child.stderr)")
+        #expect(!child.stderr.contains("Cancellation took longer"), "\(child.stderr)")
+    }
+
+    // MARK: - Item 13: one thread per reload
+
+    @Test(.timeLimit(.minutes(3)))
+    func reloadsLeaveNoThreadBehind() async throws {
+        let f = try await DaemonTests.Fixture()
+        defer { TestSupport.cleanup(f.dir) }
+        try TestSupport.write("""
+            status:
+              socket: \(f.socket)
+            state-dir: \(f.dir)/state
+            dbs:
+              - path: \(f.db)
+                monitor-interval: 100ms
+                replicas:
+                  - type: file
+                    path: \(f.dir)/replica
+
+            """, to: f.config)
+        let receiver = try NotifyReceiver(path: f.dir + "/notify.sock")
+        defer { receiver.close() }
+        let child = try ChildProcess.start(
+            TestSupport.guardianBinary, ["run", "--config", f.config, "--log-target", "stderr"],
+            environment: ["NOTIFY_SOCKET": receiver.path])
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        func readies() -> Int { receiver.messages.filter { $0.contains("READY=1") }.count }
+        func reload() async -> Bool {
+            let before = readies()
+            child.signal(SIGHUP)
+            return await TestSupport.waitUntil(timeout: .seconds(30)) { readies() > before }
+        }
+        func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/task").count) ?? -1 }
+        #expect(await TestSupport.waitUntil { readies() == 1 }, "\(child.stderr)")
+        #expect(await reload(), "\(child.stderr)")
+        try await Task.sleep(for: .milliseconds(500))
+        let before = threads()
+        for _ in 1...6 { #expect(await reload(), "\(child.stderr)") }
+        try await Task.sleep(for: .milliseconds(500))
+        let after = threads()
+        #expect(before > 0 && after <= before + 2, "threads: \(before) before six reloads, \(after) after")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
+
+    /// Every remediation pause ends a replication session and starts a new
+    /// one (a new replicator): none may leave its thread behind.
+    @Test(.timeLimit(.minutes(2)))
+    func pausesLeaveNoThreadBehind() async throws {
+        let dir = try TestSupport.makeTempDir("pausethreads")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/app.db"
+        try Damage.makeDatabase(db, rows: 100)
+        let control = ReplicationControl()
+        let statuses = StatusCounter()
+        let config = DatabaseConfig(path: db, replicas: [ReplicaConfig(name: "file", target: .file(path: dir + "/replica"))], monitorInterval: .milliseconds(50))
+        let service = ReplicationService(config: config, stateDir: dir + "/state", logger: RecordingLog().logger(), onStatus: { await statuses.add($0.state) }, control: control)
+        let task = Task { try await service.run() }
+        func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1 }
+        func cycle() async -> Bool {
+            let opened = await statuses.count("open")
+            await control.pause(db)
+            await control.resume(db)
+            return await TestSupport.waitUntil(timeout: .seconds(10)) { await statuses.count("open") > opened }
+        }
+        #expect(await TestSupport.waitUntil { await statuses.count("open") > 0 })
+        #expect(await cycle())
+        try await Task.sleep(for: .milliseconds(300))
+        let before = threads()
+        for _ in 1...8 { #expect(await cycle()) }
+        try await Task.sleep(for: .milliseconds(300))
+        let after = threads()
+        task.cancel()
+        _ = await task.result
+        #expect(before > 0 && after <= before + 3, "threads: \(before) before eight pauses, \(after) after")
+    }
+
+    // MARK: - Item 9: the watchdog during long work
+
+    /// Beats go on while known long work runs, for `limit` at most: work
+    /// that outlasts it counts as hung again.
+    @Test func longWorkBeatsForItsLimitOnly() async throws {
+        let beats = StatusCounter()
+        let start = ContinuousClock.now
+        try await Heartbeat.whileWorking(every: .milliseconds(100), limit: .milliseconds(1000), beat: { await beats.add("beat") }) {
+            try await Task.sleep(for: .milliseconds(2500))
+        }
+        let count = await beats.count("beat")
+        let last = await beats.lastAt
+        #expect((7...10).contains(count), "\(count) beats in a 1 s limit")
+        if let last { #expect(last - start < .milliseconds(1300), "a beat \(last - start) after the start, past the limit") }
+        // A loop that stopped beating is stale; one that beats is not.
+        let board = StatusBoard(configPath: "-", databasePaths: [])
+        await board.beat("hung")
+        try await Task.sleep(for: .milliseconds(300))
+        await board.beat("alive")
+        #expect(await board.staleLoops(limit: .milliseconds(200)) == ["hung"])
+    }
+}
+
+actor StatusCounter {
+    private var seen: [String: Int] = [:]
+    private(set) var lastAt: ContinuousClock.Instant?
+    func add(_ s: String) {
+        seen[s, default: 0] += 1
+        lastAt = .now
+    }
+    func count(_ s: String) -> Int { seen[s] ?? 0 }
+}
