@@ -110,7 +110,8 @@ public struct ReplicationService: Service {
             if Task.isCancelled || Task.isShuttingDownGracefully { await replicator.closeConnections(); return }
         }
         try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0)
-        if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
+        let found = shippers
+        if let newestSnapshot = try? await cancelWhenGracefulShutdown({ try await newestSnapshotDate(found) }) { await replicator.markSnapshotTaken(at: newestSnapshot) }
         try await replicator.sync()
         await publishStatus(replicator, shippers)
         startup.cancel()
@@ -122,7 +123,7 @@ public struct ReplicationService: Service {
         await withDiscardingTaskGroup { group in
             for s in shippers {
                 let stream = await replicator.subscribe()
-                group.addTask { await s.run(wakeups: stream) }
+                group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
             await withDiscardingTaskGroup { wakers in
                 wakers.addTask {
@@ -171,6 +172,27 @@ public struct ReplicationService: Service {
         }
         await publishStatus(replicator, shippers)
         await replicator.closeConnections()
+    }
+
+    /// How long the replicas get to take what is pending once guardian is
+    /// stopping: one that does not answer must not hold up the stop.
+    static let stopDrainLimit: Duration = .seconds(3)
+
+    /// Runs `work`; once guardian is stopping, it gets `limit` more, then is cancelled.
+    static func drain(within limit: Duration, _ work: @escaping @Sendable () async -> Void) async {
+        let task = Task { await work() }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await task.value
+            } onGracefulShutdown: {
+                Task {
+                    try? await Task.sleep(for: limit)
+                    task.cancel()
+                }
+            }
+        } onCancel: {
+            task.cancel()
+        }
     }
 
     private func newestSnapshotDate(_ shippers: [ReplicaShipper]) async throws -> Date? {
