@@ -289,6 +289,36 @@ public struct IncidentMachine: Sendable, Equatable {
         return escalate(.interrupted(phase: old.rawValue), restartApp: false)
     }
 
+    /// Where a repair found half-done after a restart goes on from.
+    public enum ResumePoint: Sendable, Equatable {
+        /// The damaged files are still in place: stop the app (again) and repair.
+        case stopApp
+        /// The damaged files are quarantined, no copy is in place: restore again.
+        case restore
+        /// A verified copy is in place: start the app.
+        case startApp
+    }
+
+    /// An incident found open after a restart, in automatic mode, picked up
+    /// where it can safely go on (steps are idempotent from these points).
+    public mutating func resume(at point: ResumePoint) -> [Action] {
+        attempt = 0
+        candidates = 0
+        planned = false
+        escalation = nil
+        switch point {
+        case .stopApp:
+            phase = .stoppingApp
+            return [.stopApp]
+        case .restore:
+            phase = .restoring
+            return [.planRestore]
+        case .startApp:
+            phase = .startingApp
+            return [.startApp]
+        }
+    }
+
     /// guardian is stopping in the middle of a repair that cannot finish in
     /// time: the incident is escalated (the caller puts the app back first).
     public mutating func stopping() -> [Action] {

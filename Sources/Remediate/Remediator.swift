@@ -106,6 +106,18 @@ public actor Remediator {
         if let open = past.first(where: { $0.outcome == .open || $0.outcome == .escalated }) {
             record = open
             stepSeq = open.steps.map(\.seq).max() ?? 0
+            if let point = resumePoint(open) {
+                // A repair cut short (guardian killed, or stopped past its
+                // budget): go on with it rather than leave the app stopped.
+                logger.event(.incidentInterrupted, level: .error, ["db": "\(database)", "incident": "\(open.id)", "phase": "\(open.phase.rawValue)"])
+                await step(IncidentStepName.note, .info, "guardian restarted while the incident was in phase \(open.phase.rawValue): the repair goes on (\(point))")
+                if point != .startApp {
+                    await hooks.pause(database)
+                    paused = true
+                }
+                await drive(actions: machine.resume(at: point))
+                return
+            }
             let actions = machine.adopt(openIncidentIn: open.phase)
             if !actions.isEmpty {
                 logger.event(.incidentInterrupted, level: .error, ["db": "\(database)", "incident": "\(open.id)", "phase": "\(open.phase.rawValue)"])
@@ -118,6 +130,23 @@ public actor Remediator {
     }
 
     // MARK: - Reloads and stops during an incident
+
+    /// Where an incident found open at start-up can go on from, if it can:
+    /// automatic mode, a repair under way, the app stopped by it.
+    private func resumePoint(_ r: IncidentRecord) -> IncidentMachine.ResumePoint? {
+        guard config.effectiveMode == .auto, app != nil, r.outcome == .open else { return nil }
+        switch r.phase {
+        case .stoppingApp, .quarantining, .restoring, .verifying, .swapping, .startingApp: break
+        default: return nil
+        }
+        let ok = { (name: String) in r.steps.contains { $0.step == name && $0.outcome == .ok } }
+        if ok(IncidentStepName.swap) { return .startApp }
+        if ok(IncidentStepName.quarantine) {
+            // Restore only where the database is gone (a file that appeared meanwhile is not ours to replace).
+            return FileManager.default.fileExists(atPath: database) ? nil : .restore
+        }
+        return .stopApp
+    }
 
     /// A repair is under way (between the suspicion and its end).
     public var isRepairing: Bool { !machine.phase.isTerminal && machine.phase != .resolved }
@@ -385,10 +414,15 @@ public actor Remediator {
     /// each action's outcome back, until nothing is left to do. Terminates:
     /// every action yields at most one event and the machine only moves forward.
     func drive(_ first: IncidentMachine.Event) async {
-        var queue = [first]
-        while !queue.isEmpty {
-            let event = queue.removeFirst()
-            for action in machine.handle(event) {
+        await drive(actions: machine.handle(first))
+    }
+
+    /// Executes `initial` and what the outcomes lead to.
+    func drive(actions initial: [IncidentMachine.Action]) async {
+        var actions = initial
+        var queue: [IncidentMachine.Event] = []
+        while true {
+            for action in actions {
                 if let deadline = stopDeadline, ContinuousClock.now >= deadline, isLong(action), appLeftStopped {
                     // guardian is stopping and this step may take long: undo instead.
                     await putBackAndStartApp(why: "guardian is stopping")
@@ -399,6 +433,8 @@ public actor Remediator {
                 if let next = await execute(action) { queue.append(next) }
             }
             await publish()
+            guard !queue.isEmpty else { break }
+            actions = machine.handle(queue.removeFirst())
         }
         if !isRepairing { releaseIdleWaiters() }
     }
