@@ -52,6 +52,8 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
     case withinCooldown(secondsSinceLast: Double)
     case alertOnly
     case interrupted(phase: String)
+    /// The restored copy could not be verified in time (it is kept).
+    case verifyInconclusive(String)
     /// guardian was stopping and could not finish the repair in time.
     case stopped(phase: String)
 
@@ -66,6 +68,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .withinCooldown(let s): "a second corruption \(Int(s))s after the last remediation (cooldown): not repairing again automatically"
         case .alertOnly: "remediation is set to alert-only"
         case .interrupted(let phase): "guardian restarted while the incident was in phase \(phase)"
+        case .verifyInconclusive(let e): "the restored copy could not be verified in time (\(e)); it is kept, not discarded: verify it and put it in place by hand"
         case .stopped(let phase): "guardian was stopping while the incident was in phase \(phase) and could not finish the repair in time"
         }
     }
@@ -83,6 +86,7 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .alertOnly: "alert-only"
         case .interrupted: "interrupted"
         case .stopped: "stopped"
+        case .verifyInconclusive: "verify-inconclusive"
         }
     }
 }
@@ -126,6 +130,8 @@ public struct IncidentMachine: Sendable, Equatable {
         case restoreFailed(String)
         case verified
         case verifyFailed(String)
+        /// The verification ran out of time, even with more of it: no verdict.
+        case verifyInconclusive(String)
         case swapped
         case swapFailed(String)
         case appStarted(at: Date)
@@ -248,6 +254,9 @@ public struct IncidentMachine: Sendable, Equatable {
         case (.verifying, .verified):
             phase = .swapping
             return [.swap]
+        case (.verifying, .verifyInconclusive(let e)):
+            // A copy that may well be good is never discarded as corrupt.
+            return escalate(.verifyInconclusive(e), restartApp: false)
         case (.verifying, .verifyFailed(let e)):
             return nextCandidate(after: e, discard: true)
         case (.swapping, .swapped):

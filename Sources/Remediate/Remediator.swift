@@ -697,9 +697,15 @@ public actor Remediator {
         guard let r = record else { return .verifyFailed("no incident record") }
         let path = Quarantine.restorePath(for: database, incident: r.id, attempt: attempt)
         let queries = config.verifyQueries
-        let budget = config.confirmBudget
+        var budget = config.confirmBudget
         let start = Date()
-        let result = await RemediatePool.shared.run { IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        var result = await RemediatePool.shared.run { [budget] in IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        if case .failure(let f) = result, f.inconclusive {
+            // Out of time is no verdict: once more with more time.
+            await step(IncidentStepName.note, .info, "attempt \(attempt + 1): verification inconclusive (\(f)); trying again with \(Self.verifyRetryFactor)x the time")
+            budget = budget * Self.verifyRetryFactor
+            result = await RemediatePool.shared.run { [budget] in IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        }
         let end = Date()
         record?.verifyFinishedAt = end
         switch result {
@@ -707,11 +713,17 @@ public actor Remediator {
             let q = queries.isEmpty ? "" : "; \(queries.count) verification quer\(queries.count == 1 ? "y" : "ies") non-zero"
             await step(IncidentStepName.verify, .ok, "integrity_check ok\(q)", at: start, ended: end)
             return .verified
+        case .failure(let f) where f.inconclusive:
+            await step(IncidentStepName.verify, .failed, "attempt \(attempt + 1): inconclusive, \(f); the copy is kept at \(path)", at: start, ended: end)
+            return .verifyInconclusive("\(f); copy kept at \(path)")
         case .failure(let f):
             await step(IncidentStepName.verify, .failed, "attempt \(attempt + 1): \(f)", at: start, ended: end)
             return .verifyFailed(f.description)
         }
     }
+
+    /// A verification that ran out of time is tried once more with this many times the budget.
+    static let verifyRetryFactor = 4
 
     private func swap() async -> IncidentMachine.Event {
         guard let r = record else { return .swapFailed("no incident record") }

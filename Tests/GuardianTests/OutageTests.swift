@@ -396,6 +396,39 @@ extension OutageTests {
     }
 }
 
+extension OutageTests {
+    /// Item 13: a verification that runs past its budget is no verdict: it
+    /// is tried again with more time, then the copy is kept and the incident
+    /// escalated as inconclusive — a good copy is never discarded as corrupt.
+    @Test(.timeLimit(.minutes(3)))
+    func verifyPastItsBudgetKeepsTheCopyAndEscalatesAsInconclusive() async throws {
+        try await withWorld(rows: 60_000) { w in
+            try await w.startApp()
+            try await w.startReplication()
+            try await Task.sleep(for: .milliseconds(300))
+            await w.stopApp()
+            await w.stopReplication()
+            try SQLiteConnection(path: w.db).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try Damage.destroyHeader(w.db)
+            var config = w.config()
+            config.integrityInterval = .seconds(3600)  // the header probe finds it
+            config.confirmBudget = .milliseconds(1)  // far too little for integrity_check of a 13 MB copy
+            let (svc, store) = w.service(config: config)
+            let done = await runService(svc) { (try? await store.incidents().first)?.outcome == .escalated }
+            let incident = try #require(try await store.incidents().first)
+            #expect(done, "\(describe(incident))")
+            #expect(incident.escalation?.contains("could not be verified in time") == true, "\(describe(incident))")
+            #expect(incident.steps.contains { $0.step == IncidentStepName.note && $0.detail.contains("trying again with 4x the time") }, "\(describe(incident))")
+            #expect(!incident.steps.contains { $0.step == IncidentStepName.discard }, "\(describe(incident))")
+            let copy = Quarantine.restorePath(for: w.db, incident: incident.id, attempt: 0)
+            #expect(FileManager.default.fileExists(atPath: copy), "the copy was discarded")
+            // The kept copy is good: a check given the time says so.
+            let c = try SQLiteConnection(path: copy, mode: .readOnly)
+            #expect(try c.scalar("PRAGMA integrity_check") == .text("ok"))
+        }
+    }
+}
+
 actor StatusCounter {
     private var seen: [String: Int] = [:]
     private(set) var lastAt: ContinuousClock.Instant?
