@@ -140,6 +140,9 @@ public actor Remediator {
         default: return nil
         }
         let ok = { (name: String) in r.steps.contains { $0.step == name && $0.outcome == .ok } }
+        // Only a repair that got as far as stopping the app is taken up again;
+        // before that nothing was touched (the escalation says so).
+        guard ok(IncidentStepName.stopApp) else { return nil }
         if ok(IncidentStepName.swap) { return .startApp }
         if ok(IncidentStepName.quarantine) {
             // Restore only where the database is gone (a file that appeared meanwhile is not ours to replace).
@@ -179,8 +182,8 @@ public actor Remediator {
         for w in waiters { w.resume() }
     }
 
-    /// guardian is stopping: a step that may take long (quarantine, restore,
-    /// verify) is not started after `deadline`; the repair is abandoned
+    /// guardian is stopping: a step that may take long (planning and running
+    /// a restore, verifying it) is not started after `deadline`; the repair is abandoned
     /// instead, the damaged files put back and the app started again.
     public func windDown(deadline: ContinuousClock.Instant) {
         stopDeadline = deadline
@@ -188,7 +191,8 @@ public actor Remediator {
 
     private func isLong(_ action: IncidentMachine.Action) -> Bool {
         switch action {
-        case .quarantine, .planRestore, .restore, .verify: true
+        // The quarantine is a rename on the same filesystem: not among them.
+        case .planRestore, .restore, .verify: true
         default: false
         }
     }

@@ -429,6 +429,53 @@ extension OutageTests {
     }
 }
 
+extension OutageTests {
+    /// Item 13: guardian stopping while a repair cannot finish in time (its
+    /// budget already spent when the app is stopped): the long steps are not
+    /// started, the quarantined files go back, the app is started again and
+    /// the timeline says why.
+    @Test(.timeLimit(.minutes(2)))
+    func stopPastTheBudgetPutsTheFilesBackAndStartsTheApp() async throws {
+        try await withWorld(rows: 5_000) { w in
+            try await w.startApp()
+            try await w.startReplication()
+            try await Task.sleep(for: .milliseconds(300))
+            var config = w.config()
+            config.startTimeout = .seconds(3)
+            let store = StateStore(stateDir: w.stateDir)
+            let alerter = Alerter(destinations: [], transport: HTTPAlertTransport(), store: store, logger: w.log.logger(), host: "test-host")
+            let box = RemediatorBox()
+            // guardian is told to stop right when the app is down for the repair.
+            let hooks = RemediationHooks(pause: { _ in
+                await w.stopReplication()
+                await box.windDownNow()
+            })
+            let svc = RemediationService(
+                database: w.db, config: config, store: store, alerter: alerter, ownsAlerter: true,
+                app: RemediationService.appController(for: config), source: ReplicaRestoreSource(replicas: [ReplicaConfig(name: "file", target: .file(path: w.replica))]),
+                hooks: hooks, logger: w.log.logger(), onStatus: { _ in })
+            await box.set(svc.remediator)
+            try Damage.overwritePages(w.db, count: 6)
+            let done = await runService(svc) { (try? await store.incidents().first)?.outcome == .escalated }
+            let incident = try #require(try await store.incidents().first)
+            #expect(done, "\(describe(incident))")
+            let steps = incident.steps.map(\.step)
+            #expect(steps.contains(IncidentStepName.quarantine) && !steps.contains(IncidentStepName.restore), "\(describe(incident))")
+            #expect(incident.steps.contains { $0.step == IncidentStepName.putBack && $0.outcome == .ok && $0.detail.contains("guardian is stopping") }, "\(describe(incident))")
+            #expect(incident.steps.contains { $0.step == IncidentStepName.startApp && $0.detail.contains("guardian is stopping") }, "\(describe(incident))")
+            #expect(incident.escalation?.contains("guardian was stopping while the incident was in phase") == true, "\(describe(incident))")
+            #expect(FileManager.default.fileExists(atPath: w.db), "the damaged files are back in place")
+            #expect(w.commands.map { $0.split(separator: " ").first.map(String.init) ?? "" }.suffix(2) == ["stop", "start"], "\(w.commands)")
+        }
+    }
+}
+
+actor RemediatorBox {
+    private var remediator: Remediator?
+    func set(_ r: Remediator) { remediator = r }
+    func windDownNow() async { await remediator?.windDown(deadline: .now) }
+}
+
 actor StatusCounter {
     private var seen: [String: Int] = [:]
     private(set) var lastAt: ContinuousClock.Instant?
