@@ -470,6 +470,29 @@ extension OutageTests {
     }
 }
 
+extension OutageTests {
+    /// The machine's new edges: a repair taken up after a restart, a stop
+    /// that cannot wait, a verification with no verdict (nothing discarded).
+    @Test func machineResumesStopsAndKeepsAnInconclusiveCopy() {
+        let policy = IncidentMachine.Policy(mode: .auto, cooldown: .seconds(600), maxRestoreAttempts: 2)
+        var m = IncidentMachine(policy: policy)
+        #expect(m.resume(at: .restore) == [.planRestore])
+        #expect(m.phase == .restoring)
+        #expect(m.handle(.restorePlanned(candidates: 2, problems: "")) == [.restore(attempt: 0)])
+        #expect(m.handle(.restored) == [.verify(attempt: 0)])
+        #expect(m.handle(.verifyInconclusive("out of time")) == [.escalate(.verifyInconclusive("out of time"), restartApp: false)])
+        #expect(m.phase == .escalated)
+        #expect(m.stopping() == [], "nothing to stop once escalated")
+
+        var n = IncidentMachine(policy: policy)
+        #expect(n.resume(at: .stopApp) == [.stopApp])
+        #expect(n.stopping() == [.escalate(.stopped(phase: "stopping-app"), restartApp: false)])
+        var o = IncidentMachine(policy: policy)
+        #expect(o.resume(at: .startApp) == [.startApp])
+        #expect(o.handle(.appStarted(at: Date())) == [.resolve(byOperator: false)])
+    }
+}
+
 actor RemediatorBox {
     private var remediator: Remediator?
     func set(_ r: Remediator) { remediator = r }
