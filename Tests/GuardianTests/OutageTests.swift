@@ -211,7 +211,7 @@ import Testing
 /// file replica guardian writes itself, and a verify query that takes a few
 /// seconds: the incident spends them with the app stopped and replication paused.
 final class IncidentDaemon: @unchecked Sendable {
-    static let slowVerify = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) SELECT count(*) FROM c"
+    static let slowVerify = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) SELECT count(*) FROM c"
     let w: RemediationWorld
     let config: String
     let receiver: NotifyReceiver
