@@ -166,6 +166,7 @@ import Testing
         let service = ReplicationService(config: config, stateDir: dir + "/state", logger: RecordingLog().logger(), onStatus: { await statuses.add($0.state) }, control: control)
         let task = Task { try await service.run() }
         func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1 }
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
         func cycle() async -> Bool {
             let opened = await statuses.count("open")
             await control.pause(db)
@@ -176,12 +177,16 @@ import Testing
         #expect(await cycle())
         try await Task.sleep(for: .milliseconds(300))
         let before = threads()
+        let fdsBefore = descriptors()
         for _ in 1...5 { #expect(await cycle()) }
         try await Task.sleep(for: .milliseconds(300))
         let after = threads()
+        let fdsAfter = descriptors()
         task.cancel()
         _ = await task.result
         #expect(before > 0 && after <= before + 3, "threads: \(before) before five pauses, \(after) after")
+        // Nor a connection or descriptor (each session closes what it opened).
+        #expect(fdsBefore > 0 && fdsAfter <= fdsBefore + 3, "descriptors: \(fdsBefore) before five pauses, \(fdsAfter) after")
     }
 
     // MARK: - Item 9: the watchdog during long work
