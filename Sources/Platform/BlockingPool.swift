@@ -80,35 +80,58 @@ public final class BlockingPool: @unchecked Sendable {
 /// `unownedExecutor`, so its methods may make blocking C calls without taking a
 /// thread from the cooperative pool.
 public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
-    private let condition = NSCondition()
-    private var jobs: [UnownedJob] = []
+    /// What the thread shares with the executor; the thread holds it, not the
+    /// executor, so that it can end once the executor is released (an actor
+    /// made per session or per client must not leave its thread behind).
+    private final class Queue: @unchecked Sendable {
+        let condition = NSCondition()
+        var jobs: [UnownedJob] = []
+        var stopped = false
+    }
+
+    private let queue = Queue()
 
     public init(name: String) {
-        let thread = Thread { [unowned self] in self.loop() }
+        let queue = queue
+        // Jobs only exist while their actor, and so this executor, is alive.
+        let executor = UnownedSerialExecutor(ordinary: self)
+        let thread = Thread { Self.loop(queue, executor) }
         thread.name = name
         thread.start()
     }
 
+    deinit {
+        queue.condition.lock()
+        queue.stopped = true
+        queue.condition.signal()
+        queue.condition.unlock()
+    }
+
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
-        condition.lock()
-        jobs.append(unowned)
-        condition.signal()
-        condition.unlock()
+        queue.condition.lock()
+        queue.jobs.append(unowned)
+        queue.condition.signal()
+        queue.condition.unlock()
     }
 
     public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 
-    private func loop() {
+    /// Runs jobs until the executor is released and nothing is left to run.
+    private static func loop(_ queue: Queue, _ executor: UnownedSerialExecutor) {
         while true {
-            condition.lock()
-            while jobs.isEmpty { condition.wait() }
-            let batch = jobs
-            jobs.removeAll(keepingCapacity: true)
-            condition.unlock()
-            for job in batch { job.runSynchronously(on: asUnownedSerialExecutor()) }
+            queue.condition.lock()
+            while queue.jobs.isEmpty, !queue.stopped { queue.condition.wait() }
+            if queue.jobs.isEmpty, queue.stopped {
+                queue.condition.unlock()
+                return
+            }
+            let batch = queue.jobs
+            queue.jobs.removeAll(keepingCapacity: true)
+            queue.condition.unlock()
+            for job in batch { job.runSynchronously(on: executor) }
         }
     }
 }

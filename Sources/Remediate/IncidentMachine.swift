@@ -55,6 +55,10 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
     /// The database's filesystem has no room for a restored copy: stopping
     /// the app would only take it down on a full disk.
     case noRoomToRestore(String)
+    /// The restored copy could not be verified in time (it is kept).
+    case verifyInconclusive(String)
+    /// guardian was stopping and could not finish the repair in time.
+    case stopped(phase: String)
 
     public var description: String {
         switch self {
@@ -68,6 +72,8 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .alertOnly: "remediation is set to alert-only"
         case .interrupted(let phase): "guardian restarted while the incident was in phase \(phase)"
         case .noRoomToRestore(let e): "no room to restore, so the app was left running and nothing was moved: \(e)"
+        case .verifyInconclusive(let e): "the restored copy could not be verified in time (\(e)); it is kept, not discarded: verify it and put it in place by hand"
+        case .stopped(let phase): "guardian was stopping while the incident was in phase \(phase) and could not finish the repair in time"
         }
     }
 
@@ -84,6 +90,8 @@ public enum EscalationReason: Sendable, Equatable, Codable, CustomStringConverti
         case .alertOnly: "alert-only"
         case .interrupted: "interrupted"
         case .noRoomToRestore: "no-room-to-restore"
+        case .stopped: "stopped"
+        case .verifyInconclusive: "verify-inconclusive"
         }
     }
 }
@@ -129,6 +137,8 @@ public struct IncidentMachine: Sendable, Equatable {
         case restoreFailed(String)
         case verified
         case verifyFailed(String)
+        /// The verification ran out of time, even with more of it: no verdict.
+        case verifyInconclusive(String)
         case swapped
         case swapFailed(String)
         case appStarted(at: Date)
@@ -254,6 +264,9 @@ public struct IncidentMachine: Sendable, Equatable {
         case (.verifying, .verified):
             phase = .swapping
             return [.swap]
+        case (.verifying, .verifyInconclusive(let e)):
+            // A copy that may well be good is never discarded as corrupt.
+            return escalate(.verifyInconclusive(e), restartApp: false)
         case (.verifying, .verifyFailed(let e)):
             return nextCandidate(after: e, discard: true)
         case (.swapping, .swapped):
@@ -293,6 +306,43 @@ public struct IncidentMachine: Sendable, Equatable {
             return []
         }
         return escalate(.interrupted(phase: old.rawValue), restartApp: false)
+    }
+
+    /// Where a repair found half-done after a restart goes on from.
+    public enum ResumePoint: Sendable, Equatable {
+        /// The damaged files are still in place: stop the app (again) and repair.
+        case stopApp
+        /// The damaged files are quarantined, no copy is in place: restore again.
+        case restore
+        /// A verified copy is in place: start the app.
+        case startApp
+    }
+
+    /// An incident found open after a restart, in automatic mode, picked up
+    /// where it can safely go on (steps are idempotent from these points).
+    public mutating func resume(at point: ResumePoint) -> [Action] {
+        attempt = 0
+        candidates = 0
+        planned = false
+        escalation = nil
+        switch point {
+        case .stopApp:
+            phase = .stoppingApp
+            return [.stopApp]
+        case .restore:
+            phase = .restoring
+            return [.planRestore]
+        case .startApp:
+            phase = .startingApp
+            return [.startApp]
+        }
+    }
+
+    /// guardian is stopping in the middle of a repair that cannot finish in
+    /// time: the incident is escalated (the caller puts the app back first).
+    public mutating func stopping() -> [Action] {
+        guard hasOpenIncident, !phase.isTerminal else { return [] }
+        return escalate(.stopped(phase: phase.rawValue), restartApp: false)
     }
 
     private mutating func escalate(_ reason: EscalationReason, restartApp: Bool) -> [Action] {

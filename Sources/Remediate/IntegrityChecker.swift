@@ -303,11 +303,17 @@ public enum IntegrityChecker {
         }
         conn.setBudget(budget)
         let (rows, err) = conn.rows("PRAGMA integrity_check(20)")
-        if let err { return .failure(VerificationFailure(check: "integrity_check", detail: "\(err)")) }
+        if let err {
+            // Stopped at the budget with nothing found: no verdict, not corruption.
+            let stopped = err.isInterrupt && rows.allSatisfy { $0 == "ok" }
+            return .failure(VerificationFailure(check: "integrity_check", detail: stopped ? "stopped at the time budget (\(Units.formatDuration(budget)))" : "\(err)", inconclusive: stopped))
+        }
         if rows != ["ok"] { return .failure(VerificationFailure(check: "integrity_check", detail: rows.prefix(5).joined(separator: "; "))) }
         for q in queries {
             switch conn.firstInteger(q) {
-            case .failure(let e): return .failure(VerificationFailure(check: q, detail: "\(e)"))
+            case .failure(let e):
+                if e.isInterrupt { return .failure(VerificationFailure(check: q, detail: "stopped at the time budget (\(Units.formatDuration(budget)))", inconclusive: true)) }
+                return .failure(VerificationFailure(check: q, detail: "\(e)"))
             case .success(let v):
                 guard let v, v != 0 else {
                     return .failure(VerificationFailure(check: q, detail: "returned \(v.map(String.init) ?? "no row"), expected a non-zero first column"))
@@ -338,5 +344,7 @@ public enum IntegrityChecker {
 public struct VerificationFailure: Error, Sendable, Equatable, CustomStringConvertible {
     public var check: String
     public var detail: String
+    /// The check ran out of time: the copy is not known to be bad.
+    public var inconclusive = false
     public var description: String { "\(check): \(detail)" }
 }

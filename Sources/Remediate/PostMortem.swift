@@ -186,4 +186,5 @@ public enum IncidentStepName {
     public static let resolved = "Resolved"
     public static let escalated = "Escalated"
     public static let note = "Note"
+    public static let putBack = "Put the damaged files back"
 }

@@ -19,6 +19,10 @@ public struct RemediationService: Service {
     public let database: String
     public let config: RemediationConfig
     public let remediator: Remediator
+    /// How long a repair under way may go on once guardian is stopping
+    /// (systemd's TimeoutStopSec in packaging/ is 30 s; the daemon stops
+    /// everything within 20 s).
+    public var stopBudget: Duration = .seconds(12)
     let alerter: Alerter
     let ownsAlerter: Bool
     let logger: Logger
@@ -86,13 +90,28 @@ public struct RemediationService: Service {
 
     public func status() async -> HealthStatus { await remediator.status() }
 
+    /// A reload waits for a repair under way (bounded) rather than cut it short.
+    public func waitUntilIdle(timeout: Duration, reason: String) async {
+        await remediator.waitUntilIdle(timeout: timeout, reason: reason)
+    }
+
     public func run() async throws {
         await remediator.start()
         let alerter = alerter
         await withTaskGroup(of: Bool.self) { group in
             if ownsAlerter { group.addTask { await alerter.run(); return true } }
             let reports = Task { await handleReports() }
-            await monitor()
+            // On a stop, a repair in progress goes on for `stopBudget` (its
+            // quick last steps may run past it); after that guardian undoes it
+            // and starts the app again rather than leave it stopped.
+            let remediator = remediator
+            let budget = stopBudget
+            await withGracefulShutdownHandler {
+                await monitor()
+            } onGracefulShutdown: {
+                let deadline = ContinuousClock.now + budget
+                Task { await remediator.windDown(deadline: deadline) }
+            }
             reports.cancel()
             await reports.value
             guard ownsAlerter else { return }

@@ -67,6 +67,9 @@ public actor Remediator {
     private var localTXID: UInt64?
     private var localCommitAt: Date?
     private var lagging: Set<String> = []
+    /// Set when guardian is stopping: long steps not started by then are not started.
+    private var stopDeadline: ContinuousClock.Instant?
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
         database: String, config: RemediationConfig, store: StateStore, alerter: Alerter, app: (any AppController)?,
@@ -107,12 +110,147 @@ public actor Remediator {
         if let open = past.first(where: { $0.outcome == .open || $0.outcome == .escalated }) {
             record = open
             stepSeq = open.steps.map(\.seq).max() ?? 0
+            if let point = resumePoint(open) {
+                // A repair cut short (guardian killed, or stopped past its
+                // budget): go on with it rather than leave the app stopped.
+                logger.event(.incidentInterrupted, level: .error, ["db": "\(database)", "incident": "\(open.id)", "phase": "\(open.phase.rawValue)"])
+                await step(IncidentStepName.note, .info, "guardian restarted while the incident was in phase \(open.phase.rawValue): the repair goes on (\(point))")
+                if point != .startApp {
+                    await hooks.pause(database)
+                    paused = true
+                }
+                await drive(actions: machine.resume(at: point))
+                return
+            }
             let actions = machine.adopt(openIncidentIn: open.phase)
             if !actions.isEmpty {
                 logger.event(.incidentInterrupted, level: .error, ["db": "\(database)", "incident": "\(open.id)", "phase": "\(open.phase.rawValue)"])
             }
             for a in actions { _ = await execute(a) }
+            // Killed between stopping the app and starting it again: put back
+            // what was moved and start the app, rather than leave it down.
+            if !actions.isEmpty { await putBackAndStartApp(why: "guardian restarted in the middle of the repair") }
         }
+    }
+
+    // MARK: - Reloads and stops during an incident
+
+    /// Where an incident found open at start-up can go on from, if it can:
+    /// automatic mode, a repair under way, the app stopped by it.
+    private func resumePoint(_ r: IncidentRecord) -> IncidentMachine.ResumePoint? {
+        guard config.effectiveMode == .auto, app != nil, r.outcome == .open else { return nil }
+        switch r.phase {
+        case .stoppingApp, .quarantining, .restoring, .verifying, .swapping, .startingApp: break
+        default: return nil
+        }
+        let ok = { (name: String) in r.steps.contains { $0.step == name && $0.outcome == .ok } }
+        // Only a repair that got as far as stopping the app is taken up again;
+        // before that nothing was touched (the escalation says so).
+        guard ok(IncidentStepName.stopApp) else { return nil }
+        if ok(IncidentStepName.swap) { return .startApp }
+        if ok(IncidentStepName.quarantine) {
+            // Restore only where the database is gone (a file that appeared meanwhile is not ours to replace).
+            return FileManager.default.fileExists(atPath: database) ? nil : .restore
+        }
+        return .stopApp
+    }
+
+    /// A repair is under way (between the suspicion and its end).
+    public var isRepairing: Bool { !machine.phase.isTerminal && machine.phase != .resolved }
+
+    /// Returns once no repair is under way (a reload waits for it), or after
+    /// `timeout`. Notes in the incident's timeline that the reload waited.
+    public func waitUntilIdle(timeout: Duration, reason: String) async {
+        guard isRepairing else { return }
+        await step(IncidentStepName.note, .info, "\(reason): guardian finishes this incident first")
+        let deadline = ContinuousClock.now + timeout
+        while isRepairing, ContinuousClock.now < deadline, !Task.isCancelled {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.waitForIdleSignal() }
+                group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+                await group.next()
+                group.cancelAll()
+                self.releaseIdleWaiters()
+            }
+        }
+    }
+
+    private func waitForIdleSignal() async {
+        guard isRepairing else { return }
+        await withCheckedContinuation { idleWaiters.append($0) }
+    }
+
+    private func releaseIdleWaiters() {
+        let waiters = idleWaiters
+        idleWaiters.removeAll()
+        for w in waiters { w.resume() }
+    }
+
+    /// guardian is stopping: a step that may take long (planning and running
+    /// a restore, verifying it) is not started after `deadline`; the repair is abandoned
+    /// instead, the damaged files put back and the app started again.
+    public func windDown(deadline: ContinuousClock.Instant) {
+        stopDeadline = deadline
+    }
+
+    private func isLong(_ action: IncidentMachine.Action) -> Bool {
+        switch action {
+        // The quarantine is a rename on the same filesystem: not among them.
+        case .planRestore, .restore, .verify: true
+        default: false
+        }
+    }
+
+    /// The app was stopped by this incident and not started again since.
+    private var appLeftStopped: Bool {
+        guard let steps = record?.steps else { return false }
+        guard let stopped = steps.lastIndex(where: { $0.step == IncidentStepName.stopApp && $0.outcome == .ok }) else { return false }
+        return !steps[stopped...].contains { $0.step == IncidentStepName.startApp && $0.outcome == .ok }
+    }
+
+    /// Undoes a repair that cannot go on: moves the quarantined files back
+    /// (unless a verified copy was put in place), resumes replication and
+    /// starts the app, each recorded in the timeline.
+    private func putBackAndStartApp(why: String) async {
+        guard record != nil, appLeftStopped else { return }
+        let swapped = record?.steps.contains { $0.step == IncidentStepName.swap && $0.outcome == .ok } ?? false
+        let moved = record?.quarantined ?? []
+        if !swapped, !moved.isEmpty {
+            let start = Date()
+            let result = await BlockingPool.shared.run { () -> String? in
+                do {
+                    // Refuses to overwrite a file that appeared meanwhile.
+                    for f in moved { try Quarantine.moveFile(f.quarantined, to: f.original) }
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+            if let result {
+                await step(IncidentStepName.putBack, .failed, "\(why): \(result); the app stays stopped", at: start, ended: Date())
+                await resumeReplication()
+                await save()
+                return
+            }
+            await step(IncidentStepName.putBack, .ok, "\(why): moved \(moved.count) file\(moved.count == 1 ? "" : "s") back from \(record?.quarantineDir ?? "quarantine")", at: start, ended: Date())
+        }
+        await resumeReplication()
+        if let app {
+            let start = Date()
+            do {
+                let active = try await app.start(timeout: config.startTimeout)
+                await step(IncidentStepName.startApp, .ok, "\(app.description): started again (\(why))\(swapped ? "" : " on the damaged database")", at: start, ended: active)
+            } catch {
+                await step(IncidentStepName.startApp, .failed, "\(app.description): \(error) (\(why))", at: start, ended: Date())
+            }
+        }
+        await save()
+    }
+
+    /// Also after a restart, when nothing is paused in this process (harmless then).
+    private func resumeReplication() async {
+        paused = false
+        await hooks.resume(database, nil)
     }
 
     // MARK: - Inputs from the rest of guardian
@@ -294,14 +432,29 @@ public actor Remediator {
     /// each action's outcome back, until nothing is left to do. Terminates:
     /// every action yields at most one event and the machine only moves forward.
     func drive(_ first: IncidentMachine.Event) async {
-        var queue = [first]
-        while !queue.isEmpty {
-            let event = queue.removeFirst()
-            for action in machine.handle(event) {
+        await drive(actions: machine.handle(first))
+    }
+
+    /// Executes `initial` and what the outcomes lead to.
+    func drive(actions initial: [IncidentMachine.Action]) async {
+        var actions = initial
+        var queue: [IncidentMachine.Event] = []
+        while true {
+            for action in actions {
+                if let deadline = stopDeadline, ContinuousClock.now >= deadline, isLong(action), appLeftStopped {
+                    // guardian is stopping and this step may take long: undo instead.
+                    await putBackAndStartApp(why: "guardian is stopping")
+                    for a in machine.stopping() { _ = await execute(a) }
+                    queue.removeAll()
+                    break
+                }
                 if let next = await execute(action) { queue.append(next) }
             }
             await publish()
+            guard !queue.isEmpty else { break }
+            actions = machine.handle(queue.removeFirst())
         }
+        if !isRepairing { releaseIdleWaiters() }
     }
 
     private func execute(_ action: IncidentMachine.Action) async -> IncidentMachine.Event? {
@@ -496,6 +649,7 @@ public actor Remediator {
             return .appStopFailed(text)
         }
         await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
+        await save()
         return .appStopped
     }
 
@@ -527,6 +681,7 @@ public actor Remediator {
             record?.quarantined = moved
             let list = moved.map { "\(($0.original as NSString).lastPathComponent) (\(Units.formatBytes($0.size)))" }.joined(separator: ", ")
             await step(IncidentStepName.quarantine, .ok, "moved \(list) into \(dir) (kept, never deleted)", at: start, ended: Date())
+            await save()
             return .quarantined
         } catch {
             await step(IncidentStepName.quarantine, .failed, "\(error); nothing was left moved", at: start, ended: Date())
@@ -579,9 +734,15 @@ public actor Remediator {
         guard let r = record else { return .verifyFailed("no incident record") }
         let path = Quarantine.restorePath(for: database, incident: r.id, attempt: attempt)
         let queries = config.verifyQueries
-        let budget = config.confirmBudget
+        var budget = config.confirmBudget
         let start = Date()
-        let result = await RemediatePool.shared.run { IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        var result = await RemediatePool.shared.run { [budget] in IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        if case .failure(let f) = result, f.inconclusive {
+            // Out of time is no verdict: once more with more time.
+            await step(IncidentStepName.note, .info, "attempt \(attempt + 1): verification inconclusive (\(f)); trying again with \(Self.verifyRetryFactor)x the time")
+            budget = budget * Self.verifyRetryFactor
+            result = await RemediatePool.shared.run { [budget] in IntegrityChecker.verifyCopy(path: path, queries: queries, budget: budget) }
+        }
         let end = Date()
         record?.verifyFinishedAt = end
         switch result {
@@ -589,11 +750,17 @@ public actor Remediator {
             let q = queries.isEmpty ? "" : "; \(queries.count) verification quer\(queries.count == 1 ? "y" : "ies") non-zero"
             await step(IncidentStepName.verify, .ok, "integrity_check ok\(q)", at: start, ended: end)
             return .verified
+        case .failure(let f) where f.inconclusive:
+            await step(IncidentStepName.verify, .failed, "attempt \(attempt + 1): inconclusive, \(f); the copy is kept at \(path)", at: start, ended: end)
+            return .verifyInconclusive("\(f); copy kept at \(path)")
         case .failure(let f):
             await step(IncidentStepName.verify, .failed, "attempt \(attempt + 1): \(f)", at: start, ended: end)
             return .verifyFailed(f.description)
         }
     }
+
+    /// A verification that ran out of time is tried once more with this many times the budget.
+    static let verifyRetryFactor = 4
 
     private func swap() async -> IncidentMachine.Event {
         guard let r = record else { return .swapFailed("no incident record") }

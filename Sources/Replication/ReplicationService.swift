@@ -52,10 +52,16 @@ public struct ReplicationService: Service {
             }
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
-            await control.waitForResume(config.path)
+            // Paused is not hung: the loop keeps beating while remediation works.
+            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) { await control.waitForResume(config.path) }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
         }
     }
+
+    /// How long known long work (start-up against slow replicas and the
+    /// first full image, a snapshot, a remediation pause) keeps the loop's
+    /// heartbeat going; past it, a loop still inside counts as hung.
+    public static let longWorkLimit: Duration = .seconds(1800)
 
     /// Returns true when the session ended because the database file was
     /// replaced at its path (a new session must start on the new file).
@@ -93,6 +99,9 @@ public struct ReplicationService: Service {
             return false
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
+        // Finding the replicas' positions and writing the first image may take long.
+        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: heartbeat)
+        defer { startup.cancel() }
 
         // 2. Where do the replicas stand? At least one must answer before
         // guardian numbers new files (the pin keeps every frame meanwhile).
@@ -103,6 +112,9 @@ public struct ReplicationService: Service {
             let record = ReplicaHistory.recordPath(stateDir: stateDir, database: config.path, replica: replica)
             shippers.append(ReplicaShipper(config: replica, client: client, replicator: replicator, positions: book, logger: logger, recordPath: record))
         }
+        // The database is open: say so before asking the replicas (one that
+        // does not answer must not keep guardian from being ready).
+        await publishStatus(replicator, shippers)
         // Every replica is asked; one that does not answer is not "at 0": its
         // shipper asks again before writing to it, and one found ahead of (or
         // apart from) this session's numbering gets a snapshot above it.
@@ -112,7 +124,8 @@ public struct ReplicationService: Service {
         while !shippers.isEmpty {
             for s in shippers {
                 do {
-                    let (p, h, history) = try await s.discover()
+                    // A replica that does not answer must not hold up a shutdown.
+                    let (p, h, history) = try await cancelWhenGracefulShutdown { try await s.discover() }
                     positions.append(p)
                     if let h, h.maxTXID >= (newestL0?.maxTXID ?? 0) {
                         newestL0 = h
@@ -133,7 +146,8 @@ public struct ReplicationService: Service {
             }
         }
         try await replicator.bootstrap(replicaPositions: positions, newestL0: newestL0, newestHistory: newestHistory, fullImage: fullImage)
-        if let newestSnapshot = try? await newestSnapshotDate(shippers) { await replicator.markSnapshotTaken(at: newestSnapshot) }
+        let found = shippers
+        if let newestSnapshot = try? await cancelWhenGracefulShutdown({ try await newestSnapshotDate(found) }) { await replicator.markSnapshotTaken(at: newestSnapshot) }
         do {
             try await replicator.sync()
         } catch let r as Replicator.Replaced {
@@ -142,6 +156,7 @@ public struct ReplicationService: Service {
             return true
         }
         await publishStatus(replicator, shippers)
+        startup.cancel()
 
         // 3. Run the shippers and the sync loop.
         let watcher = WALWatcher(walPath: config.path + "-wal")
@@ -150,7 +165,7 @@ public struct ReplicationService: Service {
         await withDiscardingTaskGroup { group in
             for s in shippers {
                 let stream = await replicator.subscribe()
-                group.addTask { await s.run(wakeups: stream) }
+                group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
             await withDiscardingTaskGroup { wakers in
                 wakers.addTask {
@@ -175,9 +190,12 @@ public struct ReplicationService: Service {
                     let busy = await replicator.lastSyncTransactions
                     if busy > 1 { try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5)) }
                     do {
-                        try await replicator.sync()
-                        try await replicator.checkpointIfNeeded()
-                        if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
+                        // A full image or a snapshot may keep the loop busy for long.
+                        try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
+                            try await replicator.sync()
+                            try await replicator.checkpointIfNeeded()
+                            if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
+                        }
                         failing = false
                     } catch is Replicator.Replaced {
                         wake.yield(())  // ends the session at the top of the loop
@@ -203,6 +221,27 @@ public struct ReplicationService: Service {
         await publishStatus(replicator, shippers)
         await replicator.closeConnections()
         return await replicator.replaced != nil
+    }
+
+    /// How long the replicas get to take what is pending once guardian is
+    /// stopping: one that does not answer must not hold up the stop.
+    static let stopDrainLimit: Duration = .seconds(3)
+
+    /// Runs `work`; once guardian is stopping, it gets `limit` more, then is cancelled.
+    static func drain(within limit: Duration, _ work: @escaping @Sendable () async -> Void) async {
+        let task = Task { await work() }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await task.value
+            } onGracefulShutdown: {
+                Task {
+                    try? await Task.sleep(for: limit)
+                    task.cancel()
+                }
+            }
+        } onCancel: {
+            task.cancel()
+        }
     }
 
     private func newestSnapshotDate(_ shippers: [ReplicaShipper]) async throws -> Date? {

@@ -26,6 +26,9 @@ struct Daemon {
         func take() -> GuardianConfig? { lock.withLock { defer { pending = nil }; return pending } }
     }
 
+    /// How long a reload waits for a repair under way.
+    static let reloadWaitLimit: Duration = .seconds(600)
+
     func run(initial: GuardianConfig) async throws {
         var config = initial
         var generation = 0
@@ -79,6 +82,7 @@ struct Daemon {
         let alerter = Alerter(destinations: config.alerts, transport: HTTPAlertTransport(), store: store, logger: logger)
         services.append(.init(service: AlertService(alerter: alerter), serviceName: "alerts"))
         let control = ReplicationControl()
+        var remediations: [RemediationService] = []
         for db in config.dbs {
             let loop = "db:\(db.path)"
             // Remediation pauses this database's replication while it swaps
@@ -96,6 +100,7 @@ struct Daemon {
                     alerter: alerter)
             }
             let observer = remediation
+            if let remediation { remediations.append(remediation) }
             let service = ReplicationService(
                 config: db.replication, stateDir: config.stateDir, logger: logger,
                 onStatus: { status in
@@ -104,7 +109,9 @@ struct Daemon {
                 },
                 heartbeat: { await board.beat(loop) }, control: control)
             // A database that cannot be replicated must not take the others down.
-            services.append(.init(service: service, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
+            services.append(.init(
+                service: ReportingReplicationService(inner: service, board: board, logger: logger), successTerminationBehavior: .ignore,
+                failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
             if let remediation {
                 services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
             }
@@ -148,6 +155,7 @@ struct Daemon {
         groupConfig.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfig)
 
+        let repairs = remediations
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask {
                 // Reload on SIGHUP for as long as this generation runs.
@@ -156,6 +164,8 @@ struct Daemon {
                         let next = try GuardianConfig.load(path: configPath)
                         notifier.reloading()
                         await board.setState(.reloading)
+                        // A repair under way finishes first: cutting it short would leave the app stopped.
+                        for r in repairs { await r.waitUntilIdle(timeout: Self.reloadWaitLimit, reason: "configuration reload requested") }
                         box.set(next)
                         await group.triggerGracefulShutdown()
                         return

@@ -58,7 +58,10 @@ struct NotifyService: Service {
     let isReload: Bool
 
     func run() async throws {
-        await board.waitUntilDatabasesSettled()
+        // A stop before every database settled must not wait for them.
+        let board = board
+        await cancelWhenGracefulShutdown { await board.waitUntilDatabasesSettled() }
+        if Task.isShuttingDownGracefully || Task.isCancelled { return }
         await board.setState(.ready)
         var last = await board.summary()
         notifier.ready(status: last)
@@ -80,6 +83,26 @@ struct NotifyService: Service {
                     logger.event(.internalError, level: .error, ["stalled_loops": "\(stale.joined(separator: ","))"])
                 }
             }
+        }
+    }
+}
+
+/// A database's replication, reporting to the status board when it ends
+/// with an error (the board would otherwise wait for the database forever,
+/// and guardian would never be ready).
+struct ReportingReplicationService: Service {
+    let inner: ReplicationService
+    let board: StatusBoard
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await inner.run()
+        } catch {
+            let path = inner.config.path
+            logger.event(.internalError, level: .error, ["db": "\(path)", "error": "replication stopped: \(error)"])
+            await board.update(DatabaseStatus(path: path, state: "error", error: "\(error)"))
+            throw error
         }
     }
 }

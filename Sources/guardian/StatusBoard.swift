@@ -16,7 +16,8 @@ actor StatusBoard {
     private var databases: [String: DatabaseStatus] = [:]
     private var order: [String] = []
     private var heartbeats: [String: ContinuousClock.Instant] = [:]
-    private var readyWaiters: [CheckedContinuation<Void, Never>] = []
+    private var readyWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter = 0
     private var disk: [MountStatus] = []
     private var health: [String: HealthStatus] = [:]
     private var drills: [String: DrillStatus] = [:]
@@ -32,7 +33,7 @@ actor StatusBoard {
     func update(_ status: DatabaseStatus) {
         databases[status.path] = status
         if allDatabasesSettled {
-            for w in readyWaiters { w.resume() }
+            for w in readyWaiters.values { w.resume() }
             readyWaiters.removeAll()
         }
     }
@@ -40,10 +41,21 @@ actor StatusBoard {
     /// Every database has been opened (or has reported why it cannot be).
     var allDatabasesSettled: Bool { databases.values.allSatisfy { $0.state != "opening" } }
 
+    /// Returns when every database has settled, or when the task is cancelled.
     func waitUntilDatabasesSettled() async {
         if allDatabasesSettled { return }
-        await withCheckedContinuation { readyWaiters.append($0) }
+        let id = nextWaiter
+        nextWaiter += 1
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { c in
+                if Task.isCancelled { c.resume() } else { readyWaiters[id] = c }
+            }
+        } onCancel: {
+            Task { await self.releaseWaiter(id) }
+        }
     }
+
+    private func releaseWaiter(_ id: Int) { readyWaiters.removeValue(forKey: id)?.resume() }
 
     func beat(_ name: String) { heartbeats[name] = .now }
 

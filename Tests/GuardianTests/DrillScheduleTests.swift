@@ -99,7 +99,7 @@ import Testing
 
     // MARK: - Configuration
 
-    let env = ["HOME": "/root"]
+    let env = ["HOME": "/root", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY123", "AWS_SECRET_ACCESS_KEY": "example-secret"]
 
     func parse(_ text: String) throws -> GuardianConfig {
         try GuardianConfig.parse(text: text, file: "g.yml", environment: env)

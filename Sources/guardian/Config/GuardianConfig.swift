@@ -336,6 +336,10 @@ extension GuardianConfig {
             _ = m.has(key)
         }
         try m.finish()
+        if case .s3(let s3) = target, s3.accessKeyID?.isEmpty ?? true || s3.secretAccessKey?.isEmpty ?? true {
+            // Checked last, so that a mistake in the other keys is reported first.
+            throw node.error("no credentials: set access-key-id/secret-access-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY)")
+        }
         return ReplicaConfig(name: name, target: target, syncInterval: sync, retention: retention)
     }
 

@@ -7,6 +7,7 @@ final class NotifyReceiver: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSLock()
     private var received: [String] = []
+    private var times: [ContinuousClock.Instant] = []
 
     init(path: String) throws {
         self.path = path
@@ -25,13 +26,22 @@ final class NotifyReceiver: @unchecked Sendable {
                 let n = recv(fd, &buffer, buffer.count, 0)
                 if n <= 0 { break }
                 let text = String(decoding: buffer[0..<n], as: UTF8.self)
-                self.lock.withLock { self.received.append(text) }
+                self.lock.withLock {
+                    self.received.append(text)
+                    self.times.append(.now)
+                }
             }
         }
         thread.start()
     }
 
     var messages: [String] { lock.withLock { received } }
+
+    /// Every datagram with when it arrived.
+    var timed: [(at: ContinuousClock.Instant, text: String)] { lock.withLock { Array(zip(times, received)) } }
+
+    /// When each WATCHDOG=1 arrived.
+    var watchdogPings: [ContinuousClock.Instant] { timed.filter { $0.text.contains("WATCHDOG=1") }.map(\.at) }
 
     func close() {
         shutdown(fd, Int32(SHUT_RDWR))
