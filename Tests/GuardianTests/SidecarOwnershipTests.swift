@@ -66,6 +66,44 @@ import Testing
         #expect(await child.wait(timeout: .seconds(20)) == 0, "\(child.stderr)")
     }
 
+    /// The application's directory is the application's: a `-wal` that is
+    /// a symbolic link (or a hard link) to another file must not hand that
+    /// file to the application's user. Real links to a root-owned 0600 file.
+    @Test(.enabled(if: geteuid() == 0))
+    func linksPlantedAsSidecarsAreNeverFollowed() throws {
+        let dir = try TestSupport.makeTempDir("sidecar-link")
+        defer { TestSupport.cleanup(dir) }
+        let victim = dir + "/victim"
+        let victim2 = dir + "/victim2"
+        for p in [victim, victim2] {
+            _ = FileManager.default.createFile(atPath: p, contents: Data("secret".utf8))
+            chown(p, 0, 0)
+            chmod(p, 0o600)
+        }
+        let db = dir + "/app.db"
+        _ = FileManager.default.createFile(atPath: db, contents: nil)
+        chown(db, Self.app, Self.app)
+        chmod(db, 0o644)
+        #expect(symlink(victim, db + "-wal") == 0)
+        #expect(link(victim2, db + "-shm") == 0)
+        let owner = try #require(SidecarOwner(database: db))
+        _ = owner.settle()
+        for p in [victim, victim2] {
+            var st = stat()
+            #expect(stat(p, &st) == 0)
+            #expect(st.st_uid == 0 && st.st_gid == 0 && st.st_mode & 0o777 == 0o600, "\(p) became \(st.st_uid):\(st.st_gid) \(String(st.st_mode & 0o777, radix: 8))")
+        }
+        // Real sidecars (SQLite's own) still get the owner.
+        unlink(db + "-wal")
+        unlink(db + "-shm")
+        for p in [db + "-wal", db + "-shm"] { _ = FileManager.default.createFile(atPath: p, contents: nil) }
+        #expect(owner.settle())
+        for p in [db + "-wal", db + "-shm"] {
+            var st = stat()
+            #expect(stat(p, &st) == 0 && owner.matches(st), "\(p) belongs to \(st.st_uid):\(st.st_gid)")
+        }
+    }
+
     @Test func theHelperGivesBothFilesTheOwnersIdentity() throws {
         let dir = try TestSupport.makeTempDir("sidecar-unit")
         defer { TestSupport.cleanup(dir) }
