@@ -27,6 +27,10 @@ public struct DiskConfig: Sendable, Equatable {
     /// At the emergency level, once everything else is done, delete rotated
     /// logs oldest first (keeping the newest one of each log).
     public var emergencyDeleteArchives: Bool
+    /// What cleanup never deletes (quarantine, replicas, drill scratch,
+    /// restored copies; the state directory is always added): filled in
+    /// from the rest of the configuration, not a `disk:` key.
+    public var kept = KeptPaths()
 
     public init(
         interval: Duration = .seconds(1), warn: Double = 80, critical: Double = 90, emergency: Double = 95,

@@ -24,11 +24,24 @@ public enum Quarantine {
     /// The companions SQLite keeps beside a database.
     public static let suffixes = ["", "-wal", "-shm", "-journal"]
 
+    /// Where a database's quarantine directories go: `base`, or
+    /// `<db dir>/guardian-quarantine`.
+    public static func root(for database: String, base: String?) -> String {
+        base ?? ((database as NSString).deletingLastPathComponent as NSString).appendingPathComponent("guardian-quarantine")
+    }
+
+    /// The name prefix of remediation's restored copies beside a database
+    /// (`restorePath`).
+    public static func restorePrefix(for database: String) -> String {
+        let dir = (database as NSString).deletingLastPathComponent
+        return (dir as NSString).appendingPathComponent(".\((database as NSString).lastPathComponent).guardian-restore-")
+    }
+
     /// `<base>/<20261125T140000Z>-incident-<id>`, base defaulting to
     /// `<db dir>/guardian-quarantine` (same filesystem: the move is a rename
     /// that needs no free space).
     public static func directory(for database: String, base: String?, incident: Int64, at: Date) -> String {
-        let root = base ?? ((database as NSString).deletingLastPathComponent as NSString).appendingPathComponent("guardian-quarantine")
+        let root = root(for: database, base: base)
         let stamp = Timestamps.iso8601(at).prefix(19).replacingOccurrences(of: "-", with: "").replacingOccurrences(of: ":", with: "")
         return (root as NSString).appendingPathComponent("\(stamp)Z-incident-\(incident)")
     }
@@ -135,9 +148,7 @@ public enum Quarantine {
     /// The temp file a restore writes, beside the database (same filesystem,
     /// so the swap is an atomic rename).
     public static func restorePath(for database: String, incident: Int64, attempt: Int) -> String {
-        let dir = (database as NSString).deletingLastPathComponent
-        let name = (database as NSString).lastPathComponent
-        return (dir as NSString).appendingPathComponent(".\(name).guardian-restore-\(incident)-\(attempt)")
+        restorePrefix(for: database) + "\(incident)-\(attempt)"
     }
 
     /// Removes a rejected restored copy and any -wal/-shm SQLite left beside it

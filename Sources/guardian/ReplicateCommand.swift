@@ -69,8 +69,9 @@ struct ReplicateCommand: AsyncParsableCommand {
     static func makeScratchDirectory() throws -> String {
         let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array("\(base)/guardian-replicate-XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { buffer in
-            mkdtemp(buffer.baseAddress).map { String(cString: $0) }
+        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+            guard let base = buffer.baseAddress, let result = mkdtemp(base) else { return nil }
+            return String(cString: result)
         }
         guard let made else { throw SystemError("mkdtemp", path: "\(base)/guardian-replicate-XXXXXX") }
         return made
