@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import DiskWatch
 @testable import guardian
+import Platform
 @testable import Replication
 
 @Suite struct ConfigTests {
@@ -19,6 +21,30 @@ import Testing
         } catch {
             return "unexpected: \(error)"
         }
+    }
+
+    /// guardian's secrets (variables the configuration references,
+    /// credentials by name, systemd's notify socket) never reach a
+    /// postrotate (or stop/start) command's environment. A real rotation
+    /// whose postrotate writes its environment out.
+    @Test func childCommandsNeverGetGuardiansSecrets() throws {
+        let dir = try TestSupport.makeTempDir("child-env")
+        defer { TestSupport.cleanup(dir) }
+        setenv("GUARDIAN_TEST_HOOK_URL", "https://hooks.example/T000/hook-value-1", 1)
+        setenv("GUARDIAN_TEST_DB_PASSWORD", "pw-value-2", 1)
+        setenv("GUARDIAN_TEST_PLAIN", "plain-value-3", 1)
+        defer { for n in ["GUARDIAN_TEST_HOOK_URL", "GUARDIAN_TEST_DB_PASSWORD", "GUARDIAN_TEST_PLAIN"] { unsetenv(n) } }
+        _ = try GuardianConfig.parse(
+            text: "alerts:\n  - type: slack\n    url: ${GUARDIAN_TEST_HOOK_URL}\n", file: "g.yml",
+            environment: ProcessInfo.processInfo.environment)
+        try TestSupport.write("line\n", to: dir + "/app.log")
+        let rotator = DiskKit.rotator(
+            [LogRotationConfig(paths: [dir + "/app.log"], rotate: 1, postRotate: ["/bin/sh", "-c", "env > \(dir)/env.txt"])], state: nil)
+        rotator.runScheduled(force: true)
+        let seen = try String(contentsOfFile: dir + "/env.txt", encoding: .utf8)
+        #expect(!seen.contains("hook-value-1") && !seen.contains("pw-value-2"), "\(seen)")
+        #expect(seen.contains("GUARDIAN_TEST_PLAIN=plain-value-3") && seen.contains("PATH="))
+        #expect(ChildEnvironment.isHidden("AWS_SECRET_ACCESS_KEY") && ChildEnvironment.isHidden("NOTIFY_SOCKET"))
     }
 
     @Test func litestreamStyleConfigParses() throws {

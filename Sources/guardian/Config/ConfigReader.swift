@@ -208,6 +208,9 @@ enum ConfigText {
                 guard name.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
                     throw ConfigError(file: file, line: line, key: "", message: "\"${\(inner)}\" is not a valid variable reference")
                 }
+                // Whatever the configuration takes from the environment may be
+                // a secret: guardian's children never get it.
+                ChildEnvironment.hide([name])
                 if let v = environment[name], !(v.isEmpty && fallback != nil) {
                     out += v
                 } else if let fallback {
