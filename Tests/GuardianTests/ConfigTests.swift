@@ -47,6 +47,20 @@ import Platform
         #expect(ChildEnvironment.isHidden("AWS_SECRET_ACCESS_KEY") && ChildEnvironment.isHidden("NOTIFY_SOCKET"))
     }
 
+    /// The systemd generator writes paths into a unit drop-in: a newline in
+    /// one must not end the line and add a setting (ExecStartPre= as root...).
+    @Test func systemdDropInsEscapeEveryPath() throws {
+        var sandbox = SandboxPaths(try parse("state-dir: /var/lib/guardian\n"))
+        sandbox.writable = [SandboxPaths.Entry(path: "/srv/a\nExecStartPre=/bin/evil", why: "database /srv/a\nExecStartPre=/bin/evil")]
+        let text = sandbox.dropIn(source: "g.yml")
+        let settings = text.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        #expect(settings == ["[Service]", "ReadWritePaths=-/srv/a\\nExecStartPre=/bin/evil"], "\(text)")
+        #expect(SandboxPaths.escape("-/srv/my dir/100%\t\u{1}\"q\\") == "\"-/srv/my dir/100%%\\t\\x01\\\"q\\\\\"")
+        // The configuration refuses such paths in the first place, naming the line.
+        #expect(error("state-dir: \"/var/lib/a\\nb\"\n")?.hasPrefix("g.yml:1: state-dir:") == true)
+        #expect(error("disk:\n  logs:\n    - paths: [\"/var/log/a\\n.log\"]\n")?.hasPrefix("g.yml:3: disk.logs[0].paths:") == true)
+    }
+
     @Test func litestreamStyleConfigParses() throws {
         let c = try parse("""
             dbs:

@@ -394,6 +394,7 @@ extension GuardianConfig {
         let pathsNode = try m.required("paths")
         let paths = try pathsNode.stringList()
         for p in paths where !p.hasPrefix("/") { throw pathsNode.error("\"\(p)\" must be an absolute path or glob") }
+        for p in paths { try pathsNode.noControlCharacters(p) }
         for p in paths where p.split(separator: "/").contains("..") {
             throw pathsNode.error("\"\(p)\" must not contain .. components")
         }
