@@ -61,6 +61,22 @@ import Platform
         #expect(error("disk:\n  logs:\n    - paths: [\"/var/log/a\\n.log\"]\n")?.hasPrefix("g.yml:3: disk.logs[0].paths:") == true)
     }
 
+    /// The packaged configuration shows secrets as ${VAR} (never inline),
+    /// loads without them, and postinst makes it root:guardian 0640; the
+    /// unit leaves /proc/locks visible (the open-database check needs it).
+    @Test func shippedPackagingKeepsSecretsOutOfTheConfiguration() throws {
+        let root = TestSupport.packageRoot + "/packaging"
+        let yml = try String(contentsOfFile: root + "/guardian.yml", encoding: .utf8)
+        #expect(!yml.contains("hooks.slack.com/services/T"), "an inline webhook URL in the shipped configuration")
+        #expect(yml.contains("url: ${SLACK_WEBHOOK_URL}"))
+        _ = try GuardianConfig.parse(text: yml, file: "guardian.yml", environment: [:])
+        let postinst = try String(contentsOfFile: root + "/debian/postinst", encoding: .utf8)
+        #expect(postinst.contains("chown root:guardian \"$conf\"") && postinst.contains("chmod 0640 \"$conf\""))
+        let unit = try String(contentsOfFile: root + "/guardian.service", encoding: .utf8)
+        let settings = unit.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(settings.contains("ProtectProc=noaccess") && !settings.contains { $0.hasPrefix("ProcSubset=") })
+    }
+
     @Test func litestreamStyleConfigParses() throws {
         let c = try parse("""
             dbs:
