@@ -20,6 +20,7 @@ enum CleanupScanner {
     ) -> (candidates: [Candidate], problems: [DiskEvent]) {
         var out: [Candidate] = []
         let keptIDs = kept.directoryIDs()
+        let resolvedKept = kept.resolved()
         var problems: [DiskEvent] = []
         for rule in rules {
             let root: SafeDirectory
@@ -36,7 +37,7 @@ enum CleanupScanner {
                 continue
             }
             walk(
-                root, rule: rule, device: device, now: now, protected: protected, excluded: excluded, kept: kept, keptIDs: keptIDs,
+                root, rule: rule, device: device, now: now, protected: protected, excluded: excluded, kept: resolvedKept, keptIDs: keptIDs,
                 depth: 0, into: &out)
         }
         return (out.sorted { $0.stat.modificationDate < $1.stat.modificationDate }, problems)
@@ -130,14 +131,23 @@ public struct KeptPaths: Sendable, Equatable {
         return nil
     }
 
-    /// Whether a file cleanup found must be left alone.
+    /// Every directory and prefix in each of its forms (as written and
+    /// resolved), so that `contains` resolves only the path it is asked about.
+    func resolved() -> KeptPaths {
+        var dirs: [String] = []
+        for d in directories { dirs += Self.forms(d) }
+        var prefixes: [String] = []
+        for p in filePrefixes {
+            let dir = (p as NSString).deletingLastPathComponent, name = (p as NSString).lastPathComponent
+            prefixes += Self.forms(dir).map { ($0 as NSString).appendingPathComponent(name) }
+        }
+        return KeptPaths(directories: Array(Set(dirs)), filePrefixes: Array(Set(prefixes)))
+    }
+
+    /// Whether a file cleanup found must be left alone (on a `resolved()` set).
     func contains(_ path: String) -> Bool {
-        let forms = Self.forms(path)
-        for f in forms {
-            if directories.contains(where: { dir in Self.forms(dir).contains { Self.isInside(f, $0) } }) { return true }
-            if filePrefixes.contains(where: { p in Self.forms(p).contains { f.hasPrefix($0) } || f.hasPrefix(ProtectedFiles.normalize(p)) }) {
-                return true
-            }
+        for f in Self.forms(path) {
+            if directories.contains(where: { Self.isInside(f, $0) }) || filePrefixes.contains(where: { f.hasPrefix($0) }) { return true }
         }
         return false
     }
