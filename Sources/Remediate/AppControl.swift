@@ -284,8 +284,26 @@ public enum OpenFiles {
         public var uninspected = 0
         /// Whether `/proc/locks` was read.
         public var locksRead = false
+        /// /proc hides other users' processes altogether (hidepid=invisible
+        /// or ptraceable): they are not even counted.
+        public var processesHidden = false
         /// Every process was inspected: no holders means none.
-        public var isComplete: Bool { uninspected == 0 }
+        public var isComplete: Bool { uninspected == 0 && !processesHidden }
+    }
+
+    /// Whether /proc is mounted so that other users' processes are not
+    /// listed at all (`hidepid=invisible`/`2`, `ptraceable`/`4`).
+    static func procHidesProcesses(mountinfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> Bool {
+        guard let mountinfo else { return true }
+        // The last mount at /proc is the one in effect.
+        var hides = false
+        for line in mountinfo.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, fields[4] == "/proc" else { continue }
+            let options = line.split(separator: ",").flatMap { $0.split(separator: " ") }
+            hides = options.contains { ["hidepid=2", "hidepid=invisible", "hidepid=4", "hidepid=ptraceable"].contains(String($0)) }
+        }
+        return hides
     }
 
     /// Blocking: scans /proc. Matches by device and inode, so renamed files count.
@@ -300,6 +318,7 @@ public enum OpenFiles {
         }
         var result = Scan()
         guard !targets.isEmpty else { return result }
+        result.processesHidden = procHidesProcesses()
         let me = getpid()
         if let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") {
             for entry in procs {

@@ -486,10 +486,12 @@ public actor Remediator {
             await step(
                 IncidentStepName.release, .ok,
                 "replication paused; no SQLite connection to the database (none in /proc/locks); "
-                    + "\(scan.uninspected) processes of other users could not be inspected for other open files",
+                    + (scan.processesHidden
+                    ? "other users' processes are hidden in /proc and could not be inspected for other open files"
+                    : "\(scan.uninspected) processes of other users could not be inspected for other open files"),
                 at: stopped, ended: Date())
         } else {
-            let text = "cannot tell whether another process has \(database) open: \(scan.uninspected) processes could not be inspected "
+            let text = "cannot tell whether another process has \(database) open: \(scan.processesHidden ? "other users' processes are hidden" : "\(scan.uninspected) processes could not be inspected") "
                 + "and /proc/locks is unreadable (give guardian ProcSubset=all, or run it where it can read /proc/<pid>/fd)"
             await step(IncidentStepName.release, .failed, text, at: stopped, ended: Date())
             return .appStopFailed(text)

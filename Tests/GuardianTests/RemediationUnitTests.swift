@@ -578,6 +578,17 @@ enum Damage {
         #expect(!blind.contains("uninspected=0"), "processes it could not inspect must be counted: \(blind)")
     }
 
+    @Test func procMountedWithHidepidIsNotTakenForComplete() {
+        let plain = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+        let hidden = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw,hidepid=invisible\n"
+        let numeric = "30 22 0:5 / /proc rw,relatime - proc proc rw,hidepid=2,subset=pid\n"
+        #expect(!OpenFiles.procHidesProcesses(mountinfo: plain))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: hidden))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: numeric))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: nil), "unknown counts as hidden")
+        #expect(!OpenFiles.Scan(holders: [], uninspected: 0, locksRead: true, processesHidden: true).isComplete)
+    }
+
     @Test func lockTableLinesAreMatchedByDeviceAndInode() {
         let dev = UInt64(8 << 8 | 1)  // 08:01
         let text = """
