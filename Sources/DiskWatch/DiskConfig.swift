@@ -37,6 +37,10 @@ public struct DiskConfig: Sendable, Equatable {
     /// replication settings). `guardian doctor` compares it with the free
     /// space below the emergency level and with the ballast.
     public var databaseHeadroom: Int64
+    /// What cleanup never deletes (quarantine, replicas, drill scratch,
+    /// restored copies; the state directory is always added): filled in
+    /// from the rest of the configuration, not a `disk:` key.
+    public var kept = KeptPaths()
 
     public init(
         interval: Duration = .seconds(1), warn: Double = 80, critical: Double = 90, emergency: Double = 95,

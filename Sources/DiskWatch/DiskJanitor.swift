@@ -186,7 +186,10 @@ actor DiskJanitor {
             case .cleanupPaths:
                 var excluded: Set<String> = [(stateDir as NSString).appendingPathComponent(RotationState.fileName)]
                 if let b = ballast { excluded.insert(b.config.path) }
-                let found = CleanupScanner.candidates(rules: config.cleanup, device: device, now: Date(), protected: protected, excluded: excluded)
+                var kept = config.kept
+                kept.directories.append(stateDir)
+                let found = CleanupScanner.candidates(
+                    rules: config.cleanup, device: device, now: Date(), protected: protected, excluded: excluded, kept: kept)
                 stepEvents += found.problems
                 for candidate in found.candidates {
                     if stop.isStopped || reached() { break }

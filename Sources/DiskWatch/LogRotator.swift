@@ -334,6 +334,10 @@ final class LogRotator {
                         && Archive.parse(name, base: (other as NSString).lastPathComponent) != nil
                 }) { continue }
                 guard !seen.contains(path) else { continue }
+                if let link = Self.linkedComponent(of: dirPath, pattern: pattern) {
+                    refuse(path, reason: "reached through the symbolic link \(link) (matched by a wildcard); rotation never follows one")
+                    continue
+                }
                 let dir: SafeDirectory
                 if let d = dirs[dirPath] {
                     dir = d
@@ -364,6 +368,24 @@ final class LogRotator {
             }
         }
         return out
+    }
+
+    /// The first directory of a match, below the pattern's fixed part (the
+    /// components the configuration names without wildcards), that is a
+    /// symbolic link (or is gone); nil when there is none. glob(3) follows
+    /// links where a wildcard matches a directory: `/srv/*/logs/*.log`
+    /// must not reach `/srv/link -> /etc`.
+    static func linkedComponent(of dirPath: String, pattern: String) -> String? {
+        let fixedCount = DiskConfig.fixedDirectory(of: pattern).split(separator: "/").count
+        let parts = dirPath.split(separator: "/")
+        guard parts.count > fixedCount else { return nil }
+        var current = "/" + parts[0..<fixedCount].joined(separator: "/")
+        for part in parts[fixedCount...] {
+            current = current.hasSuffix("/") ? current + part : current + "/" + part
+            var st = stat()
+            if Glibc.lstat(current, &st) != 0 || st.isSymlink { return current }
+        }
+        return nil
     }
 
     static func glob(_ pattern: String) throws -> [String] {

@@ -26,7 +26,11 @@ public enum DurableFile {
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, mtime: Date? = nil) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        // A leftover (or planted) temp file is removed, never followed: a
+        // symbolic link there is unlinked itself, and the new file is created
+        // exclusively.
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("open", path: tmp) }
         do {
             try writeAll(fd: fd, bytes, path: tmp)
@@ -74,6 +78,37 @@ public enum DurableFile {
         guard fd >= 0 else { throw SystemError("open", path: dir) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw SystemError("fsync", path: dir) }
+    }
+
+    /// Creates `path` and its parents like `makeDirectories` (the last one
+    /// 0700), then makes sure it is guardian's own: a real directory (not a
+    /// symbolic link), owned by this process's user, writable by no one
+    /// else. A directory someone else made (say a predictable name in /tmp)
+    /// is refused, never used.
+    public static func makePrivateDirectory(_ path: String) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path { try makeDirectories(parent) }
+        if mkdir(path, 0o700) == 0 {
+            if !parent.isEmpty { try? syncDirectory(parent) }
+        } else if errno != EEXIST {
+            throw SystemError("mkdir", path: path)
+        }
+        try checkPrivateDirectory(path)
+    }
+
+    /// Throws unless `path` is a directory (not a link) owned by this
+    /// process's user and not writable by group or others.
+    public static func checkPrivateDirectory(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw SystemError("lstat", path: path) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw SystemError("use as a private directory (not a directory, or a symbolic link)", path: path, code: ENOTDIR)
+        }
+        guard st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else {
+            throw SystemError(
+                "use as a private directory (owner uid \(st.st_uid), mode \(String(st.st_mode & 0o7777, radix: 8)); "
+                    + "needs uid \(geteuid()), not writable by group or others)", path: path, code: EPERM)
+        }
     }
 
     /// Creates `path` and its parents (mode 0755), fsyncing each directory created.

@@ -11,6 +11,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
     /// The target's path, without query or fragment (`/metrics`).
     public var path: String
     public var version: String
+    /// The `Host` header, as sent (nil when there is none).
+    public var host: String? = nil
 }
 
 /// Why no request head could be read.
@@ -88,23 +90,29 @@ public enum HTTPServing {
         guard !method.isEmpty, method.allSatisfy({ tchar.contains($0) }) else { return .failure(.malformed("bad method")) }
         guard version == "HTTP/1.1" || version == "HTTP/1.0" else { return .failure(.malformed("not HTTP/1.x")) }
         guard !target.isEmpty, target.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else { return .failure(.malformed("bad target")) }
+        var host: String?
         for line in lines.dropFirst() {
             // obs-fold (a header line continued on the next) is refused, as RFC 9112 5.2 allows.
             guard let colon = line.firstIndex(of: ":"), colon != line.startIndex, !line[line.startIndex].isWhitespace else {
                 return .failure(.malformed("bad header line"))
+            }
+            if line[..<colon].lowercased() == "host" {
+                // RFC 9112 3.2: more than one Host is answered 400.
+                guard host == nil else { return .failure(.malformed("more than one Host header")) }
+                host = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
             }
         }
         var path = target
         if !path.hasPrefix("/") {
             // Absolute-form (`http://host:port/metrics`) keeps only the path.
             guard let scheme = path.range(of: "://") else {
-                return path == "*" ? .success(HTTPRequestHead(method: method, target: target, path: "*", version: version)) : .failure(.malformed("bad target"))
+                return path == "*" ? .success(HTTPRequestHead(method: method, target: target, path: "*", version: version, host: host)) : .failure(.malformed("bad target"))
             }
             let rest = path[scheme.upperBound...]
             path = rest.firstIndex(of: "/").map { String(rest[$0...]) } ?? "/"
         }
         if let cut = path.firstIndex(where: { $0 == "?" || $0 == "#" }) { path = String(path[..<cut]) }
-        return .success(HTTPRequestHead(method: method, target: target, path: path, version: version))
+        return .success(HTTPRequestHead(method: method, target: target, path: path, version: version, host: host))
     }
 
     /// A complete response: status line, `Content-Type`, `Content-Length`,
@@ -127,6 +135,7 @@ public enum HTTPServing {
         case 400: "Bad Request"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
+        case 421: "Misdirected Request"
         case 431: "Request Header Fields Too Large"
         case 500: "Internal Server Error"
         case 503: "Service Unavailable"

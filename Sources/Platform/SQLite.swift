@@ -246,18 +246,38 @@ public struct SidecarOwner: Sendable {
     /// Gives `-wal` and `-shm` the database's owner, group and permission
     /// bits where they differ (needs CAP_CHOWN, which the packaged unit
     /// grants). True once both exist (nothing more to watch for).
+    ///
+    /// The directory belongs to the application, which could plant a
+    /// symbolic or hard link named `app.db-wal` pointing at any file: each
+    /// sidecar is opened with `O_NOFOLLOW` and changed through that
+    /// descriptor only when it is a regular file with a single link on the
+    /// database's own file system (`fchown`/`fchmod`: nothing is done by
+    /// path). Anything else is left alone, and counted as present so that
+    /// it is not looked at again and again.
     @discardableResult
     public func settle() -> Bool {
+        var databaseStat = stat()
+        guard stat(database, &databaseStat) == 0 else { return false }
         var present = 0
         for suffix in ["-wal", "-shm"] {
-            var st = stat()
             let sidecar = database + suffix
-            guard stat(sidecar, &st) == 0 else { continue }
+            var st = stat()
+            guard lstat(sidecar, &st) == 0 else { continue }
             present += 1
-            if st.st_uid != uid || st.st_gid != gid { _ = chown(sidecar, uid, gid) }
-            if st.st_mode & 0o777 != mode { _ = chmod(sidecar, mode) }
+            let fd = open(sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            guard fstat(fd, &st) == 0, Self.isOwnSidecar(st, database: databaseStat) else { continue }
+            if st.st_uid != uid || st.st_gid != gid { _ = fchown(fd, uid, gid) }
+            if st.st_mode & 0o777 != mode { _ = fchmod(fd, mode) }
         }
         return present == 2
+    }
+
+    /// A file SQLite itself made beside the database: regular, one link,
+    /// on the database's file system.
+    static func isOwnSidecar(_ st: stat, database: stat) -> Bool {
+        (st.st_mode & S_IFMT) == S_IFREG && st.st_nlink == 1 && st.st_dev == database.st_dev
     }
 
     /// Whether a sidecar's owner, group and mode are the database's.

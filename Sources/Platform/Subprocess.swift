@@ -35,14 +35,60 @@ public struct ProcessOutcome: Sendable, Equatable {
     }
 }
 
+/// The environment guardian's children (postrotate, stop/start/status
+/// commands, gzip) get: guardian's own without its secrets. Hidden are the
+/// variables the configuration references as `${VAR}` (registered as it is
+/// read: webhook tokens, S3 and SFTP credentials come from there), cloud
+/// credentials (`AWS_*`), names that say they hold one (`*SECRET*`,
+/// `*TOKEN*`, `*PASSWORD*`, `*PASSWD*`, `*CREDENTIAL*`, `*API_KEY*`,
+/// `*PRIVATE_KEY*`), and systemd's notify and watchdog variables, which are
+/// guardian's alone.
+public enum ChildEnvironment {
+    private static let hidden = Mutex<Set<String>>([])
+
+    /// Never passes these variables to a child.
+    public static func hide(_ names: some Sequence<String>) {
+        hidden.withLock { $0.formUnion(names) }
+    }
+
+    public static func isHidden(_ name: String) -> Bool {
+        if hidden.withLock({ $0.contains(name) }) { return true }
+        let upper = name.uppercased()
+        if upper.hasPrefix("AWS_") || isSystemdOwn(name) { return true }
+        return ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY"].contains { upper.contains($0) }
+    }
+
+    /// systemd's notify and watchdog variables: guardian's alone, never a child's.
+    static func isSystemdOwn(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        return upper == "NOTIFY_SOCKET" || upper.hasPrefix("WATCHDOG_")
+    }
+
+    /// `NAME=value` entries of this process's environment minus the hidden
+    /// ones; with `keepSecrets` (the application guardian runs with `--exec`:
+    /// its environment is its own) only systemd's variables are left out.
+    public static func entries(keepSecrets: Bool = false) -> [String] {
+        var out: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            let text = String(cString: entry)
+            let name = text.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? text
+            if keepSecrets ? !isSystemdOwn(name) : !isHidden(name) { out.append(text) }
+            p += 1
+        }
+        return out
+    }
+}
+
 /// Runs a program without a shell: `posix_spawnp` with an argv, stdin from
 /// /dev/null (or a given descriptor), stdout to a pipe (or a given
 /// descriptor), stderr to a pipe (or a given descriptor). Pipes are drained while the child
 /// runs, so a chatty child cannot deadlock on a full pipe; output beyond
 /// `outputLimit` is read and dropped. The child gets default signal
 /// dispositions and an empty signal mask (guardian ignores and blocks some
-/// signals for its own handlers), its own process group, and no descriptor of
-/// guardian's other than 0, 1 and 2. On timeout the whole group gets SIGTERM,
+/// signals for its own handlers), its own process group, no descriptor of
+/// guardian's other than 0, 1 and 2, and guardian's environment without its
+/// secrets (`ChildEnvironment`). On timeout the whole group gets SIGTERM,
 /// then SIGKILL two seconds later.
 ///
 /// `runBlocking` blocks its thread: call it from a `ThreadExecutor` actor or
@@ -54,7 +100,7 @@ public enum Subprocess {
     /// Runs `argv` and waits for it (blocking).
     public static func runBlocking(
         _ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
-        timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil
+        timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil, keepSecrets: Bool = false
     ) throws -> ProcessOutcome {
         guard let program = argv.first, !program.isEmpty else {
             throw SystemError("spawn (empty command)", path: "", code: EINVAL)
@@ -101,7 +147,9 @@ public enum Subprocess {
         var pid: pid_t = 0
         let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }
-        let rc = posix_spawnp(&pid, program, &actions, &attributes, cArgs, environ)
+        let cEnv: [UnsafeMutablePointer<CChar>?] = ChildEnvironment.entries(keepSecrets: keepSecrets).map { strdup($0) } + [nil]
+        defer { for p in cEnv { free(p) } }
+        let rc = posix_spawnp(&pid, program, &actions, &attributes, cArgs, cEnv)
         // The write ends belong to the child now.
         if outPipe[1] >= 0 { close(outPipe[1]); outPipe[1] = -1 }
         if errPipe[1] >= 0 { close(errPipe[1]); errPipe[1] = -1 }

@@ -263,37 +263,123 @@ public struct CommandAppController: AppController {
     }
 }
 
-/// Processes other than guardian that have a file open, from /proc/<pid>/fd.
+/// Processes other than guardian that have a file open: from
+/// `/proc/<pid>/fd` where guardian may read it, and from `/proc/locks`,
+/// which is global: every SQLite connection to a WAL database holds a
+/// POSIX lock on its `-shm` (the DMS byte) for as long as it is open, and
+/// in exclusive locking mode on the database itself. Under the packaged
+/// unit (`ProtectProc=noaccess`, no CAP_SYS_PTRACE) other users' fd lists
+/// are hidden, so the locks are what finds the application's connections;
+/// what could not be inspected is counted, never taken for "closed".
 public enum OpenFiles {
     public struct Holder: Sendable, Equatable, CustomStringConvertible {
         public var pid: Int32
         public var command: String
-        public var description: String { "pid \(pid) (\(command))" }
+        public var description: String { pid > 0 ? "pid \(pid) (\(command))" : command }
+    }
+
+    public struct Scan: Sendable, Equatable {
+        public var holders: [Holder] = []
+        /// Processes whose open files could not be read (another user's).
+        public var uninspected = 0
+        /// Whether `/proc/locks` was read.
+        public var locksRead = false
+        /// /proc hides other users' processes altogether (hidepid=invisible
+        /// or ptraceable): they are not even counted.
+        public var processesHidden = false
+        /// Every process was inspected: no holders means none.
+        public var isComplete: Bool { uninspected == 0 && !processesHidden }
+    }
+
+    /// Whether /proc is mounted so that other users' processes are not
+    /// listed at all (`hidepid=invisible`/`2`, `ptraceable`/`4`).
+    static func procHidesProcesses(mountinfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> Bool {
+        guard let mountinfo else { return true }
+        // The last mount at /proc is the one in effect.
+        var hides = false
+        for line in mountinfo.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, fields[4] == "/proc" else { continue }
+            let options = line.split(separator: ",").flatMap { $0.split(separator: " ") }
+            hides = options.contains { ["hidepid=2", "hidepid=invisible", "hidepid=4", "hidepid=ptraceable"].contains(String($0)) }
+        }
+        return hides
     }
 
     /// Blocking: scans /proc. Matches by device and inode, so renamed files count.
-    public static func holders(of paths: [String]) -> [Holder] {
+    public static func holders(of paths: [String]) -> [Holder] { scan(of: paths).holders }
+
+    /// Blocking: the fd scan and the lock table.
+    public static func scan(of paths: [String]) -> Scan {
         var targets: Set<[UInt64]> = []
         for p in paths {
             var st = stat()
             if stat(p, &st) == 0 { targets.insert([UInt64(st.st_dev), UInt64(st.st_ino)]) }
         }
-        guard !targets.isEmpty, let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var result = Scan()
+        guard !targets.isEmpty else { return result }
+        result.processesHidden = procHidesProcesses()
         let me = getpid()
-        var out: [Holder] = []
-        for entry in procs {
-            guard let pid = Int32(entry), pid != me else { continue }
-            guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
-            for fd in fds {
-                var st = stat()
-                guard stat("/proc/\(pid)/fd/\(fd)", &st) == 0 else { continue }
-                if targets.contains([UInt64(st.st_dev), UInt64(st.st_ino)]) {
-                    let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?
-                        .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
-                    out.append(Holder(pid: pid, command: comm))
-                    break
+        if let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            for entry in procs {
+                guard let pid = Int32(entry), pid != me else { continue }
+                guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else {
+                    // Gone meanwhile is fine; not allowed to look is not.
+                    if access("/proc/\(pid)", F_OK) == 0 { result.uninspected += 1 }
+                    continue
                 }
+                var denied = false
+                for fd in fds {
+                    var st = stat()
+                    guard stat("/proc/\(pid)/fd/\(fd)", &st) == 0 else {
+                        if errno == EACCES || errno == EPERM { denied = true }
+                        continue
+                    }
+                    if targets.contains([UInt64(st.st_dev), UInt64(st.st_ino)]) {
+                        result.holders.append(Holder(pid: pid, command: command(of: pid)))
+                        denied = false
+                        break
+                    }
+                }
+                if denied { result.uninspected += 1 }
             }
+        }
+        if let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) {
+            result.locksRead = true
+            for pid in lockHolders(in: locks, targets: targets) where pid != me {
+                guard !result.holders.contains(where: { $0.pid == pid }) else { continue }
+                result.holders.append(Holder(pid: pid, command: pid > 0 ? command(of: pid) : "an open file description lock"))
+            }
+        }
+        return result
+    }
+
+    static func command(of pid: Int32) -> String {
+        (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+    }
+
+    /// The PIDs holding (or waiting for) a lock on one of `targets`
+    /// (device, inode) in the text of /proc/locks:
+    /// `1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128` (device in hex).
+    /// PID -1 is an open file description lock.
+    static func lockHolders(in text: String, targets: Set<[UInt64]>) -> [Int32] {
+        func split(_ dev: UInt64) -> (major: UInt64, minor: UInt64) {
+            (((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff)), (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff)))
+        }
+        let wanted = targets.map { (split($0[0]), $0[1]) }
+        var out: [Int32] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true).filter { $0 != "->" }
+            guard fields.count >= 6, let pid = Int32(fields[4]) else { continue }
+            let id = fields[5].split(separator: ":")
+            guard id.count == 3, let major = UInt64(id[0], radix: 16), let minor = UInt64(id[1], radix: 16), let inode = UInt64(id[2]) else { continue }
+            // Exact device and inode; on file systems with anonymous devices
+            // (btrfs subvolumes, overlay: major 0) stat's device can differ from
+            // the one the lock table shows, and the inode decides.
+            let match = wanted.contains { w in
+                w.1 == inode && ((w.0.major == major && w.0.minor == minor) || (w.0.major == 0 && major == 0))
+            }
+            if match, !out.contains(pid) { out.append(pid) }
         }
         return out
     }

@@ -24,11 +24,24 @@ public enum Quarantine {
     /// The companions SQLite keeps beside a database.
     public static let suffixes = ["", "-wal", "-shm", "-journal"]
 
+    /// Where a database's quarantine directories go: `base`, or
+    /// `<db dir>/guardian-quarantine`.
+    public static func root(for database: String, base: String?) -> String {
+        base ?? ((database as NSString).deletingLastPathComponent as NSString).appendingPathComponent("guardian-quarantine")
+    }
+
+    /// The name prefix of remediation's restored copies beside a database
+    /// (`restorePath`).
+    public static func restorePrefix(for database: String) -> String {
+        let dir = (database as NSString).deletingLastPathComponent
+        return (dir as NSString).appendingPathComponent(".\((database as NSString).lastPathComponent).guardian-restore-")
+    }
+
     /// `<base>/<20261125T140000Z>-incident-<id>`, base defaulting to
     /// `<db dir>/guardian-quarantine` (same filesystem: the move is a rename
     /// that needs no free space).
     public static func directory(for database: String, base: String?, incident: Int64, at: Date) -> String {
-        let root = base ?? ((database as NSString).deletingLastPathComponent as NSString).appendingPathComponent("guardian-quarantine")
+        let root = root(for: database, base: base)
         let stamp = Timestamps.iso8601(at).prefix(19).replacingOccurrences(of: "-", with: "").replacingOccurrences(of: ":", with: "")
         return (root as NSString).appendingPathComponent("\(stamp)Z-incident-\(incident)")
     }
@@ -37,8 +50,7 @@ public enum Quarantine {
     /// into `dir`. If any move fails, what was moved is moved back and the
     /// error is thrown: either all files are quarantined or none.
     public static func move(database: String, into dir: String, note: String) throws -> [QuarantinedFile] {
-        try DurableFile.makeDirectories(dir)
-        _ = chmod(dir, 0o700)
+        try makeIncidentDirectory(dir)
         var moved: [QuarantinedFile] = []
         do {
             for suffix in suffixes {
@@ -62,6 +74,23 @@ public enum Quarantine {
         return moved
     }
 
+    /// Creates an incident's quarantine directory (0700, guardian's own)
+    /// under its root. The root is usually in the application's writable
+    /// directory: a symbolic link there (or a directory someone else made
+    /// at the incident's name) is refused, never followed.
+    static func makeIncidentDirectory(_ dir: String) throws {
+        let root = (dir as NSString).deletingLastPathComponent
+        var st = stat()
+        if lstat(root, &st) == 0, (st.st_mode & S_IFMT) != S_IFDIR {
+            throw SystemError("use as the quarantine directory (a symbolic link or not a directory)", path: root, code: ENOTDIR)
+        }
+        try DurableFile.makeDirectories(root)
+        guard lstat(root, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw SystemError("use as the quarantine directory (a symbolic link or not a directory)", path: root, code: ENOTDIR)
+        }
+        try DurableFile.makePrivateDirectory(dir)
+    }
+
     /// rename(2), or on another filesystem a durable copy checked by size,
     /// then the source is unlinked (only once the copy is safe).
     static func moveFile(_ source: String, to target: String) throws {
@@ -80,10 +109,10 @@ public enum Quarantine {
     }
 
     static func copyDurably(_ source: String, to target: String) throws {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
+        let input = open(source, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard input >= 0 else { throw SystemError("open", path: source) }
         defer { close(input) }
-        let output = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let output = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard output >= 0 else { throw SystemError("open", path: target) }
         var ok = false
         defer {
@@ -115,18 +144,29 @@ public enum Quarantine {
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }
             let target = (quarantineDir as NSString).appendingPathComponent((path as NSString).lastPathComponent + ".appeared")
-            try DurableFile.makeDirectories(quarantineDir)
+            var existing = stat()
+            if lstat(quarantineDir, &existing) != 0 { try makeIncidentDirectory(quarantineDir) }
             try moveFile(path, to: target)
             extra.append(QuarantinedFile(original: path, quarantined: target, size: Int64(st.st_size)))
         }
-        let fd = open(restored, O_RDWR | O_CLOEXEC)
+        // The copy sits in the application's directory: never through a
+        // link, and only the very file that is renamed into place.
+        let fd = open(restored, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open", path: restored) }
         defer { close(fd) }
+        var opened = stat()
+        guard fstat(fd, &opened) == 0, (opened.st_mode & S_IFMT) == S_IFREG, opened.st_nlink == 1 else {
+            throw SystemError("swap in (not a regular file with one link)", path: restored, code: EINVAL)
+        }
         if let o = ownership {
             guard fchown(fd, o.uid, o.gid) == 0 else { throw SystemError("chown", path: restored) }
             guard fchmod(fd, mode_t(o.mode & 0o7777)) == 0 else { throw SystemError("chmod", path: restored) }
         }
         guard fsync(fd) == 0 else { throw SystemError("fsync", path: restored) }
+        var named = stat()
+        guard lstat(restored, &named) == 0, named.st_dev == opened.st_dev, named.st_ino == opened.st_ino else {
+            throw SystemError("swap in (replaced meanwhile)", path: restored, code: EINVAL)
+        }
         guard rename(restored, database) == 0 else { throw SystemError("rename", path: database) }
         try DurableFile.syncDirectory((database as NSString).deletingLastPathComponent)
         return extra
@@ -135,9 +175,7 @@ public enum Quarantine {
     /// The temp file a restore writes, beside the database (same filesystem,
     /// so the swap is an atomic rename).
     public static func restorePath(for database: String, incident: Int64, attempt: Int) -> String {
-        let dir = (database as NSString).deletingLastPathComponent
-        let name = (database as NSString).lastPathComponent
-        return (dir as NSString).appendingPathComponent(".\(name).guardian-restore-\(incident)-\(attempt)")
+        restorePrefix(for: database) + "\(incident)-\(attempt)"
     }
 
     /// Removes a rejected restored copy and any -wal/-shm SQLite left beside it

@@ -637,18 +637,36 @@ public actor Remediator {
         // Nobody may keep writing to what is about to be quarantined.
         let paths = Quarantine.suffixes.map { database + $0 }
         let deadline = ContinuousClock.now + config.stopTimeout
-        var holders: [OpenFiles.Holder] = []
+        var scan = OpenFiles.Scan()
         while true {
-            holders = await BlockingPool.shared.run { OpenFiles.holders(of: paths) }
-            if holders.isEmpty || ContinuousClock.now >= deadline { break }
+            scan = await BlockingPool.shared.run { OpenFiles.scan(of: paths) }
+            if scan.holders.isEmpty || ContinuousClock.now >= deadline { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
+        let holders = scan.holders
         if !holders.isEmpty {
             let text = "\(holders.map(\.description).joined(separator: ", ")) still \(holders.count == 1 ? "has" : "have") \(database) open after the app was stopped"
             await step(IncidentStepName.release, .failed, text, at: stopped, ended: Date())
             return .appStopFailed(text)
         }
-        await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
+        if scan.isComplete {
+            await step(IncidentStepName.release, .ok, "replication paused; no process has the database open", at: stopped, ended: Date())
+        } else if scan.locksRead {
+            // Every SQLite connection to a WAL database shows in /proc/locks;
+            // only a plain open of another user's process can go unseen.
+            await step(
+                IncidentStepName.release, .ok,
+                "replication paused; no SQLite connection to the database (none in /proc/locks); "
+                    + (scan.processesHidden
+                    ? "other users' processes are hidden in /proc and could not be inspected for other open files"
+                    : "\(scan.uninspected) processes of other users could not be inspected for other open files"),
+                at: stopped, ended: Date())
+        } else {
+            let text = "cannot tell whether another process has \(database) open: \(scan.processesHidden ? "other users' processes are hidden" : "\(scan.uninspected) processes could not be inspected") "
+                + "and /proc/locks is unreadable (give guardian ProcSubset=all, or run it where it can read /proc/<pid>/fd)"
+            await step(IncidentStepName.release, .failed, text, at: stopped, ended: Date())
+            return .appStopFailed(text)
+        }
         await save()
         return .appStopped
     }

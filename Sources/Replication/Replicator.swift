@@ -383,7 +383,7 @@ public actor Replicator {
             walOffset: walSize > 0 ? walOffset : 0, walSize: walSize > 0 ? walSize : 0,
             walSalt1: walSize > 0 ? (cursor?.salt1 ?? 0) : 0, walSalt2: walSize > 0 ? (cursor?.salt2 ?? 0) : 0)
         // Streamed to a staging file: a full image can be as large as the database.
-        try DurableFile.makeDirectories(stagingDir)
+        try DurableFile.makePrivateDirectory(stagingDir)
         let path = "\(stagingDir)/image-\(LTXNaming.hex(txid)).ltx"
         let sink = try LTXFileSink(path: path)
         do {
@@ -422,7 +422,7 @@ public actor Replicator {
         // page index; the sync notices the restart and indexes the new frames.
         try sync()
         if let s = snapshotCache, s.info.maxTXID == txid, FileManager.default.fileExists(atPath: s.path) { return s }
-        try DurableFile.makeDirectories(stagingDir)
+        try DurableFile.makePrivateDirectory(stagingDir)
         let path = "\(stagingDir)/snapshot-\(LTXNaming.hex(txid)).ltx"
         let now = Date()
         let header = LTXHeader(

@@ -130,8 +130,10 @@ struct Daemon {
             }
         }
         let diskAlerts = DiskAlertBridge(alerter: alerter, store: store, databases: config.dbs.map(\.path))
+        var diskConfig = config.diskWithHeadroom
+        diskConfig.kept = config.keptPaths
         let disk = DiskWatchService(
-            config: config.diskWithHeadroom, protectedPaths: config.dbs.map(\.path),
+            config: diskConfig, protectedPaths: config.dbs.map(\.path),
             extraWatchPaths: config.dbs.map(\.path) + replicaDirs, stateDir: config.stateDir, logger: logger,
             onStatus: { mounts in
                 await board.updateDisk(mounts)

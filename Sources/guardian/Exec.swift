@@ -36,8 +36,11 @@ final class ExecChild: Sendable {
         let thread = Thread { [self] in
             let outcome: Outcome
             do {
-                // Its stdin, stdout and stderr are guardian's; no timeout.
-                let o = try Subprocess.runBlocking(argv, stdin: 0, stdout: 1, stderr: 2, timeout: .seconds(100 * 365 * 86400), handle: handle)
+                // Its stdin, stdout, stderr and environment are guardian's
+                // (secrets included: they are the application's own; systemd's
+                // notify variables are not); no timeout.
+                let o = try Subprocess.runBlocking(
+                    argv, stdin: 0, stdout: 1, stderr: 2, timeout: .seconds(100 * 365 * 86400), handle: handle, keepSecrets: true)
                 outcome = Outcome(status: o.exitCode ?? (128 + (o.signal ?? 0)), summary: o.summary)
             } catch {
                 FileHandle.standardError.write(Data("guardian: exec \(argv.first ?? ""): \(error)\n".utf8))

@@ -15,7 +15,7 @@ struct ReplicateCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Replicate every database of this configuration file.")
     var config: String?
 
-    @Option(name: .long, help: "Directory for staging snapshots (default: the configuration's state-dir, or /tmp/guardian-<uid>).")
+    @Option(name: .long, help: "Directory for staging snapshots (default: the configuration's state-dir, or a new private directory under $TMPDIR or /tmp, removed on exit).")
     var stateDir: String?
 
     @Option(help: "Log level.")
@@ -26,7 +26,7 @@ struct ReplicateCommand: AsyncParsableCommand {
 
     func run() async throws {
         var dbs: [DatabaseConfig] = []
-        var dir = stateDir ?? "/tmp/guardian-\(getuid())"
+        var dir = stateDir ?? ""
         if let config {
             guard arguments.isEmpty else { CLI.fail("give either --config or DB_PATH REPLICA_URL..., not both", code: 2) }
             let c: GuardianConfig
@@ -48,11 +48,32 @@ struct ReplicateCommand: AsyncParsableCommand {
             dbs = [DatabaseConfig(path: path, replicas: replicas)]
         }
         guard !dbs.isEmpty else { CLI.fail("no databases to replicate", code: 2) }
+        // Staging holds copies of the whole database: never a predictable
+        // shared name another user could have made first (or planted links in).
+        var scratch: String?
+        if dir.isEmpty {
+            do { scratch = try Self.makeScratchDirectory() } catch { CLI.fail("\(error)", code: 1) }
+            dir = scratch ?? ""
+        }
+        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
         GuardianLogging.bootstrap(target: .auto, level: logLevel)
         let logger = Logger(label: "guardian")
         let services = dbs.map { ServiceGroupConfiguration.ServiceConfiguration(service: ReplicationService(config: $0, stateDir: dir, logger: logger)) }
         var groupConfig = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .seconds(20)
         try await ServiceGroup(configuration: groupConfig).run()
+    }
+
+    /// A new directory only this user can enter (`mkdtemp`, 0700) under
+    /// $TMPDIR or /tmp.
+    static func makeScratchDirectory() throws -> String {
+        let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(base)/guardian-replicate-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer -> String? in
+            guard let base = buffer.baseAddress, let result = mkdtemp(base) else { return nil }
+            return String(cString: result)
+        }
+        guard let made else { throw SystemError("mkdtemp", path: "\(base)/guardian-replicate-XXXXXX") }
+        return made
     }
 }

@@ -728,7 +728,7 @@ struct SandboxPaths: Equatable {
             """
         var home = false
         for e in writable {
-            out += "# \(e.why)\n"
+            out += "# \(Self.commentSafe(e.why))\n"
             if Self.homePrefixes.contains(where: { Self.contains($0, e.path) }) {
                 home = true
                 out += "BindPaths=\(Self.escape("-" + e.path))\n"
@@ -773,12 +773,35 @@ struct SandboxPaths: Equatable {
     }
 
     /// systemd unit-file quoting of one word (a path with its `-` prefix):
-    /// specifiers, backslashes, spaces.
+    /// specifiers, backslashes, quotes, whitespace, and C escapes (`\n`,
+    /// `\xNN`) for every control character, so that no path can end the
+    /// line and add a setting of its own.
     static func escape(_ path: String) -> String {
-        var s = path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "%%")
-        if s.contains(" ") || s.contains("\"") {
-            s = "\"" + s.replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        var s = ""
+        var quote = false
+        for scalar in path.unicodeScalars {
+            switch scalar {
+            case "\\": s += "\\\\"
+            case "%": s += "%%"
+            case "\"": s += "\\\""; quote = true
+            case "'": s += "\\'"; quote = true
+            case " ": s += " "; quote = true
+            case "\n": s += "\\n"
+            case "\t": s += "\\t"
+            case "\r": s += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7f {
+                    s += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+                } else {
+                    s.unicodeScalars.append(scalar)
+                }
+            }
         }
-        return s
+        return quote ? "\"" + s + "\"" : s
+    }
+
+    /// A comment stays one line: control characters become `?`.
+    static func commentSafe(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }))
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import DiskWatch
 @testable import guardian
+import Platform
 @testable import Replication
 
 @Suite struct ConfigTests {
@@ -24,6 +26,60 @@ import Testing
     @Test func eightCompactionLevelsAreTheMost() throws {
         let c = try parse("dbs:\n  - path: /a.db\n    compaction-levels: [1s, 2s, 3s, 4s, 5s, 6s, 7s, 8s]\n")
         #expect(c.dbs[0].replication.compactionLevels.count == 8)
+    }
+
+    /// guardian's secrets (variables the configuration references,
+    /// credentials by name, systemd's notify socket) never reach a
+    /// postrotate (or stop/start) command's environment. A real rotation
+    /// whose postrotate writes its environment out.
+    @Test func childCommandsNeverGetGuardiansSecrets() throws {
+        let dir = try TestSupport.makeTempDir("child-env")
+        defer { TestSupport.cleanup(dir) }
+        setenv("GUARDIAN_TEST_HOOK_URL", "https://hooks.example/T000/hook-value-1", 1)
+        setenv("GUARDIAN_TEST_DB_PASSWORD", "pw-value-2", 1)
+        setenv("GUARDIAN_TEST_PLAIN", "plain-value-3", 1)
+        defer { for n in ["GUARDIAN_TEST_HOOK_URL", "GUARDIAN_TEST_DB_PASSWORD", "GUARDIAN_TEST_PLAIN"] { unsetenv(n) } }
+        _ = try GuardianConfig.parse(
+            text: "alerts:\n  - type: slack\n    url: ${GUARDIAN_TEST_HOOK_URL}\n", file: "g.yml",
+            environment: ProcessInfo.processInfo.environment)
+        try TestSupport.write("line\n", to: dir + "/app.log")
+        let rotator = DiskKit.rotator(
+            [LogRotationConfig(paths: [dir + "/app.log"], rotate: 1, postRotate: ["/bin/sh", "-c", "env > \(dir)/env.txt"])], state: nil)
+        rotator.runScheduled(force: true)
+        let seen = try String(contentsOfFile: dir + "/env.txt", encoding: .utf8)
+        #expect(!seen.contains("hook-value-1") && !seen.contains("pw-value-2"), "\(seen)")
+        #expect(seen.contains("GUARDIAN_TEST_PLAIN=plain-value-3") && seen.contains("PATH="))
+        #expect(ChildEnvironment.isHidden("AWS_SECRET_ACCESS_KEY") && ChildEnvironment.isHidden("NOTIFY_SOCKET"))
+    }
+
+    /// The systemd generator writes paths into a unit drop-in: a newline in
+    /// one must not end the line and add a setting (ExecStartPre= as root...).
+    @Test func systemdDropInsEscapeEveryPath() throws {
+        var sandbox = SandboxPaths(try parse("state-dir: /var/lib/guardian\n"))
+        sandbox.writable = [SandboxPaths.Entry(path: "/srv/a\nExecStartPre=/bin/evil", why: "database /srv/a\nExecStartPre=/bin/evil")]
+        let text = sandbox.dropIn(source: "g.yml")
+        let settings = text.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }
+        #expect(settings == ["[Service]", "ReadWritePaths=-/srv/a\\nExecStartPre=/bin/evil"], "\(text)")
+        #expect(SandboxPaths.escape("-/srv/my dir/100%\t\u{1}\"q\\") == "\"-/srv/my dir/100%%\\t\\x01\\\"q\\\\\"")
+        // The configuration refuses such paths in the first place, naming the line.
+        #expect(error("state-dir: \"/var/lib/a\\nb\"\n")?.hasPrefix("g.yml:1: state-dir:") == true)
+        #expect(error("disk:\n  logs:\n    - paths: [\"/var/log/a\\n.log\"]\n")?.hasPrefix("g.yml:3: disk.logs[0].paths:") == true)
+    }
+
+    /// The packaged configuration shows secrets as ${VAR} (never inline),
+    /// loads without them, and postinst makes it root:guardian 0640; the
+    /// unit leaves /proc/locks visible (the open-database check needs it).
+    @Test func shippedPackagingKeepsSecretsOutOfTheConfiguration() throws {
+        let root = TestSupport.packageRoot + "/packaging"
+        let yml = try String(contentsOfFile: root + "/guardian.yml", encoding: .utf8)
+        #expect(!yml.contains("hooks.slack.com/services/T"), "an inline webhook URL in the shipped configuration")
+        #expect(yml.contains("url: ${SLACK_WEBHOOK_URL}"))
+        _ = try GuardianConfig.parse(text: yml, file: "guardian.yml", environment: [:])
+        let postinst = try String(contentsOfFile: root + "/debian/postinst", encoding: .utf8)
+        #expect(postinst.contains("chown root:guardian \"$conf\"") && postinst.contains("chmod 0640 \"$conf\""))
+        let unit = try String(contentsOfFile: root + "/guardian.service", encoding: .utf8)
+        let settings = unit.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(settings.contains("ProtectProc=noaccess") && !settings.contains { $0.hasPrefix("ProcSubset=") })
     }
 
     @Test func litestreamStyleConfigParses() throws {

@@ -98,13 +98,19 @@ import Testing
         defer { TestSupport.cleanup(w.dir) }
         let marker = w.dir + "/started"
         let child = "trap 'sqlite3 \(w.db) \"INSERT INTO t VALUES (\\\"on signal\\\")\"; exit 3' TERM INT; touch \(marker); while :; do sleep 0.05; done"
-        let g = try w.run(["--", "/bin/sh", "-c", child])
+        let g = try ChildProcess.start(
+            TestSupport.guardianBinary, ["run", "--config", w.config, "--log-target", "stderr", "--", "/bin/sh", "-c", "env > \(w.dir)/env; " + child],
+            environment: ["APP_API_KEY": "app-key-1", "NOTIFY_SOCKET": w.dir + "/no-such-socket"])
         defer { g.removeFiles() }
         #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: marker) }, "\(g.stderr)")
         g.signal(signal)
         let status = await g.wait(timeout: .seconds(30))
         #expect(status == 3, "stderr: \(g.stderr)")
         #expect(try await w.replicated() == ["first", "on signal"])
+        // The application's environment is its own (secrets too); systemd's
+        // notify socket is guardian's alone.
+        let env = try String(contentsOfFile: w.dir + "/env", encoding: .utf8)
+        #expect(env.contains("APP_API_KEY=app-key-1") && !env.contains("NOTIFY_SOCKET"), "\(env)")
     }
 
     /// A reload (SIGHUP) starts a new generation of guardian's services but

@@ -86,6 +86,24 @@ import Testing
         #expect(d.logs[0].rotate == 7 && d.logs[0].create && !d.logs[0].compress)
     }
 
+    /// Cleanup paths that reach what guardian keeps (quarantine, its
+    /// state, drill scratch, file replicas) are refused, naming the line.
+    @Test func cleanupThatReachesWhatGuardianKeepsIsRefused() {
+        let head = "state-dir: /var/lib/guardian\ndbs:\n  - path: /srv/app/app.db\n    replicas:\n      - url: file:///backup/app\n"
+        func cleanup(_ path: String, recursive: Bool) -> String {
+            Self.error(head + "disk:\n  cleanup:\n    - path: /tmp/ok\n      max-age: 1d\n    - path: \(path)\n      max-age: 1d\n      recursive: \(recursive)\n")
+        }
+        // The default quarantine is /srv/app/guardian-quarantine.
+        #expect(cleanup("/srv/app", recursive: true).hasPrefix("/etc/guardian/guardian.yml:10: disk.cleanup[1].path: /srv/app reaches /srv/app/guardian-quarantine"))
+        #expect(cleanup("/srv/app/guardian-quarantine", recursive: false).hasPrefix("/etc/guardian/guardian.yml:10: disk.cleanup[1].path:"))
+        #expect(cleanup("/var/lib/guardian/staging", recursive: false).contains("reaches /var/lib/guardian,"))
+        #expect(cleanup("/var/lib", recursive: true).contains("reaches /var/lib/guardian,"))
+        #expect(cleanup("/backup", recursive: true).contains("reaches /backup/app,"))
+        // Files directly in the database's directory only: the quarantine is not reached.
+        #expect(cleanup("/srv/app", recursive: false) == "no error")
+        #expect(Self.error(head + "disk:\n  cleanup:\n    - path: /srv/app/cache\n      max-age: 1d\n      recursive: true\n") == "no error")
+    }
+
     @Test func badInputNamesFileLineAndKey() {
         #expect(Self.error("disk:\n  ballast:\n    path: /data/b\n    size: 0\n")
             == "/etc/guardian/guardian.yml:4: disk.ballast.size: must be more than 0 bytes")

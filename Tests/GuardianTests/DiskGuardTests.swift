@@ -230,6 +230,45 @@ import Testing
         #expect(problems.contains { $0.isError && $0.key == "ballast.size" })
     }
 
+    /// Defence in depth behind the configuration check: whatever reaches
+    /// them, cleanup never deletes quarantined files, restored copies, the
+    /// state directory or a file replica. Real old files, a real rule.
+    @Test func cleanupNeverDeletesWhatGuardianKeeps() throws {
+        let dir = try DiskKit.tempDir("cleanup-kept")
+        defer { DiskKit.remove(dir) }
+        for sub in ["/guardian-quarantine/20261125T140000Z-incident-1", "/state/staging", "/replica/ltx/0", "/cache"] {
+            try FileManager.default.createDirectory(atPath: dir + sub, withIntermediateDirectories: true)
+        }
+        let keep = [
+            "/guardian-quarantine/20261125T140000Z-incident-1/app.db", "/.app.db.guardian-restore-1-0",
+            "/state/state.db", "/state/staging/snapshot.ltx", "/replica/ltx/0/0000000000000001-0000000000000001.ltx",
+        ]
+        let old = ["/cache/old.tmp", "/stale.tmp"]
+        for f in keep + old {
+            DiskKit.write(dir + f, "x")
+            DiskKit.setMTime(dir + f, daysAgo: 30)
+        }
+        var st = stat()
+        #expect(stat(dir, &st) == 0)
+        let kept = KeptPaths(
+            directories: [dir + "/guardian-quarantine", dir + "/state", dir + "/replica"], filePrefixes: [dir + "/.app.db.guardian-restore-"])
+        let rules = [CleanupRule(path: dir, maxAge: .seconds(86400), recursive: true)]
+        let found = CleanupScanner.candidates(
+            rules: rules, device: UInt64(st.st_dev), now: Date(), protected: ProtectedFiles([]), excluded: [], kept: kept)
+        #expect(Set(found.candidates.map(\.path)) == Set(old.map { dir + $0 }))
+        // A rule inside a kept directory is not walked at all.
+        let inside = CleanupScanner.candidates(
+            rules: [CleanupRule(path: dir + "/guardian-quarantine", maxAge: .seconds(86400), recursive: true)],
+            device: UInt64(st.st_dev), now: Date(), protected: ProtectedFiles([]), excluded: [], kept: kept)
+        #expect(inside.candidates.isEmpty && !inside.problems.isEmpty)
+        // Reached through a symbolic link to the directory too.
+        symlink(dir + "/guardian-quarantine", dir + "/cache/q")
+        let linked = CleanupScanner.candidates(
+            rules: [CleanupRule(path: dir + "/cache/q", maxAge: .seconds(86400), recursive: true)],
+            device: UInt64(st.st_dev), now: Date(), protected: ProtectedFiles([]), excluded: [], kept: kept)
+        #expect(linked.candidates.isEmpty)
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func cleanupPathsDeleteOnlyOldMatchingFilesInside() async throws {
         let fs = try DiskKit.Tmpfs(size: "16m")

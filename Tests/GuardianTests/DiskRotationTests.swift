@@ -353,6 +353,23 @@ private final class Twin {
         #expect(lstat(dir + "/logs/web.log.2", &st) == 0 && st.isSymlink)
     }
 
+    /// README: symlinks are never followed. A wildcard component matched
+    /// a symbolic link to a directory outside and glob(3) went through it.
+    @Test func wildcardDirectoriesThatAreLinksAreNeverFollowed() throws {
+        let dir = try DiskKit.tempDir("dirlinks")
+        defer { DiskKit.remove(dir) }
+        for d in ["/srv", "/srv/real", "/srv/real/logs", "/outside", "/outside/logs"] { mkdir(dir + d, 0o755) }
+        DiskKit.write(dir + "/srv/real/logs/app.log", "mine\n")
+        DiskKit.write(dir + "/outside/logs/app.log", "precious\n")
+        symlink(dir + "/outside", dir + "/srv/link")
+        let rotator = DiskKit.rotator([LogRotationConfig(paths: [dir + "/srv/*/logs/*.log"], rotate: 3)], state: nil)
+        rotator.runScheduled(force: true)
+        #expect(DiskKit.names(dir + "/outside/logs") == ["app.log"])
+        #expect(try String(contentsOfFile: dir + "/outside/logs/app.log", encoding: .utf8) == "precious\n")
+        #expect(DiskKit.names(dir + "/srv/real/logs").contains("app.log.1"))
+        #expect(rotator.events.contains { $0.event == .diskPathRefused && $0.metadata["path"] == dir + "/srv/link/logs/app.log" })
+    }
+
     @Test func databaseFilesAreNeverRotated() throws {
         let dir = try DiskKit.tempDir("protect")
         defer { DiskKit.remove(dir) }

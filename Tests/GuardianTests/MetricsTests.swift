@@ -549,6 +549,34 @@ struct Exposition {
         }
         #expect(reply.hasPrefix("HTTP/1.1 431 "), "\(reply)")
         for fd in idle + [big] { close(fd) }
+        // DNS rebinding: a page at attacker.example (resolving to 127.0.0.1)
+        // is refused; localhost and loopback addresses are served.
+        for (host, status) in [("attacker.example:\(d.metricsPort ?? 0)", "421"), ("localhost:\(d.metricsPort ?? 0)", "200"), ("127.0.0.1", "200")] {
+            let fd = try Self.connect(d.metricsPort ?? 0)
+            let answer = try await BlockingPool.shared.run { () throws -> String in
+                try SocketListener.sendAll(fd: fd, Array("GET /metrics HTTP/1.1\r\nHost: \(host)\r\n\r\n".utf8), peer: "test")
+                var buffer = [UInt8](repeating: 0, count: 64)
+                let n = read(fd, &buffer, buffer.count)
+                return String(decoding: buffer.prefix(max(0, n)), as: UTF8.self)
+            }
+            close(fd)
+            #expect(answer.hasPrefix("HTTP/1.1 \(status) "), "Host \(host): \(answer)")
+        }
+    }
+
+    @Test func onlyLoopbackHostsAreServed() throws {
+        let address = try LoopbackAddress.parse("127.0.0.1:9464")
+        for ok in [nil, "localhost", "LOCALHOST:9464", "127.0.0.1:9464", "127.1.2.3", "[::1]:9464", "localhost."] {
+            #expect(MetricsService.isAllowedHost(ok, address: address), "\(ok ?? "nil")")
+        }
+        for bad in ["attacker.example", "attacker.example:9464", "10.0.0.1", "[::2]", "localhost.attacker.example", "", "[::1"] {
+            #expect(!MetricsService.isAllowedHost(bad, address: address), "\(bad)")
+        }
+        #expect(try HTTPServing.parseHead(Array("GET /metrics HTTP/1.1\r\nhost: a.example:1".utf8)).get().host == "a.example:1")
+        guard case .failure(.malformed) = HTTPServing.parseHead(Array("GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b".utf8)) else {
+            Issue.record("two Host headers must be refused")
+            return
+        }
     }
 
     static func connect(_ port: Int) throws -> Int32 {
@@ -618,7 +646,7 @@ struct Exposition {
     static func trickle(_ fds: [Int32], for length: Duration) -> [Trickled] {
         let start = ContinuousClock.now
         var results = Array(repeating: Trickled(), count: fds.count)
-        let request = Array("GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n".utf8)
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
         for fd in fds { _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
         var buffer = [UInt8](repeating: 0, count: 65536)
         while ContinuousClock.now - start < length {

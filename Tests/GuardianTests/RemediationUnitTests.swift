@@ -558,6 +558,92 @@ enum Damage {
         #expect(OpenFiles.holders(of: [dir + "/nothing"]).isEmpty)
     }
 
+    /// Run as a child under setpriv by the next test: the scan as a user
+    /// that cannot read other users' /proc/<pid>/fd (the packaged unit).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["GUARDIAN_OPENFILES_PROBE"] != nil))
+    func openFilesProbe() throws {
+        let env = ProcessInfo.processInfo.environment
+        let db = env["GUARDIAN_OPENFILES_PROBE"] ?? ""
+        let scan = OpenFiles.scan(of: Quarantine.suffixes.map { db + $0 })
+        let text = "uid=\(geteuid()) holders=\(scan.holders.map { "\($0.pid)" }.joined(separator: ",")) uninspected=\(scan.uninspected) locks=\(scan.locksRead)"
+        try text.write(toFile: env["GUARDIAN_OPENFILES_OUT"] ?? "/dev/null", atomically: false, encoding: .utf8)
+    }
+
+    /// The check before a quarantine, as the packaged unit runs it (its own
+    /// user, CAP_CHOWN/FOWNER/DAC_OVERRIDE, no CAP_SYS_PTRACE): another
+    /// user's process with an open SQLite connection is found through
+    /// /proc/locks; one with a plain open is not visible, and the scan says
+    /// so (not complete) instead of "no process". Real users via setpriv.
+    @Test(.enabled(if: geteuid() == 0), .timeLimit(.minutes(1)))
+    func holdersOfOtherUsersAreFoundOrReportedAsUninspected() async throws {
+        let dir = try TestSupport.makeTempDir("open-users")
+        defer { TestSupport.cleanup(dir) }
+        chmod(dir, 0o777)
+        let db = dir + "/app.db"
+        try Damage.makeDatabase(db, rows: 10)
+        for p in [db, db + "-wal", db + "-shm"] { chown(p, 65534, 65534) }
+        let asApp = ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        func probe() async throws -> String {
+            let out = dir + "/probe.txt"
+            unlink(out)
+            let caps = "+chown,+dac_override,+fowner"
+            let r = try await run(
+                "/usr/bin/setpriv",
+                ["--reuid", "4242", "--regid", "4242", "--clear-groups", "--inh-caps", caps, "--ambient-caps", caps,
+                 exe, "--testing-library", "swift-testing", "--filter", "openFilesProbe"],
+                environment: ["GUARDIAN_OPENFILES_PROBE": db, "GUARDIAN_OPENFILES_OUT": out, "HOME": dir])
+            let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+            if text.isEmpty { throw TestFailure("probe did not run: \(r.stdout) \(r.stderr)") }
+            return text
+        }
+        // An open SQLite connection of the application's user.
+        let app = try ChildProcess.start(asApp[0], Array(asApp.dropFirst()) + [
+            "/usr/bin/python3", "-c",
+            "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM items').fetchall(); print('ready', flush=True); time.sleep(60)",
+            db,
+        ])
+        defer { app.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { app.stdout.contains("ready") }, "\(app.stderr)")
+        let seen = try await probe()
+        #expect(seen.hasPrefix("uid=4242 "), "\(seen)")
+        #expect(seen.contains("holders=\(app.pid)") || seen.contains(",\(app.pid)"), "the connection was not found: \(seen)")
+        #expect(seen.contains("locks=true"))
+        app.signal(SIGKILL)
+        _ = await app.wait(timeout: .seconds(5))
+        // A plain open of another user's process: not visible, and said so.
+        let plain = try ChildProcess.start(asApp[0], Array(asApp.dropFirst()) + ["/bin/sh", "-c", "exec 3<\(db); echo ready; exec sleep 60"])
+        defer { plain.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { plain.stdout.contains("ready") })
+        let blind = try await probe()
+        #expect(blind.contains("holders= "), "\(blind)")
+        #expect(!blind.contains("uninspected=0"), "processes it could not inspect must be counted: \(blind)")
+    }
+
+    @Test func procMountedWithHidepidIsNotTakenForComplete() {
+        let plain = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+        let hidden = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw,hidepid=invisible\n"
+        let numeric = "30 22 0:5 / /proc rw,relatime - proc proc rw,hidepid=2,subset=pid\n"
+        #expect(!OpenFiles.procHidesProcesses(mountinfo: plain))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: hidden))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: numeric))
+        #expect(OpenFiles.procHidesProcesses(mountinfo: nil), "unknown counts as hidden")
+        #expect(!OpenFiles.Scan(holders: [], uninspected: 0, locksRead: true, processesHidden: true).isComplete)
+    }
+
+    @Test func lockTableLinesAreMatchedByDeviceAndInode() {
+        let dev = UInt64(8 << 8 | 1)  // 08:01
+        let text = """
+            1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128
+            1: -> POSIX  ADVISORY  WRITE 1240 08:01:5678 128 128
+            2: POSIX  ADVISORY  READ 999 08:02:5678 0 EOF
+            3: OFDLCK ADVISORY  READ -1 08:01:5678 0 0
+            4: FLOCK  ADVISORY  WRITE 77 08:01:9999 0 EOF
+            """
+        #expect(OpenFiles.lockHolders(in: text, targets: [[dev, 5678]]) == [1234, 1240, -1])
+        #expect(OpenFiles.lockHolders(in: text, targets: [[dev, 1]]).isEmpty)
+    }
+
     @Test func stateStoreKeepsIncidentsStepsAndAlerts() async throws {
         let dir = try TestSupport.makeTempDir("state")
         defer { TestSupport.cleanup(dir) }

@@ -67,6 +67,59 @@ import Testing
         await TestSupport.waitUntil(timeout: .seconds(20)) { f.replicaTXID() >= txid }
     }
 
+    /// `guardian replicate` without a state dir once staged in the
+    /// predictable /tmp/guardian-<uid>, accepted it when another user had
+    /// made it and followed links planted there: root overwrote the link's
+    /// target with a copy of the database. Now it stages in a new private
+    /// directory (mkdtemp, 0700) that it removes on exit.
+    @Test(.enabled(if: geteuid() == 0))
+    func replicateWithoutAStateDirNeverUsesAPredictableSharedDirectory() async throws {
+        let f = try await Fixture("repl-tmp")
+        let victim = f.dir + "/victim"
+        _ = FileManager.default.createFile(atPath: victim, contents: Data("victim".utf8))
+        chmod(victim, 0o600)
+        // The old default, made first by another user (nobody), links planted.
+        let shared = "/tmp/guardian-\(getuid())"
+        let key = f.db.replacingOccurrences(of: "/", with: "_")
+        var planted = false
+        if access(shared, F_OK) != 0 {
+            mkdir(shared, 0o777)
+            mkdir(shared + "/staging", 0o777)
+            mkdir(shared + "/staging/" + key, 0o777)
+            for d in [shared, shared + "/staging", shared + "/staging/" + key] {
+                chmod(d, 0o777)
+                chown(d, 65534, 65534)
+            }
+            for name in ["image-0000000000000001.ltx", "snapshot-0000000000000001.ltx"] {
+                symlink(victim, shared + "/staging/" + key + "/" + name)
+            }
+            planted = true
+        }
+        defer { if planted { try? FileManager.default.removeItem(atPath: shared) } }
+        let tmp = f.dir + "/tmp"
+        mkdir(tmp, 0o755)
+        try Self.write(f.db, from: 1, count: 5)
+        f.replicator = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", f.db, "file://" + f.replica], environment: ["TMPDIR": tmp])
+        #expect(await Self.waitForReplica(f, atLeast: 1), "no snapshot: \(f.replicator?.stderr ?? "")")
+        let scratch = try FileManager.default.contentsOfDirectory(atPath: tmp)
+        #expect(scratch.count == 1 && scratch.first?.hasPrefix("guardian-replicate-") == true, "\(scratch)")
+        if let name = scratch.first {
+            var st = stat()
+            #expect(lstat(tmp + "/" + name, &st) == 0 && st.st_mode & 0o777 == 0o700 && st.st_uid == geteuid())
+        }
+        #expect(await f.stopGuardian() == 0)
+        #expect(Self.content(victim) == "victim")
+        if planted {
+            let left = try FileManager.default.contentsOfDirectory(atPath: shared + "/staging/" + key).sorted()
+            #expect(left == ["image-0000000000000001.ltx", "snapshot-0000000000000001.ltx"], "\(left)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty, "the scratch directory is removed on exit")
+    }
+
+    static func content(_ path: String) -> String {
+        (try? String(contentsOfFile: path, encoding: .utf8)) ?? "<unreadable>"
+    }
+
     @Test func replicaRestoresToTheSameContentWithGuardianAndLitestream() async throws {
         let f = try await Fixture("repl")
         try f.startGuardian()

@@ -66,6 +66,90 @@ import Testing
         #expect(await child.wait(timeout: .seconds(20)) == 0, "\(child.stderr)")
     }
 
+    /// The audit's reproduction: `guardian run` as root (no systemd), a
+    /// database of another user (nobody) whose `-wal` is a symbolic link to
+    /// a root-owned 0600 file. Within seconds that file was nobody's, 0644.
+    @Test(.enabled(if: geteuid() == 0), .timeLimit(.minutes(1)))
+    func guardianAsRootNeverHandsALinkedFileToTheApplication() async throws {
+        let dir = try TestSupport.makeTempDir("sidecar-root")
+        defer { TestSupport.cleanup(dir) }
+        chmod(dir, 0o755)
+        let data = dir + "/data"
+        mkdir(data, 0o770)
+        chown(data, Self.app, Self.app)
+        let db = data + "/app.db"
+        let made = try await asApp(["/usr/bin/sqlite3", db, "PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t VALUES (1);"])
+        #expect(made.status == 0, "\(made.stderr)")
+        chmod(db, 0o644)
+        let victim = dir + "/victim"
+        try Data("secret".utf8).write(to: URL(fileURLWithPath: victim))
+        chmod(victim, 0o600)
+        #expect(symlink(victim, db + "-wal") == 0)
+        let config = dir + "/guardian.yml"
+        try TestSupport.write("""
+            state-dir: \(dir)/state
+            status:
+              socket: \(dir)/guardian.sock
+            dbs:
+              - path: \(db)
+                monitor-interval: 100ms
+                remediate: alert-only
+                health-interval: 100ms
+                integrity-interval: 200ms
+                replicas:
+                  - url: file://\(dir)/replica
+            """, to: config)
+        let child = try await startDaemon(config: config)
+        defer { child.removeFiles(); child.signal(SIGKILL) }
+        // Some health and integrity ticks, each with its own connections.
+        try await Task.sleep(for: .milliseconds(800))
+        child.signal(SIGTERM)
+        _ = await child.wait(timeout: .seconds(20))
+        var st = stat()
+        #expect(stat(victim, &st) == 0)
+        #expect(st.st_uid == 0 && st.st_gid == 0 && st.st_mode & 0o777 == 0o600, "victim became \(st.st_uid):\(st.st_gid) \(String(st.st_mode & 0o777, radix: 8))")
+        // The real -shm SQLite made is still handed to the application.
+        #expect(stat(db + "-shm", &st) != 0 || st.st_uid == Self.app, "-shm belongs to \(st.st_uid)")
+    }
+
+    /// The application's directory is the application's: a `-wal` that is
+    /// a symbolic link (or a hard link) to another file must not hand that
+    /// file to the application's user. Real links to a root-owned 0600 file.
+    @Test(.enabled(if: geteuid() == 0))
+    func linksPlantedAsSidecarsAreNeverFollowed() throws {
+        let dir = try TestSupport.makeTempDir("sidecar-link")
+        defer { TestSupport.cleanup(dir) }
+        let victim = dir + "/victim"
+        let victim2 = dir + "/victim2"
+        for p in [victim, victim2] {
+            _ = FileManager.default.createFile(atPath: p, contents: Data("secret".utf8))
+            chown(p, 0, 0)
+            chmod(p, 0o600)
+        }
+        let db = dir + "/app.db"
+        _ = FileManager.default.createFile(atPath: db, contents: nil)
+        chown(db, Self.app, Self.app)
+        chmod(db, 0o644)
+        #expect(symlink(victim, db + "-wal") == 0)
+        #expect(link(victim2, db + "-shm") == 0)
+        let owner = try #require(SidecarOwner(database: db))
+        _ = owner.settle()
+        for p in [victim, victim2] {
+            var st = stat()
+            #expect(stat(p, &st) == 0)
+            #expect(st.st_uid == 0 && st.st_gid == 0 && st.st_mode & 0o777 == 0o600, "\(p) became \(st.st_uid):\(st.st_gid) \(String(st.st_mode & 0o777, radix: 8))")
+        }
+        // Real sidecars (SQLite's own) still get the owner.
+        unlink(db + "-wal")
+        unlink(db + "-shm")
+        for p in [db + "-wal", db + "-shm"] { _ = FileManager.default.createFile(atPath: p, contents: nil) }
+        #expect(owner.settle())
+        for p in [db + "-wal", db + "-shm"] {
+            var st = stat()
+            #expect(stat(p, &st) == 0 && owner.matches(st), "\(p) belongs to \(st.st_uid):\(st.st_gid)")
+        }
+    }
+
     @Test func theHelperGivesBothFilesTheOwnersIdentity() throws {
         let dir = try TestSupport.makeTempDir("sidecar-unit")
         defer { TestSupport.cleanup(dir) }

@@ -23,9 +23,11 @@ public final class LTXMemorySink: LTXSink {
     }
 }
 
-/// Writes an LTX file to disk through a 1 MiB buffer. The file is created or
-/// truncated; `close(sync:)` flushes (and fsyncs when asked). The caller
-/// renames it into place; `discard()` removes a half-written file.
+/// Writes an LTX file to disk through a 1 MiB buffer. The file is created
+/// new (mode 0600: it may hold the whole database): a leftover at its name is
+/// removed first, and the creation is exclusive and never follows a symbolic
+/// link. `close(sync:)` flushes (and fsyncs when asked). The caller renames it
+/// into place; `discard()` removes a half-written file.
 public final class LTXFileSink: LTXSink {
     public let path: String
     private var fd: Int32
@@ -36,7 +38,8 @@ public final class LTXFileSink: LTXSink {
 
     public init(path: String, bufferSize: Int = 1 << 20) throws {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        unlink(path)
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open", path: path) }
         buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
     }

@@ -332,7 +332,10 @@ final class RestoreWriter: @unchecked Sendable {
 
     init(path: String) throws {
         self.path = path
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // Beside the output (often a directory others can write to): a
+        // leftover or planted entry is removed, never followed.
+        unlink(path)
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw SystemError("open", path: path) }
     }
 

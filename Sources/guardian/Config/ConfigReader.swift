@@ -104,7 +104,16 @@ struct ConfigNode {
     func absolutePath() throws -> String {
         let s = try string()
         guard s.hasPrefix("/") else { throw error("\"\(s)\" must be an absolute path") }
+        try noControlCharacters(s)
         return s
+    }
+
+    /// Paths go into unit files, logs and commands: a newline or other
+    /// control character in one is refused.
+    func noControlCharacters(_ s: String) throws {
+        if s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+            throw error("\(s.debugDescription) must not contain a newline or other control character")
+        }
     }
 
     func oneOf<T: RawRepresentable>(_ type: T.Type) throws -> T where T.RawValue == String, T: CaseIterable {
@@ -210,6 +219,9 @@ enum ConfigText {
                 guard name.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
                     throw ConfigError(file: file, line: line, key: "", message: "\"${\(inner)}\" is not a valid variable reference")
                 }
+                // Whatever the configuration takes from the environment may be
+                // a secret: guardian's children never get it.
+                ChildEnvironment.hide([name])
                 if let v = environment[name], !(v.isEmpty && fallback != nil) {
                     out += v
                 } else if let fallback {

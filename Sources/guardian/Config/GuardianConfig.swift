@@ -101,6 +101,23 @@ extension GuardianConfig {
         return config
     }
 
+    /// What disk cleanup must never delete: guardian's state directory
+    /// (state database, staging, default drill scratch), each database's
+    /// quarantine, drill scratch and file replicas, and remediation's
+    /// restored copies beside each database.
+    var keptPaths: KeptPaths {
+        var kept = KeptPaths(directories: [stateDir])
+        for db in dbs {
+            kept.directories.append(Quarantine.root(for: db.path, base: db.remediation.quarantineDir))
+            if let drill = db.drill { kept.directories.append(drill.scratchDirectory(stateDir: stateDir)) }
+            for replica in db.replication.replicas {
+                if case .file(let p) = replica.target { kept.directories.append(p) }
+            }
+            kept.filePrefixes.append(Quarantine.restorePrefix(for: db.path))
+        }
+        return kept
+    }
+
     func validate(root: ConfigNode) throws {
         var seen: Set<String> = []
         for (i, db) in dbs.enumerated() where !seen.insert(db.path).inserted {
@@ -109,6 +126,18 @@ extension GuardianConfig {
         let d = disk
         if !(d.warn < d.critical && d.critical < d.emergency) {
             throw ConfigError(file: file, line: root.line, key: "disk", message: "levels must rise: warn \(d.warn)% < critical \(d.critical)% < emergency \(d.emergency)%")
+        }
+        // Cleanup must not reach what guardian keeps (README: quarantined
+        // files are never deleted).
+        let kept = keptPaths
+        for (i, rule) in d.cleanup.enumerated() {
+            guard let dir = kept.conflict(cleanupPath: rule.path, recursive: rule.recursive) else { continue }
+            let rules = (try? root.mapping().optional("disk")?.mapping().optional("cleanup")?.sequence()) ?? nil
+            let pathNode = rules.flatMap { i < $0.count ? try? $0[i].mapping().optional("path") : nil }
+            throw ConfigError(
+                file: file, line: pathNode?.line ?? root.line, key: "disk.cleanup[\(i)].path",
+                message: "\(rule.path) reaches \(dir), which guardian keeps (its state, quarantined files, drill scratch or a file replica); "
+                    + "cleanup must never delete them: name a directory that holds only disposable files")
         }
     }
 
@@ -398,6 +427,7 @@ extension GuardianConfig {
         let pathsNode = try m.required("paths")
         let paths = try pathsNode.stringList()
         for p in paths where !p.hasPrefix("/") { throw pathsNode.error("\"\(p)\" must be an absolute path or glob") }
+        for p in paths { try pathsNode.noControlCharacters(p) }
         for p in paths where p.split(separator: "/").contains("..") {
             throw pathsNode.error("\"\(p)\" must not contain .. components")
         }

@@ -106,6 +106,13 @@ struct MetricsService: Service {
 
     func respond(to request: HTTPRequestHead) async -> [UInt8] {
         let isHead = request.method == "HEAD"
+        // DNS rebinding: a web page whose name now resolves to 127.0.0.1 must
+        // not read the metrics from the visitor's browser. Browsers always
+        // send the page's own name as Host.
+        guard Self.isAllowedHost(request.host, address: address) else {
+            return HTTPServing.response(
+                status: 421, body: Array("misdirected request: guardian answers only to Host localhost or a loopback address\n".utf8), head: isHead)
+        }
         guard request.path == "/metrics" else {
             return HTTPServing.response(status: 404, body: Array("not found: guardian serves GET /metrics only\n".utf8), head: isHead)
         }
@@ -115,6 +122,28 @@ struct MetricsService: Service {
         let doc = await board.document()
         let text = GuardianMetrics.render(doc, pipeline: pipeline)
         return HTTPServing.response(status: 200, contentType: GuardianMetrics.contentType, body: Array(text.utf8), head: isHead)
+    }
+}
+
+extension MetricsService {
+    /// `localhost`, a loopback IP (127.0.0.0/8, ::1) or the configured host,
+    /// with or without a port; no Host header at all (HTTP/1.0) is fine.
+    static func isAllowedHost(_ header: String?, address: LoopbackAddress) -> Bool {
+        guard let header else { return true }
+        var host = header.lowercased()
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            host = String(host[host.index(after: host.startIndex)..<close])
+        } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        if host.hasSuffix(".") { host.removeLast() }
+        if host == "localhost" || host == address.host.lowercased() { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 { return host == "::1" || withUnsafeBytes(of: v6) { $0.dropLast().allSatisfy { $0 == 0 } && $0.last == 1 } }
+        return false
     }
 }
 
