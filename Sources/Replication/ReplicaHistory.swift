@@ -63,7 +63,9 @@ public enum ReplicaHistory {
     static func lockFileReplica(root: String) throws -> Int32? {
         try DurableFile.makeDirectories(root)
         let path = "\(root)/\(lockName)"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        // Read-only: flock needs no write access, and a file open for writing
+        // would keep the replica's filesystem from being remounted read-only.
+        let fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw SystemError("open", path: path) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
