@@ -385,6 +385,17 @@ public actor Replicator {
         // Streamed to a staging file: a full image can be as large as the database.
         try DurableFile.makePrivateDirectory(stagingDir)
         let path = "\(stagingDir)/image-\(LTXNaming.hex(txid)).ltx"
+        try stageImage(header: header, path: path)
+        let info = LTXFileInfo(level: 0, minTXID: txid, maxTXID: txid, size: (try? LTXPayload.file(path: path).size()) ?? 0, createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        logger.event(.snapshotWritten, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "pages": "\(commit)", "level": "0"])
+        // A full image is a restore base like a scheduled snapshot.
+        lastSnapshotAt = now
+        return PendingLTX(info: info, payload: .file(path: path), observedAt: now)
+    }
+
+    /// Every page as of the cursor into a staging file at `path`; nothing is
+    /// left behind when that fails.
+    private func stageImage(header: LTXHeader, path: String) throws {
         let sink = try LTXFileSink(path: path)
         do {
             try writeImage(header: header, sink: sink)
@@ -393,11 +404,6 @@ public actor Replicator {
             sink.discard()
             throw error
         }
-        let info = LTXFileInfo(level: 0, minTXID: txid, maxTXID: txid, size: (try? LTXPayload.file(path: path).size()) ?? 0, createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
-        logger.event(.snapshotWritten, ["db": "\(config.path)", "txid": "\(LTXNaming.hex(txid))", "pages": "\(commit)", "level": "0"])
-        // A full image is a restore base like a scheduled snapshot.
-        lastSnapshotAt = now
-        return PendingLTX(info: info, payload: .file(path: path), observedAt: now)
     }
 
     private func writeImage(header: LTXHeader, sink: any LTXSink) throws {
@@ -428,14 +434,7 @@ public actor Replicator {
         let header = LTXHeader(
             pageSize: pageSize, commit: commit, minTXID: 1, maxTXID: txid,
             timestamp: Int64(((lastCommitObserved ?? now).timeIntervalSince1970 * 1000).rounded(.down)))
-        let sink = try LTXFileSink(path: path)
-        do {
-            try writeImage(header: header, sink: sink)
-            try sink.close(sync: false)
-        } catch {
-            sink.discard()
-            throw error
-        }
+        try stageImage(header: header, path: path)
         if let old = snapshotCache, old.path != path { unlink(old.path) }
         let size = (try? LTXPayload.file(path: path).size()) ?? 0
         let file = SnapshotFile(
