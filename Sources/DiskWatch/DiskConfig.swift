@@ -97,6 +97,9 @@ public struct LogRotationConfig: Sendable, Equatable {
     public var missingOK: Bool
     public var notIfEmpty: Bool
     public var copyTruncate: Bool
+    /// Rotate a log that has other hard links (logrotate's `allowhardlink`);
+    /// by default such a log is skipped with a warning.
+    public var allowHardLink = false
     /// Without copytruncate: create a new, empty log after moving the old one
     /// away (logrotate's `create`); `create: no` leaves that to the writer.
     public var create: Bool

@@ -444,6 +444,7 @@ extension GuardianConfig {
         if let v = try m.optional("missingok", { try $0.bool() }) { r.missingOK = v }
         if let v = try m.optional("notifempty", { try $0.bool() }) { r.notIfEmpty = v }
         if let v = try m.optional("copytruncate", { try $0.bool() }) { r.copyTruncate = v }
+        if let v = try m.optional("allowhardlink", { try $0.bool() }) { r.allowHardLink = v }
         if let create = m.optional("create") {
             // "0640 app adm", like logrotate's `create` directive; `true`
             // keeps the old file's attributes, `false` creates nothing.
