@@ -639,6 +639,10 @@ final class LogRotator {
         }
     }
 
+    /// lseek(2) whences from <unistd.h> that Glibc does not export without _GNU_SOURCE.
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
+
     /// Copies the log into `to` and truncates it, leaving the smallest
     /// window: bulk copy and fsync first, then copy what was appended
     /// meanwhile and truncate immediately.
@@ -656,16 +660,42 @@ final class LogRotator {
         _ = fchown(dst, st.st_uid, st.st_gid)
         _ = fchmod(dst, st.st_mode & 0o7777)
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var copied: off_t = 0
+        // Only the data: holes of a sparse log stay holes in the archive
+        // (SEEK_DATA/SEEK_HOLE), like logrotate, instead of taking disk space.
         func drain() throws {
             while true {
-                let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("read", path: dir.child(name))
+                var data = lseek(src, copied, Self.seekData)
+                if data < 0, errno == ENXIO {
+                    // No data at or after `copied`: the end, or a hole at the
+                    // end (which still counts in the size), unless the writer
+                    // appended meanwhile.
+                    var now = stat()
+                    guard fstat(src, &now) == 0, now.st_size > copied else { break }
+                    if lseek(src, copied, Self.seekData) >= 0 { continue }
+                    copied = now.st_size
+                    break
                 }
-                if n == 0 { return }
-                try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
+                if data < 0 { data = copied }  // SEEK_DATA unsupported: copy everything
+                var hole = lseek(src, data, Self.seekHole)
+                if hole < 0 { hole = off_t.max }
+                guard lseek(dst, data, SEEK_SET) >= 0 else { throw SystemError("seek", path: dir.child(to)) }
+                var at = data
+                while at < hole {
+                    let want = Int(Swift.min(off_t(buffer.count), hole - at))
+                    let n = buffer.withUnsafeMutableBytes { pread(src, $0.baseAddress, want, at) }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw SystemError("read", path: dir.child(name))
+                    }
+                    if n == 0 { break }
+                    try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
+                    at += off_t(n)
+                }
+                copied = at
+                if at < hole { break }  // end of file
             }
+            guard ftruncate(dst, copied) == 0 else { throw SystemError("truncate", path: dir.child(to)) }
         }
         try drain()
         guard fsync(dst) == 0 else { throw SystemError("fsync", path: dir.child(to)) }

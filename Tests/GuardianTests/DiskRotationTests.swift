@@ -388,6 +388,24 @@ private final class Twin {
         #expect(DiskKit.names(t.g) == ["app.log", "app.log.1"])
     }
 
+    @Test func copytruncateKeepsTheHolesOfASparseLogLikeLogrotate() throws {
+        let t = try Twin()
+        t.each { dir in
+            DiskKit.write(dir + "/app.log", "head\n")
+            truncate(dir + "/app.log", 10 << 20)
+            DiskKit.append(dir + "/app.log", "tail\n")
+        }
+        try t.logrotate("rotate 2\ncopytruncate")
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2, copyTruncate: true))
+        try t.expectSame()
+        for dir in [t.lr, t.g] {
+            var st = stat()
+            stat(dir + "/app.log.1", &st)
+            #expect(st.st_size == (10 << 20) + 5)
+            #expect(st.allocatedBytes < 1 << 20, "\(dir): \(st.allocatedBytes) bytes allocated")
+        }
+    }
+
     // MARK: - Schedules and state
 
     /// A moment in local time, whatever the machine's time zone.
