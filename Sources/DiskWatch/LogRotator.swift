@@ -597,7 +597,7 @@ final class LogRotator {
                     return nil
                 }
             }
-            if rule.create { createLog(log, rule: rule) }
+            if rule.create { createLog(log, rule: rule, archive: finalName) }
         }
         if !dryRun { dir.sync() }
         openFiles.removeAll()
@@ -615,7 +615,8 @@ final class LogRotator {
         return Rotated(log: log, archive: archiveName, dispose: dispose)
     }
 
-    private func createLog(_ log: LogFile, rule: LogRotationConfig) {
+    /// `archive`: the old log, now renamed, whose ACL the new one gets.
+    private func createLog(_ log: LogFile, rule: LogRotationConfig, archive: String) {
         let mode = rule.createMode.map { mode_t($0) } ?? (log.stat.st_mode & 0o7777)
         var uid = log.stat.st_uid
         var gid = log.stat.st_gid
@@ -632,6 +633,10 @@ final class LogRotator {
             defer { close(fd) }
             if fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
             if fchmod(fd, mode) != 0 { fail(log.path, "\(SystemError("chmod", path: log.path))") }
+            if let (old, _) = try? log.dir.openRegular(archive, flags: O_RDONLY) {
+                defer { close(old) }
+                if let e = FileACL.copy(from: old, to: fd, path: log.path) { fail(log.path, "create: \(e)") }
+            }
         } catch let e as SystemError where e.code == EEXIST {
             // The writer already created a new log itself; keep it.
         } catch {
@@ -659,6 +664,7 @@ final class LogRotator {
         }
         _ = fchown(dst, st.st_uid, st.st_gid)
         _ = fchmod(dst, st.st_mode & 0o7777)
+        FileACL.copy(from: src, to: dst, path: dir.child(to))
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var copied: off_t = 0
         // Only the data: holes of a sparse log stay holes in the archive

@@ -406,6 +406,35 @@ private final class Twin {
         }
     }
 
+    @Test func aclsAreKeptOnTheNewLogAndTheArchivesLikeLogrotate() throws {
+        func acl(_ path: String) throws -> String {
+            let r = try DiskKit.run(["getfacl", "-c", path])
+            return String(decoding: r.stdout, as: UTF8.self)
+        }
+        for (directives, rule) in [
+            ("rotate 2\ncompress\ncreate", LogRotationConfig(paths: [], rotate: 2, compress: true)),
+            ("rotate 2\ncopytruncate", LogRotationConfig(paths: [], rotate: 2, copyTruncate: true)),
+            ("rotate 2\ncompress\ncopytruncate", LogRotationConfig(paths: [], rotate: 2, compress: true, copyTruncate: true)),
+        ] {
+            let t = try Twin()
+            for dir in [t.lr, t.g] {
+                DiskKit.write(dir + "/app.log", "live\n", mode: 0o600)
+                // A log shipper may read; the group may not (the mask shows as group bits).
+                let set = try DiskKit.run(["setfacl", "-m", "u:nobody:r--", dir + "/app.log"])
+                #expect(set.succeeded)
+            }
+            try t.logrotate(directives)
+            _ = t.guardian(rule)
+            try t.expectSame()
+            for name in DiskKit.names(t.g) {
+                let text = try acl(t.g + "/" + name)
+                let expected = try acl(t.lr + "/" + name)
+                #expect(text == expected, "\(directives): \(name)")
+                #expect(text.contains("user:nobody:r--") && text.contains("group::---"), "\(directives): \(name): \(text)")
+            }
+        }
+    }
+
     // MARK: - Schedules and state
 
     /// A moment in local time, whatever the machine's time zone.
