@@ -19,7 +19,15 @@ import Synchronization
 /// that matches nothing; `dateext` names archives `name-YYYYMMDD`
 /// (`-YYYYMMDDHH` when hourly) and refuses a second rotation on the same day,
 /// like logrotate (under disk pressure it adds the time, `-YYYYMMDDHHMMSS`);
-/// `compress` gzips archives, `delaycompress` leaves the newest one plain.
+/// `compress` gzips archives, `delaycompress` leaves the newest one plain
+/// (with `dateext`, only dated archives are compressed; old numbered ones are
+/// left as they are, and archives of both namings are ordered by age); old
+/// archives are deleted only once postrotate succeeded (a failing one keeps
+/// them and stops the rule before compression); a file in the way of a
+/// `.gz` is moved aside as `NAME-YYYYMMDDHH.backup`; a log with other hard
+/// links is skipped unless `allowhardlink`; a log in a directory writable by
+/// all or by a non-root group is refused (logrotate's check without `su`);
+/// copies keep holes and ACLs.
 ///
 /// Differences, on purpose: postrotate runs once per rule after all its logs
 /// rotated (logrotate's `sharedscripts`), as an argv without a shell; a

@@ -50,6 +50,7 @@ import Testing
                   frequency: daily
                   copytruncate: true
                   dateext: true
+                  allowhardlink: true
                 - paths: [/var/log/quiet.log]
                   create: false
               cleanup:
@@ -75,6 +76,7 @@ import Testing
         #expect(app.postRotate == ["systemctl", "kill", "-s", "HUP", "app.service"])
         #expect(app.postRotateTimeout == .seconds(10))
         #expect(d.logs[1].paths == ["/var/log/worker.log"] && d.logs[1].frequency == .daily && d.logs[1].copyTruncate && d.logs[1].dateExt)
+        #expect(d.logs[1].allowHardLink && !d.logs[0].allowHardLink)
         #expect(d.logs[2].create == false)
         #expect(d.cleanup == [CleanupRule(path: "/var/tmp/app-cache", pattern: "*.tmp", maxAge: .seconds(2 * 86400), recursive: true)])
     }
