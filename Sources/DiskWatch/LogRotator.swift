@@ -833,7 +833,7 @@ final class LogRotator {
             return false
         }
         actions.append(RotationAction(kind: .rotate, path: dir.child(name), detail: "-> \(dir.child(backup)) (in the way of compression)", dryRun: dryRun))
-        guard !dryRun else { return false }
+        guard !dryRun else { return true }
         var magic = [UInt8](repeating: 0, count: 2)
         if let (fd, _) = try? dir.openRegular(name, flags: O_RDONLY) {
             _ = magic.withUnsafeMutableBytes { read(fd, $0.baseAddress, 2) }
