@@ -371,8 +371,8 @@ final class LogRotator {
                     refuse(path, reason: "a database file; guardian never touches it")
                     continue
                 }
-                if let insecure = Self.insecureDirectory(dir) {
-                    refuse(path, reason: "its directory \(dir.path) is \(insecure); like logrotate without `su`, guardian does not rotate there as root")
+                if !rule.suRoot, let insecure = Self.insecureDirectory(dir) {
+                    refuse(path, reason: "its directory \(dir.path) is \(insecure); like logrotate without `su`, guardian does not rotate there as root (set `su: root root` to accept that)")
                     continue
                 }
                 if st.st_nlink > 1, !rule.allowHardLink {

@@ -386,6 +386,16 @@ private final class Twin {
         _ = t.guardian(LogRotationConfig(paths: [], rotate: 2))
         try t.expectSame()
         #expect(DiskKit.names(t.g) == ["app.log", "app.log.1"])
+
+        // `su root root` opts in, for both.
+        t.each { chmod($0, 0o777) }
+        #expect(try t.logrotate("rotate 2\ncreate\nsu root root").succeeded)
+        var su = LogRotationConfig(paths: [], rotate: 2)
+        su.suRoot = true
+        let opted = t.guardian(su)
+        #expect(!opted.events.contains { $0.level >= .error })
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1", "app.log.2"])
     }
 
     @Test func copytruncateKeepsTheHolesOfASparseLogLikeLogrotate() throws {
