@@ -310,6 +310,22 @@ private final class Twin {
         #expect(try DiskKit.content(t.g + "/app.log.2.gz") == "live\n")
     }
 
+    @Test func failingPostrotateWithDateextKeepsTheOldestLikeLogrotate() throws {
+        let t = try Twin()
+        try t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            for day in ["20200101", "20200102"] {
+                DiskKit.write(dir + "/app.log-\(day)", "from \(day)\n")
+                _ = try DiskKit.run(["gzip", dir + "/app.log-\(day)"])
+            }
+        }
+        #expect(!(try t.logrotate("rotate 2\ndateext\ncompress\ncreate\nsharedscripts\npostrotate\n  exit 1\nendscript")).succeeded)
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2, compress: true, dateExt: true, postRotate: ["false"]))
+        try t.expectSame()
+        let today = LogRotator.dateStamp(Date(), format: "-%Y%m%d")
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log-20200101.gz", "app.log-20200102.gz", "app.log\(today)"])
+    }
+
     @Test func aStrayFileUnderTheGzNameIsMovedAsideLikeLogrotate() throws {
         let t = try Twin()
         t.each { dir in
