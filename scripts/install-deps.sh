@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libsystemd-dev libssh2-1-dev liblz4-dev libssl-dev
-  openssh-server logrotate systemd curl python3-venv dbus systemd-container
+  openssh-server logrotate acl systemd curl python3-venv dbus systemd-container
   prometheus  # promtool: checks the metrics output and contrib/ alerting rules
 )
 missing=()

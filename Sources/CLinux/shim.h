@@ -9,6 +9,7 @@
 
 #include <spawn.h>
 #include <stddef.h>
+#include <sys/xattr.h>  // fgetxattr/fsetxattr: POSIX ACLs kept across log rotation
 
 /// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
 /// fork/exec could inherit the pipe.

@@ -46,9 +46,20 @@ struct Archive {
         switch (a.kind, b.kind) {
         case (.numbered(let x, let cx), .numbered(let y, let cy)): return x != y ? x < y : (!cx && cy)
         case (.dated(let x, _), .dated(let y, _)): return x > y
-        case (.numbered, .dated): return true
-        case (.dated, .numbered): return false
+        // Left over from before `dateext` (or after it): by age, not by
+        // name class, so a stale `app.log.3.gz` never counts as newer than
+        // yesterday's dated archive.
+        case (.numbered, .dated), (.dated, .numbered):
+            let (x, y) = (a.stat.modificationDate, b.stat.modificationDate)
+            if x != y { return x > y }
+            if case .numbered = a.kind { return true }
+            return false
         }
+    }
+
+    var isDated: Bool {
+        if case .dated = kind { return true }
+        return false
     }
 }
 

@@ -89,6 +89,7 @@ enum Compressor {
         }
         _ = fchown(out, before.st_uid, before.st_gid)
         _ = fchmod(out, before.st_mode & 0o7777)
+        FileACL.copy(from: source.fd, to: out, path: dir.child(gzName))
         var times = [timespec](repeating: timespec(), count: 2)
         times[0] = before.st_atim
         times[1] = before.st_mtim

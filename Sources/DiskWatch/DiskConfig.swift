@@ -97,6 +97,12 @@ public struct LogRotationConfig: Sendable, Equatable {
     public var missingOK: Bool
     public var notIfEmpty: Bool
     public var copyTruncate: Bool
+    /// Rotate a log that has other hard links (logrotate's `allowhardlink`);
+    /// by default such a log is skipped with a warning.
+    public var allowHardLink = false
+    /// `su: root root`: rotate (as root) even in a directory writable by all
+    /// or by a non-root group, which is otherwise refused like logrotate does.
+    public var suRoot = false
     /// Without copytruncate: create a new, empty log after moving the old one
     /// away (logrotate's `create`); `create: no` leaves that to the writer.
     public var create: Bool

@@ -21,6 +21,8 @@ extension GuardianEvent {
     public static let diskFillForecastCleared = GuardianEvent(name: "diskFillForecastCleared", id: "637871687318d75c1e47bb732474525c", message: "disk is no longer forecast to fill up soon")
     public static let rotationStateFailed = GuardianEvent(name: "rotationStateFailed", id: "77bc2c4b963b559bded5c2dbd65bdf7d", message: "log rotation state could not be read or saved")
     public static let logEmergencyTruncated = GuardianEvent(name: "logEmergencyTruncated", id: "b5d0c8f1e27a4c3e9a61f4d2c7e08b93", message: "log truncated to its tail to keep the database writable")
+    public static let logRotationSkipped = GuardianEvent(name: "logRotationSkipped", id: "4b7e2a91c0d35f68a1e9b2c7d4f06a13", message: "log not rotated: it has other hard links")
+    public static let archiveMovedAside = GuardianEvent(name: "archiveMovedAside", id: "9d1c6e3f72a84b05b8e4a7c2f1d93e60", message: "file in the way of a compressed archive moved aside")
     public static let diskConfigProblem = GuardianEvent(name: "diskConfigProblem", id: "c188e6694db853cf7c91e923c6d7d0d3", message: "disk guard configuration problem")
 
     /// The events this module declares (the catalog needs them too).
@@ -28,7 +30,7 @@ extension GuardianEvent {
         .logCompressed, .logCompressPostponed, .logRotationFailed, .logGlobNoMatch, .postRotateFailed,
         .diskFileDeleted, .diskPathRefused, .ballastCreateFailed, .diskSampleFailed, .diskCleanupFinished,
         .diskCleanupInsufficient, .diskFillForecast, .diskFillForecastCleared, .rotationStateFailed, .diskConfigProblem,
-        .logEmergencyTruncated,
+        .logEmergencyTruncated, .logRotationSkipped, .archiveMovedAside,
     ]
 }
 

@@ -19,7 +19,15 @@ import Synchronization
 /// that matches nothing; `dateext` names archives `name-YYYYMMDD`
 /// (`-YYYYMMDDHH` when hourly) and refuses a second rotation on the same day,
 /// like logrotate (under disk pressure it adds the time, `-YYYYMMDDHHMMSS`);
-/// `compress` gzips archives, `delaycompress` leaves the newest one plain.
+/// `compress` gzips archives, `delaycompress` leaves the newest one plain
+/// (with `dateext`, only dated archives are compressed; old numbered ones are
+/// left as they are, and archives of both namings are ordered by age); old
+/// archives are deleted only once postrotate succeeded (a failing one keeps
+/// them and stops the rule before compression); a file in the way of a
+/// `.gz` is moved aside as `NAME-YYYYMMDDHH.backup`; a log with other hard
+/// links is skipped unless `allowhardlink`; a log in a directory writable by
+/// all or by a non-root group is refused (logrotate's check without `su`);
+/// copies keep holes and ACLs.
 ///
 /// Differences, on purpose: postrotate runs once per rule after all its logs
 /// rotated (logrotate's `sharedscripts`), as an argv without a shell; a
@@ -151,7 +159,7 @@ final class LogRotator {
         for (index, rule) in rules.enumerated() {
             for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
                 if options.stop.isStopped { return freed }
-                freed += compressArchives(of: log, rule: rule, keepNewestPlain: false)
+                freed += compressArchives(of: log, rule: rule, keepNewestPlain: false, ofRuleOnly: false)
             }
         }
         return freed
@@ -363,11 +371,34 @@ final class LogRotator {
                     refuse(path, reason: "a database file; guardian never touches it")
                     continue
                 }
+                if !rule.suRoot, let insecure = Self.insecureDirectory(dir) {
+                    refuse(path, reason: "its directory \(dir.path) is \(insecure); like logrotate without `su`, guardian does not rotate there as root (set `su: root root` to accept that)")
+                    continue
+                }
+                if st.st_nlink > 1, !rule.allowHardLink {
+                    actions.append(RotationAction(kind: .skip, path: path, detail: "(it has \(st.st_nlink) hard links; set allowhardlink to rotate it)", dryRun: dryRun))
+                    if refusedReported.insert(path + "\u{0}hardlinks").inserted {
+                        events.append(DiskEvent(.logRotationSkipped, level: .warning, ["log": path, "links": "\(st.st_nlink)"]))
+                    }
+                    continue
+                }
                 seen.insert(path)
                 out.append(LogFile(dir: dir, name: name, path: path, stat: st))
             }
         }
         return out
+    }
+
+    /// Why rotating in `dir` as root is unsafe (logrotate 3.21's check: a
+    /// directory writable by all, or by a group other than root, lets its
+    /// users swap the files root renames and creates), or nil.
+    static func insecureDirectory(_ dir: SafeDirectory) -> String? {
+        guard geteuid() == 0 else { return nil }
+        var st = stat()
+        guard fstat(dir.fd, &st) == 0 else { return nil }
+        if st.st_mode & S_IWOTH != 0 { return "world-writable" }
+        if st.st_mode & S_IWGRP != 0, st.st_gid != 0 { return "writable by group \(st.st_gid), which is not root" }
+        return nil
     }
 
     /// The first directory of a match, below the pattern's fixed part (the
@@ -439,6 +470,14 @@ final class LogRotator {
         var log: LogFile
         /// The archive's name in the log's directory.
         var archive: String
+        /// Old archives to delete once postrotate succeeded.
+        var dispose: [Disposal] = []
+    }
+
+    struct Disposal {
+        var name: String
+        var stat: stat
+        var reason: String
     }
 
     private func fail(_ path: String, _ message: String, _ extra: [String: String] = [:]) {
@@ -461,9 +500,12 @@ final class LogRotator {
         let now = options.now()
         var archives = Archive.list(of: log.name, in: dir)
 
+        // Archives to delete once postrotate succeeded (logrotate deletes the
+        // oldest only after its scripts ran; a failing script keeps them).
+        var dispose: [Disposal] = []
         if let maxAge = rule.maxAge {
             for a in archives where now.timeIntervalSince(a.stat.modificationDate) > maxAge.seconds {
-                _ = delete(a.name, in: dir, reason: "maxage", expected: a.stat)
+                dispose.append(Disposal(name: a.name, stat: a.stat, reason: "maxage"))
             }
             archives.removeAll { now.timeIntervalSince($0.stat.modificationDate) > maxAge.seconds }
         }
@@ -487,17 +529,21 @@ final class LogRotator {
             let dated = archives.filter { if case .dated = $0.kind { return true } else { return false } }
                 .sorted(by: Archive.newestFirst)
             for a in dated.dropFirst(max(rule.rotate - 1, 0)) {
-                _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
+                dispose.append(Disposal(name: a.name, stat: a.stat, reason: "rotate \(rule.rotate)"))
             }
             finalName = name
         } else {
             let keep = max(rule.rotate, 1)
-            for a in archives {
-                if case .numbered(let i, _) = a.kind, i >= keep {
+            // Beyond `keep` already (left by a failed postrotate or a smaller
+            // `rotate`): logrotate's shift overwrites them.
+            for a in Archive.list(of: log.name, in: dir) {
+                if case .numbered(let i, _) = a.kind, i > keep {
+                    dispose.removeAll { $0.name == a.name }
                     _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
                 }
             }
-            for i in stride(from: keep - 1, through: 1, by: -1) {
+            // Shift `keep` too: it becomes keep+1, deleted after postrotate.
+            for i in stride(from: keep, through: 1, by: -1) {
                 for suffix in ["", ".gz"] {
                     let from = "\(log.name).\(i)\(suffix)"
                     guard let st = dir.lstat(from), st.isRegular else { continue }
@@ -507,6 +553,13 @@ final class LogRotator {
                             fail(log.path, "\(error)")
                             return nil
                         }
+                    }
+                    if i == keep {
+                        dispose.removeAll { $0.name == from }
+                        dispose.append(Disposal(name: dryRun ? from : to, stat: st, reason: "rotate \(rule.rotate)"))
+                    } else if let d = dispose.firstIndex(where: { $0.name == from }) {
+                        // maxage: follow the archive to its new name.
+                        if !dryRun { dispose[d].name = to }
                     }
                 }
             }
@@ -552,7 +605,7 @@ final class LogRotator {
                     return nil
                 }
             }
-            if rule.create { createLog(log, rule: rule) }
+            if rule.create { createLog(log, rule: rule, archive: finalName) }
         }
         if !dryRun { dir.sync() }
         openFiles.removeAll()
@@ -567,10 +620,11 @@ final class LogRotator {
                 "method": streamed ? "copytruncate+gzip" : rule.copyTruncate ? "copytruncate" : "create",
             ].merging(extra) { $1 }))
         }
-        return Rotated(log: log, archive: archiveName)
+        return Rotated(log: log, archive: archiveName, dispose: dispose)
     }
 
-    private func createLog(_ log: LogFile, rule: LogRotationConfig) {
+    /// `archive`: the old log, now renamed, whose ACL the new one gets.
+    private func createLog(_ log: LogFile, rule: LogRotationConfig, archive: String) {
         let mode = rule.createMode.map { mode_t($0) } ?? (log.stat.st_mode & 0o7777)
         var uid = log.stat.st_uid
         var gid = log.stat.st_gid
@@ -587,12 +641,20 @@ final class LogRotator {
             defer { close(fd) }
             if fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
             if fchmod(fd, mode) != 0 { fail(log.path, "\(SystemError("chmod", path: log.path))") }
+            if let (old, _) = try? log.dir.openRegular(archive, flags: O_RDONLY) {
+                defer { close(old) }
+                if let e = FileACL.copy(from: old, to: fd, path: log.path) { fail(log.path, "create: \(e)") }
+            }
         } catch let e as SystemError where e.code == EEXIST {
             // The writer already created a new log itself; keep it.
         } catch {
             fail(log.path, "create: \(error)")
         }
     }
+
+    /// lseek(2) whences from <unistd.h> that Glibc does not export without _GNU_SOURCE.
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
 
     /// Copies the log into `to` and truncates it, leaving the smallest
     /// window: bulk copy and fsync first, then copy what was appended
@@ -610,17 +672,44 @@ final class LogRotator {
         }
         _ = fchown(dst, st.st_uid, st.st_gid)
         _ = fchmod(dst, st.st_mode & 0o7777)
+        FileACL.copy(from: src, to: dst, path: dir.child(to))
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var copied: off_t = 0
+        // Only the data: holes of a sparse log stay holes in the archive
+        // (SEEK_DATA/SEEK_HOLE), like logrotate, instead of taking disk space.
         func drain() throws {
             while true {
-                let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("read", path: dir.child(name))
+                var data = lseek(src, copied, Self.seekData)
+                if data < 0, errno == ENXIO {
+                    // No data at or after `copied`: the end, or a hole at the
+                    // end (which still counts in the size), unless the writer
+                    // appended meanwhile.
+                    var now = stat()
+                    guard fstat(src, &now) == 0, now.st_size > copied else { break }
+                    if lseek(src, copied, Self.seekData) >= 0 { continue }
+                    copied = now.st_size
+                    break
                 }
-                if n == 0 { return }
-                try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
+                if data < 0 { data = copied }  // SEEK_DATA unsupported: copy everything
+                var hole = lseek(src, data, Self.seekHole)
+                if hole < 0 { hole = off_t.max }
+                guard lseek(dst, data, SEEK_SET) >= 0 else { throw SystemError("seek", path: dir.child(to)) }
+                var at = data
+                while at < hole {
+                    let want = Int(Swift.min(off_t(buffer.count), hole - at))
+                    let n = buffer.withUnsafeMutableBytes { pread(src, $0.baseAddress, want, at) }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw SystemError("read", path: dir.child(name))
+                    }
+                    if n == 0 { break }
+                    try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
+                    at += off_t(n)
+                }
+                copied = at
+                if at < hole { break }  // end of file
             }
+            guard ftruncate(dst, copied) == 0 else { throw SystemError("truncate", path: dir.child(to)) }
         }
         try drain()
         guard fsync(dst) == 0 else { throw SystemError("fsync", path: dir.child(to)) }
@@ -634,6 +723,7 @@ final class LogRotator {
     /// After the rule's logs rotated: postrotate, then compress or dispose.
     private func finish(rule: LogRotationConfig, rotated: [Rotated]) {
         guard !rotated.isEmpty else { return }
+        var scriptsOK = true
         if !rule.postRotate.isEmpty {
             let command = rule.postRotate.joined(separator: " ")
             actions.append(RotationAction(kind: .postrotate, path: command, detail: "", dryRun: dryRun))
@@ -641,16 +731,31 @@ final class LogRotator {
                 do {
                     let outcome = try Subprocess.runBlocking(rule.postRotate, timeout: rule.postRotateTimeout, handle: options.stop.child)
                     if !outcome.succeeded {
+                        scriptsOK = false
                         events.append(DiskEvent(.postRotateFailed, level: .error, [
                             "command": command, "error": outcome.summary, "timeout_ms": "\(rule.postRotateTimeout.milliseconds)",
                         ]))
                     }
                 } catch {
+                    scriptsOK = false
                     events.append(DiskEvent(.postRotateFailed, level: .error, ["command": command, "error": "\(error)"]))
                 }
             }
         }
+        guard scriptsOK else {
+            // Like logrotate: a failed postrotate stops the rule here; the
+            // oldest archives are kept and nothing is compressed.
+            for r in rotated {
+                actions.append(RotationAction(
+                    kind: .skip, path: r.log.path,
+                    detail: "(postrotate failed: old archives kept, nothing compressed)", dryRun: dryRun))
+            }
+            return
+        }
         for r in rotated {
+            for d in r.dispose {
+                _ = delete(d.name, in: r.log.dir, reason: d.reason, expected: d.stat)
+            }
             if rule.rotate == 0 {
                 // rotate 0: no archive is kept.
                 if dryRun {
@@ -677,8 +782,12 @@ final class LogRotator {
     /// Compresses the plain archives of a log, except (with
     /// `keepNewestPlain`, i.e. delaycompress) the newest archive. Returns
     /// the bytes freed.
-    func compressArchives(of log: LogFile, rule: LogRotationConfig, keepNewestPlain: Bool) -> Int64 {
+    /// With `ofRuleOnly`, only the archives the rule's naming makes (dated
+    /// with `dateext`, numbered without), like logrotate, which never
+    /// touches archives of the other naming.
+    func compressArchives(of log: LogFile, rule: LogRotationConfig, keepNewestPlain: Bool, ofRuleOnly: Bool = true) -> Int64 {
         let archives = Archive.list(of: log.name, in: log.dir).sorted(by: Archive.newestFirst)
+            .filter { !ofRuleOnly || $0.isDated == rule.dateExt }
         var candidates = archives.filter { !$0.kind.isCompressed }
         if keepNewestPlain, let newest = archives.first, !newest.kind.isCompressed {
             candidates.removeAll { $0.name == newest.name }
@@ -691,10 +800,7 @@ final class LogRotator {
                 refuse(log.dir.child(a.name), reason: "a database file; guardian never touches it")
                 continue
             }
-            if exists(a.name + ".gz", in: log.dir) {
-                fail(log.path, "cannot compress \(log.dir.child(a.name)): \(a.name).gz already exists")
-                continue
-            }
+            if exists(a.name + ".gz", in: log.dir), !moveAside(a.name + ".gz", in: log.dir, log: log) { continue }
             actions.append(RotationAction(kind: .compress, path: log.dir.child(a.name), detail: "-> \(a.name).gz", dryRun: dryRun))
             guard !dryRun else { continue }
             switch Compressor.compress(dir: log.dir, name: a.name, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop, isOpen: isOpen) {
@@ -714,6 +820,33 @@ final class LogRotator {
         }
         if postponed { pendingCompress.insert(log.path) }
         return freed
+    }
+
+    /// A file in the way of a `.gz` to be made (a stray, often not gzip at
+    /// all, that would otherwise block compression on every pass): renamed
+    /// to `NAME-YYYYMMDDHH.backup` like logrotate does, never deleted.
+    /// Returns whether the name is free now.
+    private func moveAside(_ name: String, in dir: SafeDirectory, log: LogFile) -> Bool {
+        let backup = name + Self.dateStamp(options.now(), format: "-%Y%m%d%H") + ".backup"
+        guard let st = dir.lstat(name), st.isRegular, !exists(backup, in: dir) else {
+            fail(log.path, "cannot compress into \(dir.child(name)): it already exists (and \(backup) too, or it is not a regular file)")
+            return false
+        }
+        actions.append(RotationAction(kind: .rotate, path: dir.child(name), detail: "-> \(dir.child(backup)) (in the way of compression)", dryRun: dryRun))
+        guard !dryRun else { return true }
+        var magic = [UInt8](repeating: 0, count: 2)
+        if let (fd, _) = try? dir.openRegular(name, flags: O_RDONLY) {
+            _ = magic.withUnsafeMutableBytes { read(fd, $0.baseAddress, 2) }
+            close(fd)
+        }
+        do { try dir.rename(name, backup) } catch {
+            fail(log.path, "move \(dir.child(name)) aside: \(error)")
+            return false
+        }
+        events.append(DiskEvent(.archiveMovedAside, level: .warning, [
+            "path": dir.child(name), "backup": dir.child(backup), "gzip": magic == [0x1f, 0x8b] ? "true" : "false",
+        ]))
+        return true
     }
 
     private func isBeyondPolicy(_ a: Archive, among all: [Archive], rule: LogRotationConfig, now: Date) -> Bool {

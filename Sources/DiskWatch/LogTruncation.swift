@@ -48,6 +48,7 @@ enum LogTruncation {
         }
         _ = fchown(out, st.st_uid, st.st_gid)
         _ = fchmod(out, st.st_mode & 0o7777)
+        FileACL.copy(from: src, to: out, path: dir.child(gzName))
         guard lseek(src, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: dir.child(name)) }
 
         // gzip passes while much is left (the writer may be fast); then the

@@ -11,10 +11,12 @@ public enum RotationRunner {
         /// Problems found in the configuration before anything was touched.
         public var problems: [DiskConfigProblem]
 
-        /// Something went wrong: a failed rotation, a refused path, a failed postrotate.
+        /// Something went wrong: a failed rotation, a refused path, a failed
+        /// postrotate, or a log missing without `missingok` (logrotate exits
+        /// 1 for it too; the other logs are rotated all the same).
         public var failed: Bool {
             actions.contains { $0.kind == .fail || $0.kind == .refuse }
-                || events.contains { $0.level >= .error }
+                || events.contains { $0.level >= .error || $0.event == .logGlobNoMatch }
         }
     }
 

@@ -408,6 +408,19 @@ enum JournalCatalog {
             unit's ReadWritePaths= must list the log's directory, which it does when \
             the path is in the configuration and systemctl daemon-reload was run).
             """,
+        "logRotationSkipped": """
+            The log GUARDIAN_LOG has other hard links (GUARDIAN_LINKS names in \
+            all), so guardian did not rotate it, like logrotate: with copytruncate \
+            the other name would be emptied too, and a rename leaves the other name \
+            growing unrotated. Set `allowhardlink: true` on the log rule if that is \
+            intended.
+            """,
+        "archiveMovedAside": """
+            Compressing an archive found another file already under the .gz name \
+            (GUARDIAN_PATH; GUARDIAN_GZIP says whether it held gzip data). Like \
+            logrotate, guardian renamed it to GUARDIAN_BACKUP and went on; nothing \
+            was deleted. Look at the backup and delete it when it is not needed.
+            """,
         "logGlobNoMatch": """
             A configured log path (GUARDIAN_PATH) matched no file. If the \
             application has not written its logs yet this is harmless; otherwise \

@@ -50,6 +50,8 @@ import Testing
                   frequency: daily
                   copytruncate: true
                   dateext: true
+                  allowhardlink: true
+                  su: root root
                 - paths: [/var/log/quiet.log]
                   create: false
               cleanup:
@@ -75,6 +77,8 @@ import Testing
         #expect(app.postRotate == ["systemctl", "kill", "-s", "HUP", "app.service"])
         #expect(app.postRotateTimeout == .seconds(10))
         #expect(d.logs[1].paths == ["/var/log/worker.log"] && d.logs[1].frequency == .daily && d.logs[1].copyTruncate && d.logs[1].dateExt)
+        #expect(d.logs[1].allowHardLink && !d.logs[0].allowHardLink)
+        #expect(d.logs[1].suRoot && !d.logs[0].suRoot)
         #expect(d.logs[2].create == false)
         #expect(d.cleanup == [CleanupRule(path: "/var/tmp/app-cache", pattern: "*.tmp", maxAge: .seconds(2 * 86400), recursive: true)])
     }
@@ -119,6 +123,8 @@ import Testing
             == "/etc/guardian/guardian.yml:3: disk.logs[0]: copytruncate and create exclude each other")
         #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      minsize: 10M\n      maxsize: 1M\n")
             .hasPrefix("/etc/guardian/guardian.yml:3: disk.logs[0]: minsize"))
+        #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      su: www-data adm\n")
+            == "/etc/guardian/guardian.yml:4: disk.logs[0].su: only \"root root\" is supported (guardian rotates as root; rotating as another user is not implemented)")
         #expect(Self.error("disk:\n  interval: 0\n") == "/etc/guardian/guardian.yml:2: disk.interval: must be more than 0")
         #expect(Self.error("disk:\n  logs:\n    - paths: [/a.log]\n      frequency: yearly\n")
             == "/etc/guardian/guardian.yml:4: disk.logs[0].frequency: \"yearly\" must be one of hourly, daily, weekly, monthly")

@@ -69,4 +69,38 @@ import Platform
         #expect(broken.code == 2)
         #expect(broken.err.contains("broken.yml:4: disk.logs[0].rotate: \"many\" is not a whole number"))
     }
+
+    /// logrotate exits 1 for a log missing without missingok, and still
+    /// rotates the others; so does `guardian rotate`.
+    @Test func aMissingLogWithoutMissingokIsAnErrorExitLikeLogrotate() throws {
+        let dir = try DiskKit.tempDir("cli-missing")
+        defer { DiskKit.remove(dir) }
+        mkdir(dir + "/logs", 0o755)
+        mkdir(dir + "/lr", 0o755)
+        DiskKit.write(dir + "/logs/app.log", "live\n")
+        DiskKit.write(dir + "/lr/app.log", "live\n")
+        let lr = try DiskKit.logrotate("\(dir)/lr/app.log \(dir)/lr/gone.log {\nrotate 1\n}\n", in: dir, force: true)
+        #expect(lr.exitCode == 1)
+        #expect(DiskKit.names(dir + "/lr") == ["app.log.1"])
+
+        func config(missingOK: Bool) -> String {
+            """
+            state-dir: \(dir)/state
+            disk:
+              logs:
+                - paths: [\(dir)/logs/app.log, \(dir)/logs/gone.log]
+                  rotate: 1
+                  missingok: \(missingOK)
+            """
+        }
+        DiskKit.write(dir + "/guardian.yml", config(missingOK: false))
+        let r = try Self.guardian(["rotate", "--config", dir + "/guardian.yml", "--force"])
+        #expect(r.code == 1, "\(r.out)\(r.err)")
+        #expect(r.out.contains("skipped \(dir)/logs/gone.log (matches no file; add missingok if that is expected)"))
+        #expect(DiskKit.names(dir + "/logs") == ["app.log", "app.log.1"])
+
+        DiskKit.write(dir + "/guardian.yml", config(missingOK: true))
+        let ok = try Self.guardian(["rotate", "--config", dir + "/guardian.yml", "--force"])
+        #expect(ok.code == 0, "\(ok.out)\(ok.err)")
+    }
 }

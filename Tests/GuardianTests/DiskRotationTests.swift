@@ -256,6 +256,211 @@ private final class Twin {
         #expect(DiskKit.names(t.g).contains("app.log-20200102.gz"))
     }
 
+    // MARK: - Issue 15: differences from logrotate that lost data
+
+    @Test func dateextDelaycompressBesideOldNumberedArchivesMatchesLogrotate() throws {
+        let t = try Twin()
+        try t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            DiskKit.write(dir + "/app.log.1", "numbered one\n")
+            DiskKit.write(dir + "/app.log.3", "numbered three\n")
+            _ = try DiskKit.run(["gzip", dir + "/app.log.3"])
+            DiskKit.write(dir + "/app.log-20200101", "first\n")
+            DiskKit.write(dir + "/app.log-20200102", "second\n")
+            DiskKit.setMTime(dir + "/app.log.1", daysAgo: 900)
+            DiskKit.setMTime(dir + "/app.log.3.gz", daysAgo: 1000)
+            DiskKit.setMTime(dir + "/app.log-20200101", daysAgo: 30)
+            DiskKit.setMTime(dir + "/app.log-20200102", daysAgo: 29)
+        }
+        try t.logrotate("rotate 2\ndateext\ncompress\ndelaycompress\ncreate")
+        let rotator = t.guardian(LogRotationConfig(paths: [], rotate: 2, compress: true, delayCompress: true, dateExt: true))
+        try t.expectSame()
+        let today = LogRotator.dateStamp(Date(), format: "-%Y%m%d")
+        // The newest dated archive stays plain (delaycompress); the old numbered ones are left alone.
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log-20200102.gz", "app.log\(today)", "app.log.1", "app.log.3.gz"])
+
+        // Under disk pressure the oldest archive by age goes first, and the newest is never offered.
+        var st = stat()
+        stat(t.g + "/app.log", &st)
+        let offered = rotator.emergencyArchives(device: UInt64(st.st_dev)).map(\.name)
+        #expect(offered == ["app.log.3.gz", "app.log.1", "app.log-20200102.gz"])
+    }
+
+    @Test func failingPostrotateKeepsTheOldestAndCompressesNothingLikeLogrotate() throws {
+        let t = try Twin()
+        try t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            for (n, text) in [(1, "one\n"), (2, "two\n")] {
+                DiskKit.write(dir + "/app.log.\(n)", text)
+                _ = try DiskKit.run(["gzip", dir + "/app.log.\(n)"])
+            }
+        }
+        let lr = try t.logrotate("rotate 2\ncompress\ncreate\nsharedscripts\npostrotate\n  exit 1\nendscript")
+        #expect(!lr.succeeded)
+        let rotator = t.guardian(LogRotationConfig(paths: [], rotate: 2, compress: true, postRotate: ["false"]))
+        #expect(rotator.events.contains { $0.event == .postRotateFailed })
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1", "app.log.2.gz", "app.log.3.gz"])
+
+        // Once the script works again, the next rotation catches up and keeps rotate 2.
+        t.writeRound(2)
+        let ok = t.guardian(LogRotationConfig(paths: [], rotate: 2, compress: true, postRotate: ["true"]))
+        #expect(!ok.events.contains { $0.level >= .error })
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1.gz", "app.log.2.gz"])
+        #expect(try DiskKit.content(t.g + "/app.log.2.gz") == "live\n")
+    }
+
+    @Test func failingPostrotateWithDateextKeepsTheOldestLikeLogrotate() throws {
+        let t = try Twin()
+        try t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            for day in ["20200101", "20200102"] {
+                DiskKit.write(dir + "/app.log-\(day)", "from \(day)\n")
+                _ = try DiskKit.run(["gzip", dir + "/app.log-\(day)"])
+            }
+        }
+        #expect(!(try t.logrotate("rotate 2\ndateext\ncompress\ncreate\nsharedscripts\npostrotate\n  exit 1\nendscript")).succeeded)
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2, compress: true, dateExt: true, postRotate: ["false"]))
+        try t.expectSame()
+        let today = LogRotator.dateStamp(Date(), format: "-%Y%m%d")
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log-20200101.gz", "app.log-20200102.gz", "app.log\(today)"])
+    }
+
+    @Test func aStrayFileUnderTheGzNameIsMovedAsideLikeLogrotate() throws {
+        let t = try Twin()
+        t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            DiskKit.write(dir + "/app.log.1", "plain one\n")
+            DiskKit.write(dir + "/app.log.1.gz", "stray, not gzip\n")
+        }
+        let directives = "rotate 3\ncompress\ndelaycompress\ncreate"
+        let rule = LogRotationConfig(paths: [], rotate: 3, compress: true, delayCompress: true)
+        try t.logrotate(directives)
+        let rotator = t.guardian(rule)
+        #expect(!rotator.events.contains { $0.level >= .error })
+        let moved = try #require(rotator.events.first { $0.event == .archiveMovedAside })
+        #expect(moved.metadata["gzip"] == "false")
+        // Both keep every line: the stray aside as a .backup, the archives complete.
+        for dir in [t.lr, t.g] {
+            let names = DiskKit.names(dir)
+            let backups = names.filter { $0.hasSuffix(".backup") }
+            #expect(backups.count == 1)
+            if let b = backups.first { #expect(try DiskKit.content(dir + "/" + b) == "stray, not gzip\n") }
+            #expect(names.filter { !$0.hasSuffix(".backup") } == ["app.log", "app.log.1", "app.log.2.gz"])
+            #expect(try DiskKit.content(dir + "/app.log.2.gz") == "plain one\n")
+        }
+        // And the next pass goes on as usual (it used to fail on every run).
+        t.writeRound(2)
+        let next = t.guardian(rule)
+        #expect(!next.events.contains { $0.level >= .error })
+        #expect(DiskKit.names(t.g).filter { !$0.hasSuffix(".backup") } == ["app.log", "app.log.1", "app.log.2.gz", "app.log.3.gz"])
+    }
+
+    @Test func hardLinkedLogsAreSkippedLikeLogrotate() throws {
+        let t = try Twin()
+        t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            link(dir + "/app.log", dir + "/other.log")
+        }
+        let lr = try t.logrotate("rotate 2\ncopytruncate")
+        #expect(lr.succeeded)
+        let rotator = t.guardian(LogRotationConfig(paths: [], rotate: 2, copyTruncate: true))
+        #expect(rotator.events.contains { $0.event == .logRotationSkipped })
+        try t.expectSame()
+        #expect(try DiskKit.content(t.g + "/other.log") == "live\n")
+
+        // allowhardlink: rotated by both.
+        try t.logrotate("rotate 2\ncopytruncate\nallowhardlink")
+        var allowed = LogRotationConfig(paths: [], rotate: 2, copyTruncate: true)
+        allowed.allowHardLink = true
+        _ = t.guardian(allowed)
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1", "other.log"])
+    }
+
+    @Test func logsInAWritableDirectoryAreRefusedLikeLogrotate() throws {
+        let t = try Twin()
+        t.each { dir in
+            DiskKit.write(dir + "/app.log", "live\n")
+            chmod(dir, 0o777)
+        }
+        let lr = try t.logrotate("rotate 2\ncreate")
+        #expect(!lr.succeeded)
+        let rotator = t.guardian(LogRotationConfig(paths: [], rotate: 2))
+        let refused = try #require(rotator.events.first { $0.event == .diskPathRefused })
+        #expect(refused.metadata["reason"]?.contains("world-writable") == true)
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log"])
+
+        // Group-writable by a group other than root: refused too; by root: rotated.
+        t.each { chmod($0, 0o775); chown($0, 0, 1) }
+        #expect(!(try t.logrotate("rotate 2\ncreate")).succeeded)
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2))
+        #expect(DiskKit.names(t.g) == ["app.log"])
+        t.each { chown($0, 0, 0) }
+        #expect(try t.logrotate("rotate 2\ncreate").succeeded)
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2))
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1"])
+
+        // `su root root` opts in, for both.
+        t.each { chmod($0, 0o777) }
+        #expect(try t.logrotate("rotate 2\ncreate\nsu root root").succeeded)
+        var su = LogRotationConfig(paths: [], rotate: 2)
+        su.suRoot = true
+        let opted = t.guardian(su)
+        #expect(!opted.events.contains { $0.level >= .error })
+        try t.expectSame()
+        #expect(DiskKit.names(t.g) == ["app.log", "app.log.1", "app.log.2"])
+    }
+
+    @Test func copytruncateKeepsTheHolesOfASparseLogLikeLogrotate() throws {
+        let t = try Twin()
+        t.each { dir in
+            DiskKit.write(dir + "/app.log", "head\n")
+            truncate(dir + "/app.log", 10 << 20)
+            DiskKit.append(dir + "/app.log", "tail\n")
+        }
+        try t.logrotate("rotate 2\ncopytruncate")
+        _ = t.guardian(LogRotationConfig(paths: [], rotate: 2, copyTruncate: true))
+        try t.expectSame()
+        for dir in [t.lr, t.g] {
+            var st = stat()
+            stat(dir + "/app.log.1", &st)
+            #expect(st.st_size == (10 << 20) + 5)
+            #expect(st.allocatedBytes < 1 << 20, "\(dir): \(st.allocatedBytes) bytes allocated")
+        }
+    }
+
+    @Test func aclsAreKeptOnTheNewLogAndTheArchivesLikeLogrotate() throws {
+        func acl(_ path: String) throws -> String {
+            let r = try DiskKit.run(["getfacl", "-c", path])
+            return String(decoding: r.stdout, as: UTF8.self)
+        }
+        for (directives, rule) in [
+            ("rotate 2\ncompress\ncreate", LogRotationConfig(paths: [], rotate: 2, compress: true)),
+            ("rotate 2\ncopytruncate", LogRotationConfig(paths: [], rotate: 2, copyTruncate: true)),
+            ("rotate 2\ncompress\ncopytruncate", LogRotationConfig(paths: [], rotate: 2, compress: true, copyTruncate: true)),
+        ] {
+            let t = try Twin()
+            for dir in [t.lr, t.g] {
+                DiskKit.write(dir + "/app.log", "live\n", mode: 0o600)
+                // A log shipper may read; the group may not (the mask shows as group bits).
+                let set = try DiskKit.run(["setfacl", "-m", "u:nobody:r--", dir + "/app.log"])
+                #expect(set.succeeded)
+            }
+            try t.logrotate(directives)
+            _ = t.guardian(rule)
+            try t.expectSame()
+            for name in DiskKit.names(t.g) {
+                let text = try acl(t.g + "/" + name)
+                let expected = try acl(t.lr + "/" + name)
+                #expect(text == expected, "\(directives): \(name)")
+                #expect(text.contains("user:nobody:r--") && text.contains("group::---"), "\(directives): \(name): \(text)")
+            }
+        }
+    }
+
     // MARK: - Schedules and state
 
     /// A moment in local time, whatever the machine's time zone.
@@ -424,7 +629,8 @@ private final class Twin {
         #expect(result.actions.allSatisfy { $0.dryRun })
         // And for real: the same plan happens.
         let real = try RotationRunner.runOnce(config: config, protectedPaths: [], stateDir: dir + "/state", dryRun: false, force: true)
-        #expect(real.actions.contains { $0.description == "deleted \(dir)/app.log.2 (rotate 2)" })
+        // The same file: shifted to app.log.3 first, deleted once postrotate (none here) succeeded.
+        #expect(real.actions.contains { $0.description == "deleted \(dir)/app.log.3 (rotate 2)" })
         // (Unlike logrotate, which would shift only .gz names and overwrite
         // the plain app.log.1, guardian shifts both and compresses the plain one.)
         #expect(DiskKit.names(dir) == ["app.log", "app.log.1.gz", "app.log.2.gz", "state"])

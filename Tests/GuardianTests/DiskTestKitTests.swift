@@ -31,7 +31,9 @@ enum DiskKit {
             root = try DiskKit.tempDir("tmpfs")
             path = root + "/mnt"
             mkdir(path, 0o755)
-            var options = "size=\(size)"
+            // 0755 like /var/log: a world-writable log directory (tmpfs's
+            // default 1777) is refused by rotation, as by logrotate.
+            var options = "size=\(size),mode=0755"
             if let inodes { options += ",nr_inodes=\(inodes)" }
             let r = try DiskKit.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path])
             guard r.succeeded else {

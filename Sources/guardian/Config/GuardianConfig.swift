@@ -444,6 +444,16 @@ extension GuardianConfig {
         if let v = try m.optional("missingok", { try $0.bool() }) { r.missingOK = v }
         if let v = try m.optional("notifempty", { try $0.bool() }) { r.notIfEmpty = v }
         if let v = try m.optional("copytruncate", { try $0.bool() }) { r.copyTruncate = v }
+        if let v = try m.optional("allowhardlink", { try $0.bool() }) { r.allowHardLink = v }
+        if let su = m.optional("su") {
+            // logrotate's `su USER GROUP`: rotate in a directory writable by
+            // others. guardian rotates as root only, so only `root root`.
+            let parts = try su.string().split(separator: " ").map(String.init)
+            guard parts.count == 2, ["root", "0"].contains(parts[0]), ["root", "0"].contains(parts[1]) else {
+                throw su.error("only \"root root\" is supported (guardian rotates as root; rotating as another user is not implemented)")
+            }
+            r.suRoot = true
+        }
         if let create = m.optional("create") {
             // "0640 app adm", like logrotate's `create` directive; `true`
             // keeps the old file's attributes, `false` creates nothing.
