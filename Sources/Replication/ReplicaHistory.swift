@@ -95,6 +95,11 @@ public enum ReplicaHistory {
         return m.history == id && (m.writerID == nil || m.writerID == writerID)
     }
 
+    /// Whether this process holds the lease a marker records (whatever its history).
+    static func isOwnLease(_ bytes: [UInt8]) -> Bool {
+        (try? JSONDecoder().decode(Marker.self, from: Data(bytes)))?.writerID == writerID
+    }
+
     /// When another process holds a live lease on the replica whose marker
     /// this is: why guardian must not write there (nil: the replica is free —
     /// no lease, this process's own, released, expired, or its writer was

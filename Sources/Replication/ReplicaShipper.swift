@@ -90,6 +90,15 @@ actor ReplicaShipper {
         if let marker, let busy = ReplicaHistory.liveForeignLease(marker, destination: config.target.destination) {
             throw ReplicaError(.transient, busy)
         }
+        // Free: the lease is taken before anything is written (the marker
+        // keeps the history it names until this session's state is there).
+        let readable = marker.map { (try? JSONDecoder().decode(ReplicaHistory.Marker.self, from: Data($0))) != nil } ?? true
+        if readable, !(marker.map(ReplicaHistory.isOwnLease) ?? false) {
+            try await client.writeMarker(ReplicaHistory.encode(id: found))
+            requests += 1
+            lastRenewal = .now
+            lastMarkerCheck = .now
+        }
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -134,7 +143,7 @@ actor ReplicaShipper {
     /// lease interval the session renews its own marker (one write).
     private func checkMarkerStillOurs() async throws {
         if let foreignWriter { throw ReplicaError(.permanent, foreignWriter) }
-        guard history != nil else { return }
+        guard let history else { return }
         var isFile = false
         if case .file = config.target { isFile = true }
         let interval = ReplicaHistory.leaseInterval
@@ -142,14 +151,7 @@ actor ReplicaShipper {
         lastMarkerCheck = .now
         let bytes = try await client.readMarker()
         if !isFile { requests += 1 }
-        guard let history, history == replicator.historyID else {
-            if let bytes, let busy = ReplicaHistory.liveForeignLease(bytes, destination: config.target.destination) {
-                position = nil  // discovered again once the lease has expired
-                self.history = nil
-                throw ReplicaError(.transient, busy)
-            }
-            return
-        }
+        let adopted = history == replicator.historyID
         guard let bytes else {
             position = nil
             self.history = nil
@@ -159,13 +161,23 @@ actor ReplicaShipper {
             }
             throw ReplicaError(.transient, "replica \(config.target.destination): its history marker vanished (unmounted or emptied?); rediscovering")
         }
-        if !ReplicaHistory.isOurs(bytes, history: history) {
+        if adopted, !ReplicaHistory.isOurs(bytes, history: history) {
             let why = "replica \(config.target.destination) is written by another process too (its history marker now names \(ReplicaHistory.describe(bytes))); guardian stops writing to it: stop the other writer, then restart guardian"
             foreignWriter = why
             throw ReplicaError(.permanent, why)
         }
+        if !adopted, !ReplicaHistory.isOwnLease(bytes) {
+            // Not labelled with this session's history yet, and the lease
+            // taken at discovery is someone else's now.
+            position = nil
+            self.history = nil
+            throw ReplicaError(
+                .transient,
+                ReplicaHistory.liveForeignLease(bytes, destination: config.target.destination)
+                    ?? "replica \(config.target.destination): another writer replaced its marker (\(ReplicaHistory.describe(bytes))); rediscovering")
+        }
         if let last = lastRenewal, ContinuousClock.now - last < interval { return }
-        try await client.writeMarker(ReplicaHistory.encode(id: history))
+        try await client.writeMarker(ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes)))
         requests += 1
         lastRenewal = .now
     }
@@ -187,10 +199,10 @@ actor ReplicaShipper {
     /// On a clean stop the lease is let go, so the next writer (a restart,
     /// a standby) need not wait for it to expire.
     private func releaseLease() async {
-        guard foreignWriter == nil, let history, history == replicator.historyID else { return }
+        guard foreignWriter == nil, history != nil else { return }
         do {
-            guard let bytes = try await client.readMarker(), ReplicaHistory.isOurs(bytes, history: history) else { return }
-            try await client.writeMarker(ReplicaHistory.encode(id: history, released: true))
+            guard let bytes = try await client.readMarker(), ReplicaHistory.isOwnLease(bytes) else { return }
+            try await client.writeMarker(ReplicaHistory.encode(id: ReplicaHistory.id(of: bytes), released: true))
             requests += 2
         } catch {
             logger.event(.replicaSyncFailed, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "releasing the lease: \(error)"])
