@@ -97,7 +97,8 @@ actor ReplicaShipper {
             try await client.writeMarker(ReplicaHistory.encode(id: found))
             requests += 1
             lastRenewal = .now
-            lastMarkerCheck = .now
+            // (Not counted as a check: the first round reads it back, so a
+            // process that took the lease at the same moment is seen early.)
         }
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?

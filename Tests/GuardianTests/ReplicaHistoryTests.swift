@@ -392,3 +392,44 @@ import Testing
         #expect(f.replicator?.stderr.contains("other-host pid 1") == true)
     }
 }
+
+/// The lease a history marker records, judged from its own fields.
+@Suite struct ReplicaLeaseTests {
+    static func marker(writerID: String = "other-writer", host: String = "peer-b", pid: Int32 = 4242, renewed: Date, lease: Double = 90, released: Bool? = nil) -> [UInt8] {
+        let m = ReplicaHistory.Marker(
+            history: "h1", writer: "\(host) pid \(pid)", written: Timestamps.iso8601(renewed), writerID: writerID, host: host, pid: pid,
+            renewed: Timestamps.iso8601(renewed), leaseSeconds: lease, released: released)
+        return Array((try? JSONEncoder().encode(m)) ?? Data())
+    }
+
+    @Test func anotherWritersRecentLeaseIsLiveUntilItExpiresPlusTheSkewMargin() throws {
+        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let margin = ReplicaHistory.skewMargin.seconds
+        let live = ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-30)), destination: "s3://b/db", now: now)
+        let message = try #require(live)
+        #expect(message.contains("replica s3://b/db is being written by peer-b pid 4242 (renewed at"))
+        #expect(message.contains("guardian waits until its lease expires at \(Timestamps.iso8601(now.addingTimeInterval(60)))"))
+        // Clocks that disagree: expired by the writer's clock, still within the margin.
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-90 - margin / 2)), destination: "d", now: now) != nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-91 - margin)), destination: "d", now: now) == nil)
+        // A lease renewed "in the future" (the writer's clock is ahead) is live.
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(600)), destination: "d", now: now) != nil)
+    }
+
+    @Test func releasedOwnOldStyleAndGoneLocalLeasesAreFree() {
+        let now = Date()
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now, released: true), destination: "d", now: now) == nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(writerID: ReplicaHistory.writerID, renewed: now), destination: "d", now: now) == nil)
+        let old = Array(#"{"history":"h0","writer":"x pid 1","written":"2026-01-01T00:00:00Z"}"#.utf8)
+        #expect(ReplicaHistory.liveForeignLease(old, destination: "d", now: now) == nil)
+        // A pid of this host that no longer runs: free at once; one that runs: live.
+        var gone: Int32 = 4_000_000
+        while kill(gone, 0) == 0 || errno != ESRCH { gone += 1 }
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(host: ReplicaHistory.hostName(), pid: gone, renewed: now), destination: "d", now: now) == nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(host: ReplicaHistory.hostName(), pid: getppid(), renewed: now), destination: "d", now: now) != nil)
+        // The marker this process writes carries its lease.
+        let own = ReplicaHistory.encode(id: "h2")
+        #expect(ReplicaHistory.isOwnLease(own) && ReplicaHistory.isOurs(own, history: "h2"))
+        #expect(!ReplicaHistory.isOurs(Self.marker(renewed: now), history: "h1"))
+    }
+}
