@@ -186,16 +186,25 @@ actor ReplicaShipper {
     /// Keeps the lease while no commit wakes the shipper: reads the marker
     /// back and renews it once per lease interval.
     private func renewLease() async {
-        guard failures == 0, position != nil, foreignWriter == nil else { return }
+        guard position != nil, foreignWriter == nil else { return }
         do {
             try await checkMarkerStillOurs()
+            if renewalFailing, failures > 0 {
+                logger.event(.replicaRecovered, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "failures": "\(failures)"])
+                failures = 0
+                lastError = nil
+            }
+            renewalFailing = false
         } catch {
+            // Shown like a failed upload; a later renewal or upload clears it.
+            if failures == 0 { renewalFailing = true }
             failures += 1
             errors += 1
             lastError = "\(error)"
             logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
         }
     }
+    private var renewalFailing = false
 
     /// On a clean stop the lease is let go, so the next writer (a restart,
     /// a standby) need not wait for it to expire.
@@ -463,6 +472,7 @@ actor ReplicaShipper {
         }
         failures = 0
         lastError = nil
+        renewalFailing = false
     }
 
     /// Writes a level-9 snapshot now (on schedule), then applies retention.

@@ -349,7 +349,9 @@ import Testing
             let second = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--state-dir", dir + "/state2", db, url], environment: env)
             defer { second.signal(SIGKILL) }
             let refusal = "is being written by peer-a pid \(first.pid)"
-            let refused = await TestSupport.waitUntil(timeout: .seconds(20)) { second.stderr.components(separatedBy: refusal).count > 3 }
+            // Refused for longer than a lease runs (3 s + 2 s margin at a 1 s
+            // interval) while the first commits nothing: it renews on a timer.
+            let refused = await TestSupport.waitUntil(timeout: .seconds(30)) { second.stderr.components(separatedBy: refusal).count > 9 }
             #expect(refused, "\(second.stderr.suffix(3000))")
             #expect(second.stderr.contains("guardian waits until its lease expires at"))
             #expect(try await ltxKeys() == before, "the second process wrote to the replica")
