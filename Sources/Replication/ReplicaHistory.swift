@@ -25,6 +25,22 @@ public enum ReplicaHistory {
         var history: String
         var writer: String
         var written: String
+        /// The lease (absent in markers of older versions: no lease). A
+        /// random id of the writing process, its host and pid, when it last
+        /// renewed the marker, how long after that its lease runs, and
+        /// whether it let go (a clean stop).
+        var writerID: String?
+        var host: String?
+        var pid: Int32?
+        var renewed: String?
+        var leaseSeconds: Double?
+        var released: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case history, writer, written, host, pid, renewed, released
+            case writerID = "writer_id"
+            case leaseSeconds = "lease_seconds"
+        }
     }
 
     /// 128 random bits in hex.
@@ -36,12 +52,69 @@ public enum ReplicaHistory {
         }.joined()
     }
 
-    static func encode(id: String) -> [UInt8] {
+    /// This process's writer id: a second process (here or on another host)
+    /// never has the same one, a new session of this process keeps it.
+    static let writerID = newID()
+
+    /// How often a writer renews (rewrites) its marker, and how often a
+    /// remote replica's marker is read back. Test runs shorten it with
+    /// GUARDIAN_TEST_LEASE_INTERVAL (seconds); not a setting.
+    static let leaseInterval: Duration = {
+        if let v = ProcessInfo.processInfo.environment["GUARDIAN_TEST_LEASE_INTERVAL"], let s = Double(v), s > 0 {
+            return .milliseconds(Int64(s * 1000))
+        }
+        return .seconds(30)
+    }()
+    /// A lease runs this long after its last renewal (three missed renewals).
+    static var leaseExpiry: Duration { leaseInterval * 3 }
+    /// Added before taking over an expired lease, for clocks that disagree.
+    static var skewMargin: Duration { leaseInterval * 2 }
+
+    static func hostName() -> String {
+        var u = utsname()
+        guard uname(&u) == 0 else { return "unknown-host" }
+        return withUnsafeBytes(of: &u.nodename) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    static func encode(id: String, released: Bool = false, now: Date = Date()) -> [UInt8] {
+        let host = hostName()
+        let pid = getpid()
+        let time = Timestamps.iso8601(now)
         let marker = Marker(
-            history: id, writer: "\(ProcessInfo.processInfo.hostName) pid \(getpid())", written: Timestamps.iso8601(Date()))
+            history: id, writer: "\(host) pid \(pid)", written: time, writerID: writerID, host: host, pid: pid, renewed: time,
+            leaseSeconds: Double(leaseExpiry.milliseconds) / 1000,
+            released: released ? true : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return Array((try? encoder.encode(marker)) ?? Data("{\"history\":\"\(id)\"}".utf8)) + [0x0A]
+    }
+
+    /// Whether a marker is this process's, of history `id`.
+    static func isOurs(_ bytes: [UInt8], history id: String) -> Bool {
+        guard let m = try? JSONDecoder().decode(Marker.self, from: Data(bytes)) else { return false }
+        return m.history == id && (m.writerID == nil || m.writerID == writerID)
+    }
+
+    /// Whether this process holds the lease a marker records (whatever its history).
+    static func isOwnLease(_ bytes: [UInt8]) -> Bool {
+        (try? JSONDecoder().decode(Marker.self, from: Data(bytes)))?.writerID == writerID
+    }
+
+    /// When another process holds a live lease on the replica whose marker
+    /// this is: why guardian must not write there (nil: the replica is free —
+    /// no lease, this process's own, released, expired, or its writer was
+    /// on this host and is gone).
+    static func liveForeignLease(_ bytes: [UInt8], destination: String, now: Date = Date()) -> String? {
+        guard let m = try? JSONDecoder().decode(Marker.self, from: Data(bytes)),
+            let id = m.writerID, id != writerID, m.released != true,
+            let renewedText = m.renewed, let renewed = Timestamps.parse(renewedText), let lease = m.leaseSeconds
+        else { return nil }
+        if m.host == hostName(), let pid = m.pid, pid > 0, kill(pid, 0) != 0, errno == ESRCH { return nil }
+        let expires = renewed.addingTimeInterval(lease)
+        let margin = Double(skewMargin.milliseconds) / 1000
+        guard now < expires.addingTimeInterval(margin) else { return nil }
+        return "replica \(destination) is being written by \(m.writer) (renewed at \(renewedText)); "
+            + "guardian waits until its lease expires at \(Timestamps.iso8601(expires)) (plus \(Int(margin)) s for clock skew)"
     }
 
     /// The history id of a marker; an unreadable marker is a history of its

@@ -23,8 +23,8 @@ actor ReplicaShipper {
     /// Set when another process was found writing this replica: nothing more is written to it.
     private var foreignWriter: String?
     private var lastMarkerCheck: ContinuousClock.Instant?
-    /// How often a remote replica's marker is read back to notice a second writer.
-    static let markerCheckInterval: Duration = .seconds(30)
+    /// When this session last wrote its marker (the lease's renewal).
+    private var lastRenewal: ContinuousClock.Instant?
 
     deinit { if lockFD >= 0 { close(lockFD) } }
     private(set) var lastSync: Date?
@@ -85,6 +85,21 @@ actor ReplicaShipper {
             }
             lockFD = fd
         }
+        // Another process (here or on another host) renews its lease on the
+        // replica: guardian does not write there until the lease expires.
+        if let marker, let busy = ReplicaHistory.liveForeignLease(marker, destination: config.target.destination) {
+            throw ReplicaError(.transient, busy)
+        }
+        // Free: the lease is taken before anything is written (the marker
+        // keeps the history it names until this session's state is there).
+        let readable = marker.map { (try? JSONDecoder().decode(ReplicaHistory.Marker.self, from: Data($0))) != nil } ?? true
+        if readable, !(marker.map(ReplicaHistory.isOwnLease) ?? false) {
+            try await client.writeMarker(ReplicaHistory.encode(id: found))
+            requests += 1
+            lastRenewal = .now
+            // (Not counted as a check: the first round reads it back, so a
+            // process that took the lease at the same moment is seen early.)
+        }
         var best: UInt64 = 0
         var newestL0: LTXFileInfo?
         for level in LTXNaming.allLevels {
@@ -113,6 +128,7 @@ actor ReplicaShipper {
         guard history != id else { return }
         try await client.writeMarker(ReplicaHistory.encode(id: id))
         requests += 1
+        lastRenewal = .now
         if let recordPath { try await BlockingPool.shared.run { try ReplicaHistory.writeRecord(recordPath, id: id) } }
         history = id
     }
@@ -120,19 +136,23 @@ actor ReplicaShipper {
     /// A file replica's marker is read before each round of uploads (a local
     /// read): a disk unmounted under guardian shows as a missing marker, and
     /// guardian then rediscovers instead of writing into the mount point.
-    /// A remote replica's marker is read back every `markerCheckInterval`:
-    /// when another process has put its own history there, guardian stops
-    /// writing to that replica and says so (status and log) instead of
-    /// interleaving two writers' files.
+    /// A remote replica's marker is read back every lease interval: when
+    /// another process has put its own marker there, guardian stops writing
+    /// to that replica and says so (status and log) instead of interleaving
+    /// two writers' files. A replica this session has not labelled yet is
+    /// not written while another process holds a live lease on it. Once per
+    /// lease interval the session renews its own marker (one write).
     private func checkMarkerStillOurs() async throws {
         if let foreignWriter { throw ReplicaError(.permanent, foreignWriter) }
-        guard let history, history == replicator.historyID else { return }
+        guard let history else { return }
         var isFile = false
         if case .file = config.target { isFile = true }
-        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < Self.markerCheckInterval { return }
+        let interval = ReplicaHistory.leaseInterval
+        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < interval { return }
         lastMarkerCheck = .now
         let bytes = try await client.readMarker()
         if !isFile { requests += 1 }
+        let adopted = history == replicator.historyID
         guard let bytes else {
             position = nil
             self.history = nil
@@ -142,10 +162,60 @@ actor ReplicaShipper {
             }
             throw ReplicaError(.transient, "replica \(config.target.destination): its history marker vanished (unmounted or emptied?); rediscovering")
         }
-        if ReplicaHistory.id(of: bytes) != history {
+        if adopted, !ReplicaHistory.isOurs(bytes, history: history) {
             let why = "replica \(config.target.destination) is written by another process too (its history marker now names \(ReplicaHistory.describe(bytes))); guardian stops writing to it: stop the other writer, then restart guardian"
             foreignWriter = why
             throw ReplicaError(.permanent, why)
+        }
+        if !adopted, !ReplicaHistory.isOwnLease(bytes) {
+            // Not labelled with this session's history yet, and the lease
+            // taken at discovery is someone else's now.
+            position = nil
+            self.history = nil
+            throw ReplicaError(
+                .transient,
+                ReplicaHistory.liveForeignLease(bytes, destination: config.target.destination)
+                    ?? "replica \(config.target.destination): another writer replaced its marker (\(ReplicaHistory.describe(bytes))); rediscovering")
+        }
+        if let last = lastRenewal, ContinuousClock.now - last < interval { return }
+        try await client.writeMarker(ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes)))
+        requests += 1
+        lastRenewal = .now
+    }
+
+    /// Keeps the lease while no commit wakes the shipper: reads the marker
+    /// back and renews it once per lease interval.
+    private func renewLease() async {
+        guard position != nil, foreignWriter == nil else { return }
+        do {
+            try await checkMarkerStillOurs()
+            if renewalFailing, failures > 0 {
+                logger.event(.replicaRecovered, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "failures": "\(failures)"])
+                failures = 0
+                lastError = nil
+            }
+            renewalFailing = false
+        } catch {
+            // Shown like a failed upload; a later renewal or upload clears it.
+            if failures == 0 { renewalFailing = true }
+            failures += 1
+            errors += 1
+            lastError = "\(error)"
+            logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
+        }
+    }
+    private var renewalFailing = false
+
+    /// On a clean stop the lease is let go, so the next writer (a restart,
+    /// a standby) need not wait for it to expire.
+    private func releaseLease() async {
+        guard foreignWriter == nil, history != nil else { return }
+        do {
+            guard let bytes = try await client.readMarker(), ReplicaHistory.isOwnLease(bytes) else { return }
+            try await client.writeMarker(ReplicaHistory.encode(id: ReplicaHistory.id(of: bytes), released: true))
+            requests += 2
+        } catch {
+            logger.event(.replicaSyncFailed, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "releasing the lease: \(error)"])
         }
     }
 
@@ -154,6 +224,14 @@ actor ReplicaShipper {
     /// after a quiet spell goes out at once, the commits that follow within
     /// the interval wait for its end and go together (`batches`).
     func run(wakeups: AsyncStream<Void>) async {
+        let renewer = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: ReplicaHistory.leaseInterval)
+                if Task.isCancelled { return }
+                await self?.renewLease()
+            }
+        }
+        defer { renewer.cancel() }
         var lastShip: ContinuousClock.Instant?
         for await _ in wakeups {
             if config.syncInterval > .zero, let last = lastShip, last + config.syncInterval > .now {
@@ -164,6 +242,8 @@ actor ReplicaShipper {
             await maintain()
         }
         await shipAll()
+        renewer.cancel()
+        if !Task.isCancelled { await releaseLease() }
     }
 
     private var lastCompaction: [Int: Date] = [:]
@@ -392,6 +472,7 @@ actor ReplicaShipper {
         }
         failures = 0
         lastError = nil
+        renewalFailing = false
     }
 
     /// Writes a level-9 snapshot now (on schedule), then applies retention.

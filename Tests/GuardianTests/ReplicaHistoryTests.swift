@@ -303,6 +303,79 @@ import Testing
         _ = await second.wait(timeout: .seconds(30))
     }
 
+    /// Two processes (the first as another host, in its own UTS namespace)
+    /// replicating to the same S3 replica on moto: the second sees the
+    /// first one's live lease, says who holds it and writes nothing; once
+    /// the first is killed and its lease has expired, the second takes
+    /// over and the replica restores every committed row.
+    @Test(.timeLimit(.minutes(3)))
+    func aSecondProcessWaitsForTheFirstOnesLeaseOnAnS3ReplicaThenTakesOver() async throws {
+        try await SharedPeers.withMoto { moto in
+            let dir = try TestSupport.makeTempDir("lease-s3")
+            defer { TestSupport.cleanup(dir) }
+            let bucket = "lease-\(UUID().uuidString.prefix(8).lowercased())"
+            try await moto.createBucket(bucket)
+            let url = "s3://\(bucket)/db?endpoint=\(moto.endpoint)&region=us-east-1"
+            let creds = ["AWS_ACCESS_KEY_ID": moto.accessKeyID, "AWS_SECRET_ACCESS_KEY": moto.secretAccessKey]
+            let env = creds.merging(["GUARDIAN_TEST_LEASE_INTERVAL": "1", "GUARDIAN_LOG_TARGET": "stderr"]) { $1 }
+            let db = dir + "/app.db"
+            try await sqlite3(db, "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+            func write(_ range: ClosedRange<Int>) throws {
+                let c = try SQLiteConnection(path: db, mode: .readWrite)
+                for i in range { try c.query("INSERT INTO t(id, v) VALUES (?, ?)", [.integer(Int64(i)), .text("row-\(i)")]) }
+            }
+            func restored() async -> String? {
+                let out = dir + "/probe-\(UUID().uuidString.prefix(8)).db"
+                defer { unlink(out) }
+                guard (try? await guardian(["restore", "--integrity-check", "none", "-o", out, url], environment: creds))?.status == 0 else { return nil }
+                return try? await sqlite3(out, "SELECT count(*), sum(id) FROM t")
+            }
+            func ltxKeys() async throws -> Set<String> {
+                Set(try await moto.listKeys(bucket: bucket, prefix: "db/").keys.filter { !$0.hasSuffix(ReplicaHistory.markerName) })
+            }
+            try write(1...20)
+            let first = try ChildProcess.start(
+                "/usr/bin/unshare",
+                ["--uts", "--", "/bin/sh", "-c", "hostname peer-a && exec \"$0\" \"$@\"", TestSupport.guardianBinary,
+                 "replicate", "--state-dir", dir + "/state1", db, url],
+                environment: env)
+            defer { first.signal(SIGKILL) }
+            let rows1 = try await sqlite3(db, "SELECT count(*), sum(id) FROM t")
+            #expect(await TestSupport.waitUntil(timeout: .seconds(30)) { await restored() == rows1 }, "\(first.stderr)")
+            let before = try await ltxKeys()
+            #expect(!before.isEmpty)
+
+            // The second process is refused, names the first, and writes nothing.
+            let second = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--state-dir", dir + "/state2", db, url], environment: env)
+            defer { second.signal(SIGKILL) }
+            let refusal = "is being written by peer-a pid \(first.pid)"
+            // Refused for longer than a lease runs (3 s + 2 s margin at a 1 s
+            // interval) while the first commits nothing: it renews on a timer.
+            let refused = await TestSupport.waitUntil(timeout: .seconds(30)) { second.stderr.components(separatedBy: refusal).count > 9 }
+            #expect(refused, "\(second.stderr.suffix(3000))")
+            #expect(second.stderr.contains("guardian waits until its lease expires at"))
+            #expect(try await ltxKeys() == before, "the second process wrote to the replica")
+            #expect(!first.stderr.contains("is written by another process too"), "\(first.stderr.suffix(2000))")
+
+            // The first is killed: its lease expires, the second takes over.
+            first.signal(SIGKILL)
+            _ = await first.wait(timeout: .seconds(10))
+            try write(21...30)
+            let expected = try await sqlite3(db, "SELECT count(*), sum(id) FROM t")
+            #expect(expected == "30|465")
+            let tookOver = await TestSupport.waitUntil(timeout: .seconds(40)) { await restored() == expected }
+            #expect(tookOver, "\(second.stderr.suffix(3000))")
+            second.signal(SIGTERM)
+            #expect(await second.wait(timeout: .seconds(30)) == 0)
+            if FileManager.default.isExecutableFile(atPath: RestoreInteropTests.litestream) {
+                let out = dir + "/ls.db"
+                let ls = try await run(RestoreInteropTests.litestream, ["restore", "-o", out, url], environment: creds.merging(["AWS_CA_BUNDLE": ""]) { $1 })
+                #expect(ls.status == 0, "\(ls.stderr)")
+                #expect(try await sqlite3(out, "SELECT count(*), sum(id) FROM t") == expected)
+            }
+        }
+    }
+
     /// Another writer that got past the lock (another host over NFS): its
     /// history marker replaces guardian's, and guardian stops writing there.
     @Test(.timeLimit(.minutes(2)))
@@ -319,5 +392,46 @@ import Testing
         #expect(refused, "\(f.replicator?.stderr ?? "")")
         #expect(f.replicaTXID() == before, "guardian went on writing the replica")
         #expect(f.replicator?.stderr.contains("other-host pid 1") == true)
+    }
+}
+
+/// The lease a history marker records, judged from its own fields.
+@Suite struct ReplicaLeaseTests {
+    static func marker(writerID: String = "other-writer", host: String = "peer-b", pid: Int32 = 4242, renewed: Date, lease: Double = 90, released: Bool? = nil) -> [UInt8] {
+        let m = ReplicaHistory.Marker(
+            history: "h1", writer: "\(host) pid \(pid)", written: Timestamps.iso8601(renewed), writerID: writerID, host: host, pid: pid,
+            renewed: Timestamps.iso8601(renewed), leaseSeconds: lease, released: released)
+        return Array((try? JSONEncoder().encode(m)) ?? Data())
+    }
+
+    @Test func anotherWritersRecentLeaseIsLiveUntilItExpiresPlusTheSkewMargin() throws {
+        let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        let margin = ReplicaHistory.skewMargin.seconds
+        let live = ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-30)), destination: "s3://b/db", now: now)
+        let message = try #require(live)
+        #expect(message.contains("replica s3://b/db is being written by peer-b pid 4242 (renewed at"))
+        #expect(message.contains("guardian waits until its lease expires at \(Timestamps.iso8601(now.addingTimeInterval(60)))"))
+        // Clocks that disagree: expired by the writer's clock, still within the margin.
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-90 - margin / 2)), destination: "d", now: now) != nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(-91 - margin)), destination: "d", now: now) == nil)
+        // A lease renewed "in the future" (the writer's clock is ahead) is live.
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(600)), destination: "d", now: now) != nil)
+    }
+
+    @Test func releasedOwnOldStyleAndGoneLocalLeasesAreFree() {
+        let now = Date()
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now, released: true), destination: "d", now: now) == nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(writerID: ReplicaHistory.writerID, renewed: now), destination: "d", now: now) == nil)
+        let old = Array(#"{"history":"h0","writer":"x pid 1","written":"2026-01-01T00:00:00Z"}"#.utf8)
+        #expect(ReplicaHistory.liveForeignLease(old, destination: "d", now: now) == nil)
+        // A pid of this host that no longer runs: free at once; one that runs: live.
+        var gone: Int32 = 4_000_000
+        while kill(gone, 0) == 0 || errno != ESRCH { gone += 1 }
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(host: ReplicaHistory.hostName(), pid: gone, renewed: now), destination: "d", now: now) == nil)
+        #expect(ReplicaHistory.liveForeignLease(Self.marker(host: ReplicaHistory.hostName(), pid: getppid(), renewed: now), destination: "d", now: now) != nil)
+        // The marker this process writes carries its lease.
+        let own = ReplicaHistory.encode(id: "h2")
+        #expect(ReplicaHistory.isOwnLease(own) && ReplicaHistory.isOurs(own, history: "h2"))
+        #expect(!ReplicaHistory.isOurs(Self.marker(renewed: now), history: "h1"))
     }
 }
