@@ -385,7 +385,11 @@ import Testing
         try f.startGuardian()
         let marker = f.replica + "/" + ReplicaHistory.markerName
         #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: marker) && f.replicaTXID() >= 1 })
-        try DurableFile.write(Array(#"{"history":"someone-else","writer":"other-host pid 1","written":"2026-01-01T00:00:00Z"}"#.utf8), to: marker)
+        // Another writer's marker, put in place atomically under a name of its own
+        // (guardian renews its lease on the same file meanwhile).
+        let foreign = f.replica + "/.foreign-marker"
+        try TestSupport.write(#"{"history":"someone-else","writer":"other-host pid 1","written":"2026-01-01T00:00:00Z"}"#, to: foreign)
+        #expect(rename(foreign, marker) == 0)
         let before = f.replicaTXID()
         try ReplicationTests.write(f.db, from: 6, count: 3)
         let refused = await TestSupport.waitUntil(timeout: .seconds(20)) { f.replicator?.stderr.contains("is written by another process too") == true }
