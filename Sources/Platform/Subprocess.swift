@@ -253,21 +253,34 @@ public enum Subprocess {
 public final class ChildHandle: Sendable {
     public init() {}
 
-    private let state = Mutex<(pid: pid_t?, killed: Bool)>((nil, false))
+    /// `pending`: signals sent before the child existed, delivered once it does.
+    private let state = Mutex<(pid: pid_t?, killed: Bool, pending: [Int32], ended: Bool)>((nil, false, [], false))
 
     func started(_ pid: pid_t) {
-        let kill = state.withLock { s -> Bool in
+        let (kill, pending) = state.withLock { s -> (Bool, [Int32]) in
             s.pid = pid
-            return s.killed
+            defer { s.pending = [] }
+            return (s.killed, s.pending)
         }
+        for signal in pending { Glibc.kill(-pid, signal) }
         if kill { Glibc.kill(-pid, SIGKILL) }
     }
 
-    func finished() { state.withLock { $0.pid = nil } }
+    func finished() {
+        state.withLock {
+            $0.pid = nil
+            $0.ended = true
+        }
+    }
 
-    /// Sends `signal` to the child's process group (nothing when no child runs).
+    /// Sends `signal` to the child's process group; one sent before the child
+    /// is running is delivered as soon as it runs (nothing once it has ended).
     public func signal(_ signal: Int32) {
-        if let pid = state.withLock({ $0.pid }) { Glibc.kill(-pid, signal) }
+        let pid = state.withLock { s -> pid_t? in
+            if s.pid == nil, !s.ended { s.pending.append(signal) }
+            return s.pid
+        }
+        if let pid { Glibc.kill(-pid, signal) }
     }
 
     public func kill() {
