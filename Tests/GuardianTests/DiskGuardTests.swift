@@ -352,7 +352,9 @@ import Testing
         #expect(try DiskKit.bigContent(fs.path + "/logs/app.log.1.gz").count >= 10 << 20)
         let action = recorder.events(.diskActionTaken).map { $0.metadata["action"] ?? "" }
         #expect(action.contains("rotate_now") && action.contains("compress"))
-        #expect(await recorder.wait(timeout: .seconds(2)) { $0.events(.diskLevelChanged).last?.metadata["to"] == "normal" })
+        // Normal again — or never left: the forecast (a 7 MiB jump) may have
+        // rotated before a sample saw the warn level.
+        #expect(await recorder.wait(timeout: .seconds(10)) { ($0.events(.diskLevelChanged).last?.metadata["to"] ?? "normal") == "normal" }, "\(recorder.events(.diskLevelChanged).map(\.metadata))")
     }
 
     @Test func ballastNeverAdoptsOrDeletesSomeoneElsesFile() throws {
