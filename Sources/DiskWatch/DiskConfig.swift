@@ -116,6 +116,62 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// The last resort before the database meets a full disk.
     public var emergencyTruncate: EmergencyTruncate
 
+    // logrotate 3.21 directives (issue 15). Each field's semantics are
+    // logrotate's; `rotate` may be -1 (keep every archive, logrotate's
+    // `rotate -1`).
+
+    /// `dateformat` (strftime subset %Y %m %d %H %M %S %s %V; default
+    /// logrotate's "-%Y%m%d", "-%Y%m%d%H" when hourly).
+    public var dateFormat: String?
+    /// `dateyesterday`: the date in archive names is yesterday's.
+    public var dateYesterday = false
+    /// `olddir`: archives go here (absolute, or relative to the log's directory).
+    public var oldDir: String?
+    /// `createolddir MODE OWNER GROUP`: create `olddir` when missing (nil: do not).
+    public var createOldDir: FileCreation?
+    /// `start`: the first archive number (default 1).
+    public var start = 1
+    /// `extension`: kept at the end of archive names (`app.1.log`).
+    public var fileExtension: String?
+    /// `minage`: a log last modified less than this long ago is not rotated (logrotate compares its mtime).
+    public var minAge: Duration?
+    /// `copy`: copy the log and leave the original untouched (no truncate, no create).
+    public var copy = false
+    /// `prerotate`, `firstaction`, `lastaction` (postrotate is `postRotate`).
+    public var preRotate: RotationScript?
+    public var firstAction: RotationScript?
+    public var lastAction: RotationScript?
+    /// `sharedscripts` (guardian's default, scripts once per rule) or
+    /// `nosharedscripts` (false: pre/postrotate once per rotated log, with that log as $1).
+    public var sharedScripts = true
+    /// `compresscmd`, `compressoptions`, `compressext` (nil: the built-in gzip, ".gz").
+    public var compressCommand: String?
+    public var compressOptions: [String]?
+    public var compressExt: String?
+    /// `su USER GROUP`: rotate as this user and group (nil: as guardian runs).
+    public var suUser: String?
+    public var suGroup: String?
+
+    /// A script of a rotation hook: an argv run without a shell (guardian's
+    /// YAML list form), or shell text run by `/bin/sh -c` with the log path
+    /// (or the rule's patterns, with sharedscripts) as `$1`, like logrotate.
+    public enum RotationScript: Sendable, Equatable {
+        case argv([String])
+        case shell(String)
+    }
+
+    /// `create`/`createolddir`-style attributes for a new file or directory.
+    public struct FileCreation: Sendable, Equatable {
+        public var mode: UInt16?
+        public var owner: String?
+        public var group: String?
+        public init(mode: UInt16? = nil, owner: String? = nil, group: String? = nil) {
+            self.mode = mode
+            self.owner = owner
+            self.group = group
+        }
+    }
+
     /// `emergency-truncate:` of a log rule. At the emergency level, once
     /// deletions allowed by policy did not suffice, the fastest-growing log
     /// is truncated keeping its last `keep` bytes (from a line start); the
