@@ -69,6 +69,8 @@ public enum ReplicaHistory {
     static var leaseExpiry: Duration { leaseInterval * 3 }
     /// Added before taking over an expired lease, for clocks that disagree.
     static var skewMargin: Duration { leaseInterval * 2 }
+    /// The longest lease honoured (guardian writes `leaseExpiry`, 90 s).
+    static let maxLease: Duration = .seconds(600)
 
     static func hostName() -> String {
         var u = utsname()
@@ -104,12 +106,20 @@ public enum ReplicaHistory {
     /// this is: why guardian must not write there (nil: the replica is free —
     /// no lease, this process's own, released, expired, or its writer was
     /// on this host and is gone).
-    static func liveForeignLease(_ bytes: [UInt8], destination: String, now: Date = Date()) -> String? {
+    ///
+    /// `unchangedFor` is how long this process has seen exactly these bytes
+    /// (by its own clock): a marker nobody rewrote for a whole lease plus the
+    /// skew margin is expired whatever its time stamps say, so a writer whose
+    /// clock is far ahead (or a marker naming a huge lease) cannot hold the
+    /// replica forever. A lease is read as at most `maxLease`.
+    static func liveForeignLease(_ bytes: [UInt8], destination: String, now: Date = Date(), unchangedFor: Duration = .zero) -> String? {
         guard let m = try? JSONDecoder().decode(Marker.self, from: Data(bytes)),
             let id = m.writerID, id != writerID, m.released != true,
-            let renewedText = m.renewed, let renewed = Timestamps.parse(renewedText), let lease = m.leaseSeconds
+            let renewedText = m.renewed, let renewed = Timestamps.parse(renewedText), let claimed = m.leaseSeconds
         else { return nil }
         if m.host == hostName(), let pid = m.pid, pid > 0, kill(pid, 0) != 0, errno == ESRCH { return nil }
+        let lease = min(max(claimed, 0), maxLease.seconds)
+        if unchangedFor.seconds > lease + skewMargin.seconds { return nil }
         let expires = renewed.addingTimeInterval(lease)
         let margin = Double(skewMargin.milliseconds) / 1000
         guard now < expires.addingTimeInterval(margin) else { return nil }

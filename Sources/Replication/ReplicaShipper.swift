@@ -25,6 +25,8 @@ actor ReplicaShipper {
     private var lastMarkerCheck: ContinuousClock.Instant?
     /// When this session last wrote its marker (the lease's renewal).
     private var lastRenewal: ContinuousClock.Instant?
+    /// The marker found busy at discovery and since when it is unchanged.
+    private var foreignMarker: (bytes: [UInt8], since: ContinuousClock.Instant)?
 
     deinit { if lockFD >= 0 { close(lockFD) } }
     private(set) var lastSync: Date?
@@ -87,9 +89,14 @@ actor ReplicaShipper {
         }
         // Another process (here or on another host) renews its lease on the
         // replica: guardian does not write there until the lease expires.
-        if let marker, let busy = ReplicaHistory.liveForeignLease(marker, destination: config.target.destination) {
-            throw ReplicaError(.transient, busy)
+        if let marker {
+            if foreignMarker?.bytes != marker { foreignMarker = (marker, .now) }
+            let unchanged = foreignMarker.map { ContinuousClock.now - $0.since } ?? .zero
+            if let busy = ReplicaHistory.liveForeignLease(marker, destination: config.target.destination, unchangedFor: unchanged) {
+                throw ReplicaError(.transient, busy)
+            }
         }
+        foreignMarker = nil
         // Free: the lease is taken before anything is written (the marker
         // keeps the history it names until this session's state is there).
         let readable = marker.map { (try? JSONDecoder().decode(ReplicaHistory.Marker.self, from: Data($0))) != nil } ?? true

@@ -123,6 +123,22 @@ enum ShellWords {
         var description: String { "an unterminated quote or trailing backslash" }
     }
 
+    struct NoProgram: Error, CustomStringConvertible {
+        var description: String { "must name a program, e.g. \"app serve\"" }
+    }
+
+    /// The argv of a command line (`exec:`, `--exec`): split like a shell
+    /// would, without running one; it must name a program.
+    static func command(_ line: String) throws -> [String] {
+        try program(split(line))
+    }
+
+    /// `words` when they name a program, else `NoProgram`.
+    static func program(_ words: [String]) throws -> [String] {
+        guard let first = words.first, !first.isEmpty else { throw NoProgram() }
+        return words
+    }
+
     static func split(_ line: String) throws -> [String] {
         var words: [String] = []
         var word = ""

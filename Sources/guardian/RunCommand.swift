@@ -33,11 +33,10 @@ struct RunCommand: AsyncParsableCommand {
             argv = command
         } else if let exec {
             do {
-                argv = try ShellWords.split(exec)
+                argv = try ShellWords.command(exec)
             } catch {
                 CLI.fail("--exec: \(error)", code: 2)
             }
-            if argv?.isEmpty != false { CLI.fail("--exec: must name a program, e.g. --exec \"app serve\"", code: 2) }
         }
         GuardianLogging.bootstrap(target: logTarget ?? config.log.target, level: logLevel ?? config.log.level)
         let logger = Logger(label: "guardian")

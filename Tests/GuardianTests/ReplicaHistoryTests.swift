@@ -422,6 +422,23 @@ import Testing
         #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now.addingTimeInterval(600)), destination: "d", now: now) != nil)
     }
 
+    @Test func aMarkerNobodyRenewsExpiresByThisHostsClockWhateverItsStampsClaim() {
+        let now = Date()
+        let margin = ReplicaHistory.skewMargin.seconds
+        // Renewed "ten years from now" with a lease of a year: live when first
+        // seen, still live while it was unchanged for less than the lease
+        // guardian honours (capped), expired once unchanged for longer.
+        let hostile = Self.marker(renewed: now.addingTimeInterval(10 * 365 * 86400), lease: 365 * 86400)
+        let cap = ReplicaHistory.maxLease.seconds
+        #expect(ReplicaHistory.liveForeignLease(hostile, destination: "d", now: now) != nil)
+        #expect(ReplicaHistory.liveForeignLease(hostile, destination: "d", now: now, unchangedFor: .seconds(cap + margin - 1)) != nil)
+        #expect(ReplicaHistory.liveForeignLease(hostile, destination: "d", now: now, unchangedFor: .seconds(cap + margin + 1)) == nil)
+        // An ordinary 90 s lease is expired after 90 s + margin unchanged, even if its stamp says "just renewed".
+        let ordinary = Self.marker(renewed: now, lease: 90)
+        #expect(ReplicaHistory.liveForeignLease(ordinary, destination: "d", now: now, unchangedFor: .seconds(89)) != nil)
+        #expect(ReplicaHistory.liveForeignLease(ordinary, destination: "d", now: now, unchangedFor: .seconds(91 + margin)) == nil)
+    }
+
     @Test func releasedOwnOldStyleAndGoneLocalLeasesAreFree() {
         let now = Date()
         #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now, released: true), destination: "d", now: now) == nil)

@@ -144,18 +144,15 @@ extension GuardianConfig {
     /// `exec:` as Litestream writes it (`"app serve --port 8080"`, split like a
     /// shell would, no shell run) or as an argv list.
     static func parseExec(_ node: ConfigNode) throws -> [String] {
-        let words: [String]
-        if case .scalar = node.node {
-            do {
-                words = try ShellWords.split(try node.string())
-            } catch let e as ShellWords.Unterminated {
-                throw node.error("\(e)")
-            }
-        } else {
-            words = try node.stringList()
+        let scalar: Bool
+        if case .scalar = node.node { scalar = true } else { scalar = false }
+        let words = scalar ? nil : try node.stringList()
+        let text = scalar ? try node.string() : ""
+        do {
+            return try words.map(ShellWords.program) ?? ShellWords.command(text)
+        } catch {
+            throw node.error("\(error)")
         }
-        guard let first = words.first, !first.isEmpty else { throw node.error("must name a program, e.g. \"app serve\"") }
-        return words
     }
 
     /// `status.metrics`: a loopback `HOST:PORT` (see `LoopbackAddress`),
