@@ -367,6 +367,8 @@ final class LogRotator {
                     refuse(path, reason: "a symbolic link; rotating it could reach outside the configured paths")
                     continue
                 }
+                // A wildcard matching a directory (an olddir beside the logs, say) is no log; logrotate skips it too.
+                if st.isDirectory { continue }
                 guard st.isRegular else {
                     refuse(path, reason: "not a regular file")
                     continue

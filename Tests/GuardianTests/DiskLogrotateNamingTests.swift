@@ -187,6 +187,14 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         #expect(error("copy: true\ncreate: 0640 app adm").contains("copy and create"))
         #expect(error("start: -1").contains("start"))
         #expect(error("extension: a/b").contains("must not contain /"))
+
+        // The same checks for rules not read from YAML (logrotate files mapped onto the fields).
+        var mapped = LogRotationConfig(paths: ["/var/log/app.log"])
+        mapped.dateFormat = "-%Y%j"
+        mapped.createOldDir = .init(mode: 0o750, owner: "no-such-user-here")
+        mapped.rotate = -2
+        let keys = DiskConfig(logs: [mapped]).problems(protectedPaths: []).filter(\.isError).map(\.key)
+        #expect(keys.contains("logs[0].dateformat") && keys.contains("logs[0].createolddir") && keys.contains("logs[0].rotate"))
     }
 
     // MARK: - olddir, createolddir
@@ -206,6 +214,20 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         #expect(t.names() == ["app.log", "old"])
         #expect(t.names("/old/archive") == ["app.log.1", "app.log.2.gz"])
         #expect(TreeTwin.tree(t.g)["old"]?.hasPrefix("d 0750") == true)
+    }
+
+    @Test func aWildcardBesideItsOlddirRotatesOnlyTheLogsLikeLogrotate() throws {
+        // `*` also matches the olddir: a directory is no log, skipped without a word.
+        let t = try TreeTwin()
+        for round in 1...3 {
+            t.writeRound(round)
+            let r = try t.logrotate({ _ in "rotate 2\nolddir old\ncreateolddir 0755 root root\ncreate" }, pattern: "*")
+            #expect(r.succeeded, "logrotate: \(r.summary)")
+            let rotator = t.guardian(rule { $0.rotate = 2; $0.oldDir = "old"; $0.createOldDir = .init(mode: 0o755, owner: "root", group: "root") }, pattern: "*")
+            #expect(!rotator.takeActions().contains { $0.kind == .fail || $0.kind == .refuse })
+            try t.expectSame("round \(round)")
+        }
+        #expect(t.names("/old") == ["app.log.1", "app.log.2"])
     }
 
     @Test func absoluteOlddirWithDateextMatchesLogrotate() throws {
