@@ -27,7 +27,13 @@ import Synchronization
 /// `.gz` is moved aside as `NAME-YYYYMMDDHH.backup`; a log with other hard
 /// links is skipped unless `allowhardlink`; a log in a directory writable by
 /// all or by a non-root group is refused (logrotate's check without `su`);
-/// copies keep holes and ACLs.
+/// copies keep holes and ACLs. Archive names follow the rule's `start`,
+/// `extension` and `dateformat` (+ `dateyesterday`; dated archives are
+/// ordered by the date they stand for), in `olddir` when set (created with
+/// `createolddir`; on another filesystem only with `copy`/`copytruncate`);
+/// `rotate -1` keeps every archive; `minage` holds back a time-based
+/// rotation of a recently written log; `copy` copies and leaves the log as
+/// it was (see `ArchiveNaming`).
 ///
 /// Differences, on purpose: postrotate runs once per rule after all its logs
 /// rotated (logrotate's `sharedscripts`), as an argv without a shell; a
