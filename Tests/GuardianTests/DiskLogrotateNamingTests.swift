@@ -244,6 +244,23 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         #expect(t.names("/archives") == ["app.log" + LogRotator.dateStamp(Date(), format: "-%Y%m%d") + ".gz"])
     }
 
+    @Test func aDryRunDoesNotCreateTheOlddir() throws {
+        let t = try TreeTwin()
+        t.writeRound(1)
+        var r = LogRotationConfig(paths: [t.g + "/app.log"], rotate: 2)
+        r.oldDir = "old"
+        r.createOldDir = .init(mode: 0o700)
+        let rotator = DiskKit.rotator([r], state: nil)
+        var options = rotator.options
+        options.dryRun = true
+        let dry = LogRotator(rules: [r], protected: ProtectedFiles([]), options: options)
+        dry.runScheduled(force: true)
+        let actions = dry.takeActions()
+        #expect(actions.contains { $0.kind == .create && $0.path == t.g + "/old" && $0.dryRun })
+        #expect(actions.contains { $0.kind == .skip && $0.path == t.g + "/app.log" })
+        #expect(t.names() == ["app.log"])
+    }
+
     @Test func missingOlddirWithoutCreateolddirFailsAndChangesNothing() throws {
         let t = try TreeTwin()
         t.writeRound(1)
