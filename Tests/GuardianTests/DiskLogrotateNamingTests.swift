@@ -457,6 +457,14 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         t.guardian(rule { $0.rotate = 1; $0.frequency = .daily; $0.minAge = .seconds(2 * 86400); $0.maxSize = 200 }, pattern: "*.log", force: false)
         try t.expectSame()
         #expect(t.names() == ["big.log", "big.log.1", "edge.log", "old.log", "old.log.1", "young.log"])
+
+        // With `size` (no frequency) minage does not apply either.
+        let s = try TreeTwin()
+        s.each { DiskKit.write($0 + "/app.log", String(repeating: "y", count: 100)) }
+        try s.logrotate({ _ in "rotate 1\nsize 50\nminage 2\ncreate" }, force: false)
+        s.guardian(rule { $0.rotate = 1; $0.size = 50; $0.minAge = .seconds(2 * 86400) }, force: false)
+        try s.expectSame()
+        #expect(s.names() == ["app.log", "app.log.1"])
     }
 
     @Test func copyLeavesTheLogAsItWasLikeLogrotate() throws {
