@@ -975,7 +975,7 @@ class Bench:
         if "litestream" in wanted:
             v = subprocess.run([ls_bin, "version"], capture_output=True, text=True).stdout.strip()
             self.results["env"]["litestream"] = v
-            intervals = a.litestream_interval or ("default" if self.quick else "default,100ms")
+            intervals = a.litestream_interval or "default,100ms"
             for iv in [x.strip() for x in intervals.split(",") if x.strip()]:
                 self.tools.append(Litestream(ls_bin, None if iv == "default" else iv))
         if "guardian" in wanted:
@@ -1897,7 +1897,7 @@ def main():
     p.add_argument("--litestream-interval", default="",
                    help="comma list of Litestream settings to measure: `default` (the CLI form) and/or "
                         "intervals (e.g. 100ms) used as monitor-interval and sync-interval in a config "
-                        "file (default: default,100ms; with --quick: default)")
+                        "file (default: default,100ms)")
     p.add_argument("--json", default=os.path.join(REPO, "bench-out", "replication.json"),
                    help="where to write the raw figures (default bench-out/replication.json)")
     p.add_argument("--workdir", default="", help="scratch directory (default: a new one under $TMPDIR)")
