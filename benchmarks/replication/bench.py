@@ -998,6 +998,9 @@ class Bench:
             "app": "Python sqlite3, one connection, WAL, PRAGMA synchronous=NORMAL, autocommit, "
                    "one INSERT of one row (~100 B) per transaction",
             "mode": "quick" if self.quick else "full", "workdir": self.root,
+            "loadavg_at_start": os.getloadavg(),
+            "source": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip() or "unknown",
             "litestream_settings": "column `litestream`: CLI defaults (`litestream replicate DB URL`, 1 s "
                                    "monitor and sync intervals); `litestream-X`: a config file with "
                                    "monitor-interval and sync-interval X",
@@ -1808,11 +1811,11 @@ def report(results):
                 return None
             if m["median_s"] is None:
                 return "FAILED: " + (m["errors"][0] if m["errors"] else "?")[:50]
-            return f"{fmt_x(m['x_cp'])} ({fmt_s(m['median_s'])})" + ("" if r.get("verified") else " WRONG CONTENT")
+            return f"{fmt_x(m.get('x_cp_fsync'))} ({fmt_s(m['median_s'])})" + ("" if r.get("verified") else " WRONG CONTENT")
         c = per_tool(f"restore-{mb}", cell)
         c["cp"] = f"1.00× ({fmt_s(b['cp_s'])}; +fsync {fmt_s(b['cp_fsync_s'])})"
         c["sqlite3 .backup"] = f"{fmt_x(b['sqlite3_restore_s'] / b['cp_s'])} ({fmt_s(b['sqlite3_restore_s'])}, .restore)"
-        row(f"Restore {label} with guardian's default full integrity_check", "",
+        row(f"Restore {label} with guardian's default full integrity_check (× cp incl. fsync)", "",
             {t: cell(t, "check_full") or NA for t in tools if get(t, "restore", mb, "check_full")})
 
     if nr:
@@ -1861,7 +1864,8 @@ def report(results):
     body = [[r[0], r[1]] + [r[2 + i] for i in keep] for r in rows]
     lines = [
         f"guardian replication benchmark ({env.get('mode')}), {env.get('date')}, {env.get('cpus')} CPUs, "
-        f"kernel {env.get('kernel')}, SQLite {env.get('sqlite')}, Python {env.get('python')}",
+        f"kernel {env.get('kernel')}, SQLite {env.get('sqlite')}, Python {env.get('python')}, source {env.get('source')}, "
+        f"load average at start {' '.join(f'{x:.1f}' for x in env.get('loadavg_at_start', []))}",
         f"App: {env.get('app')}.",
         f"guardian: {env.get('guardian', 'not run')}. Litestream {env.get('litestream', 'not run')}: "
         f"{env.get('litestream_settings')}." + (f" S3: {env['s3']}." if env.get("s3") else ""),

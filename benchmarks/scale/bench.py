@@ -473,7 +473,7 @@ class Bench:
             "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
             "mode": "quick" if a.quick else "full", "workdir": self.root,
-            "loadavg_at_start": os.getloadavg(),
+            "loadavg_at_start": os.getloadavg(), "source": source_commit(),
         })
         need = max(self.ns + [self.cfg["load_dbs"], 1]) if "load" in self.phases() else max(self.ns + [1])
         ensure_cache(self.cache(), need)
@@ -694,6 +694,11 @@ class Bench:
 # Report
 # --------------------------------------------------------------------------------------
 
+def source_commit():
+    r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
 def fmt_s(v):
     return "-" if v is None else f"{v:.2f} s"
 
@@ -708,8 +713,9 @@ def report(results):
         f"guardian scale benchmark ({env.get('mode')}), {env.get('date')}, {env.get('cpus')} CPUs, "
         f"kernel {env.get('kernel')}, SQLite {env.get('sqlite')}, load average at start "
         f"{' '.join(f'{x:.1f}' for x in env.get('loadavg_at_start', []))}",
-        f"guardian: {env.get('guardian', 'not run')}. Litestream {env.get('litestream', 'not run')} at its defaults: "
-        "`litestream-dir` from a `dir:` entry, `litestream-dbs` from a `dbs:` list.",
+        f"guardian: {env.get('guardian', 'not run')}, source {env.get('source')}. "
+        + (f"Litestream {env['litestream']} at its defaults: `litestream-dir` from a `dir:` entry, "
+           "`litestream-dbs` from a `dbs:` list." if env.get("litestream") else "Litestream: not run."),
         "Idle WAL databases (one table, no rows), one file replica each. Per db = (RssAnon at N − RssAnon "
         "with 1 database) / (N − 1).",
         "",
