@@ -999,7 +999,8 @@ class Bench:
                    "one INSERT of one row (~100 B) per transaction",
             "mode": "quick" if self.quick else "full", "workdir": self.root,
             "loadavg_at_start": os.getloadavg(),
-            "source": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+            # the last commit that changed guardian's sources (benchmark edits do not count)
+            "source": subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h", "--", "Sources", "Package.swift"],
                                      capture_output=True, text=True).stdout.strip() or "unknown",
             "litestream_settings": "column `litestream`: CLI defaults (`litestream replicate DB URL`, 1 s "
                                    "monitor and sync intervals); `litestream-X`: a config file with "

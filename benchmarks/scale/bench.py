@@ -147,6 +147,22 @@ class NotifyListener(threading.Thread):
             pass
 
 
+def proc_fds(pid):
+    """(open file descriptors, of which inotify instances) of a process."""
+    total = inotify = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            total += 1
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                    inotify += 1
+            except OSError:
+                pass
+    except FileNotFoundError:
+        return None, None
+    return total, inotify
+
+
 def first_ltx_all(names, replica_root, proc, t0, timeout):
     """Seconds from t0 until every database's replica has an LTX file under its final
     name in ltx/0 (or ltx/9), listing each pending replica every 50 ms; None on timeout
@@ -178,19 +194,23 @@ class MultiL0Watcher(threading.Thread):
     """Like the replication benchmark's L0Watcher, for many replicas with one inotify
     descriptor: when each new L0 file appears in `<replica>/ltx/0`, with its header."""
 
-    def __init__(self, dirs):
+    def __init__(self):
+        """Takes its inotify instance at once: made before the replicator starts, so a
+        replicator that uses up fs.inotify.max_user_instances cannot starve it."""
         super().__init__(daemon=True)
+        self.stop_ev = threading.Event()
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise RuntimeError(f"inotify_init1 failed (errno {ctypes.get_errno()}; fs.inotify.max_user_instances?)")
+
+    def watch(self, dirs):
         self.dirs = dirs  # index -> l0 directory
         self.files = {i: [] for i in dirs}
         self.seen = {i: set(n for n in os.listdir(d) if LTX_NAME.match(n)) for i, d in dirs.items()}
-        self.stop_ev = threading.Event()
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise RuntimeError("inotify_init1 failed")
         self.wd = {}
         for i, d in dirs.items():
-            w = libc.inotify_add_watch(self.fd, d.encode(), IN_CLOSE_WRITE | IN_MOVED_TO)
+            w = self.libc.inotify_add_watch(self.fd, d.encode(), IN_CLOSE_WRITE | IN_MOVED_TO)
             if w < 0:
                 raise RuntimeError(f"inotify_add_watch {d} failed (errno {ctypes.get_errno()}; "
                                    f"fs.inotify.max_user_watches?)")
@@ -528,6 +548,7 @@ class Bench:
                 threads.append(m["Threads"])
                 anon.append(m["RssAnon"])
                 time.sleep(0.5)
+            fds = proc_fds(run.pid)
             c1 = rb.proc_cpu_split(run.pid)
             wall = time.perf_counter() - t0
             if c0 is None or c1 is None:
@@ -535,7 +556,8 @@ class Bench:
             r = {"n": n, "threads_max": max(threads), "threads_median": rb.median(threads),
                  "anon_kb_median": rb.median(anon), "anon_kb_max": max(anon),
                  "idle_user_pct": 100 * (c1[0] - c0[0]) / wall, "idle_sys_pct": 100 * (c1[1] - c0[1]) / wall,
-                 "window_s": wall, "first_ltx_all_s": first_all, "ready_s": ready, "copy_s": copy_s}
+                 "window_s": wall, "first_ltx_all_s": first_all, "ready_s": ready, "copy_s": copy_s,
+                 "open_fds": fds[0], "inotify_instances": fds[1]}
             r["idle_cpu_pct"] = r["idle_user_pct"] + r["idle_sys_pct"]
             log(f"[idle] {tool.name} N={n}: {r['threads_max']} threads, RssAnon {r['anon_kb_median'] / 1024:.1f} MB, "
                 f"CPU {r['idle_cpu_pct']:.2f} %, READY {fmt_s(ready)}, first LTX everywhere {fmt_s(first_all)}")
@@ -570,12 +592,13 @@ class Bench:
         # the writers: spread over the directory (every (n/w)-th database)
         step = max(1, n // w)
         widx = [k * step for k in range(w)]
+        watcher = MultiL0Watcher()
         run = Run(tool, work, dbs_dir, names, replica_root)
         writers = []
         try:
             first_all = wait_ready(run, timeout=max(120.0, n * 0.1))
             time.sleep(cfg["settle_s"])
-            watcher = MultiL0Watcher({i: os.path.join(replica_root, names[i], "ltx", "0") for i in widx})
+            watcher.watch({i: os.path.join(replica_root, names[i], "ltx", "0") for i in widx})
             watcher.start()
             per = cfg["writers_per_process"]
             records = []
@@ -672,6 +695,8 @@ class Bench:
             for p in writers:
                 if p.poll() is None:
                     p.kill()
+            if not watcher.is_alive():
+                os.close(watcher.fd)
             run.close()
             self.done_with(work)
 
@@ -695,7 +720,9 @@ class Bench:
 # --------------------------------------------------------------------------------------
 
 def source_commit():
-    r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    """The last commit that changed guardian's sources (benchmark edits do not count)."""
+    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h", "--", "Sources", "Package.swift"],
+                       capture_output=True, text=True)
     return r.stdout.strip() or "unknown"
 
 
@@ -723,7 +750,7 @@ def report(results):
     idle = results["idle"]
     if idle:
         header = ["N", "tool", "threads", "RssAnon", "per db above base", "idle CPU (user + sys, % of a core)",
-                  "start-up to READY", "until every db has an LTX file"]
+                  "start-up to READY", "until every db has an LTX file", "open fds (inotify instances)"]
         body = []
         for n in ["1"] + [str(x) for x in cfg["ns"]]:
             for tool, rs in idle.items():
@@ -731,15 +758,16 @@ def report(results):
                 if r is None:
                     err = results["errors"].get(f"idle {tool} N={n}")
                     if err:
-                        body.append([n, tool, "FAILED: " + err.splitlines()[0][:60], "", "", "", "", ""])
+                        body.append([n, tool, "FAILED: " + err.splitlines()[0][:60], "", "", "", "", "", ""])
                     continue
                 per = r.get("anon_kb_per_db_above_base")
                 body.append([
                     n, tool, str(r["threads_max"]), f"{r['anon_kb_median'] / 1024:.1f} MB",
                     "(base)" if n == "1" else ("-" if per is None else f"{per:.0f} kB"),
                     f"{r['idle_cpu_pct']:.2f} ({r['idle_user_pct']:.2f} + {r['idle_sys_pct']:.2f})",
-                    fmt_s(r["ready_s"]) if r["ready_s"] is not None else "n/a", fmt_s(r["first_ltx_all_s"])])
-        body.append(["1,000", "target (guardian)", "≤ 32", "", "≤ 100 kB", "≤ 1", "≤ 5 s", ""])
+                    fmt_s(r["ready_s"]) if r["ready_s"] is not None else "n/a", fmt_s(r["first_ltx_all_s"]),
+                    f"{r.get('open_fds')} ({r.get('inotify_instances')})"])
+        body.append(["1,000", "target (guardian)", "≤ 32", "", "≤ 100 kB", "≤ 1", "≤ 5 s", "", ""])
         lines += [f"Idle (CPU over {cfg['idle_window_s']:.0f} s after {cfg['settle_s']:.0f} s of settling):", ""]
         lines += rb.markdown_table(header, body)
     load = results["load"]
