@@ -255,7 +255,12 @@ class MultiL0Watcher(threading.Thread):
                     if self._take(item[0], item[1], t):
                         pending.discard(item)
         finally:
+            self.close_fd()
+
+    def close_fd(self):
+        if self.fd >= 0:
             os.close(self.fd)
+            self.fd = -1
 
     def finish(self):
         self.stop_ev.set()
@@ -696,7 +701,7 @@ class Bench:
                 if p.poll() is None:
                     p.kill()
             if not watcher.is_alive():
-                os.close(watcher.fd)
+                watcher.close_fd()
             run.close()
             self.done_with(work)
 
