@@ -500,7 +500,7 @@ class Bench:
             "mode": "quick" if a.quick else "full", "workdir": self.root,
             "loadavg_at_start": os.getloadavg(), "source": source_commit(),
         })
-        need = max(self.ns + [self.cfg["load_dbs"], 1]) if "load" in self.phases() else max(self.ns + [1])
+        need = max((self.ns if "idle" in self.phases() else []) + ([self.cfg["load_dbs"]] if "load" in self.phases() else []) + [1])
         ensure_cache(self.cache(), need)
 
     def cache(self):
