@@ -1414,6 +1414,7 @@ class Bench:
         d = self.fresh_dir("restore", f"{tool.name}-{backend}-{mb}")
         db = os.path.join(d, "app.db")
         shutil.copyfile(src, db)
+        os.sync()  # the copy's writeback must not compete with the first full sync
         replica = self.new_replica(backend, d, f"restore-{tool.name}-{mb}")
         first = None
         if backend == "file":
@@ -1476,6 +1477,7 @@ class Bench:
                 src = os.path.join(d, "big.db")
                 t0 = time.perf_counter()
                 rows = make_big_db(src, mb * MB)
+                os.sync()  # its writeback would otherwise slow the cp baseline that follows
                 log(f"[restore] made a {os.path.getsize(src) / MB:.0f} MB database ({rows} rows) "
                     f"in {time.perf_counter() - t0:.1f}s")
                 sources[mb] = (src, rows)
@@ -1777,7 +1779,8 @@ def report(results):
     row(f"Crash loss, tx (median / max of {cfg['crash_trials']}; a commit every {iv:.0f} ms)", "≤ 1 / ≤ 3",
         per_tool("crash", crash_tx))
     row("Crash loss, ms (median / max)", "",
-        per_tool("crash", lambda t: f"{fmt_ms(get(t, 'crash', 'lost_ms_median'))} / {fmt_ms(get(t, 'crash', 'lost_ms_max'))}"))
+        per_tool("crash", lambda t: None if get(t, "crash") is None else
+                 f"{fmt_ms(get(t, 'crash', 'lost_ms_median'))} / {fmt_ms(get(t, 'crash', 'lost_ms_max'))}"))
 
     def stale(t):
         s = get(t, "staleness")
