@@ -18,6 +18,10 @@ enum StatusTable {
         var timeZone = TimeZone.current
         /// Adds `at HH:MM:SS` to the header (`--watch`).
         var showClock = false
+        /// Above this many databases, the healthy ones get one line each
+        /// (the unhealthy ones always get their full block), and past it
+        /// only a count.
+        var detailLimit = 20
     }
 
     static func render(_ doc: StatusDocument, color: Bool) -> String {
@@ -30,8 +34,19 @@ enum StatusTable {
         var out = "guardian \(doc.version)  pid \(doc.pid)  \(doc.state)  up \(Units.formatDuration(.milliseconds(Int64(doc.uptimeSeconds * 1000))))"
         if o.showClock { out += "  at \(clock.time(o.now))" }
         out += "\nconfig \(doc.config)\n"
-        for db in doc.databases {
-            out += "\n" + databaseBlock(db, doc, p, clock)
+        out += StatusOverview.lines(doc, p)
+        // The unhealthy first (configuration order within each group).
+        let ranked = StatusOverview.ranked(doc)
+        let healthy = ranked.filter { !$0.unhealthy }.map(\.db)
+        for item in ranked where item.unhealthy { out += "\n" + databaseBlock(item.db, doc, p, clock) }
+        if ranked.count <= o.detailLimit {
+            for db in healthy { out += "\n" + databaseBlock(db, doc, p, clock) }
+        } else if !healthy.isEmpty {
+            out += "\n"
+            for db in healthy.prefix(o.detailLimit) { out += StatusOverview.oneLine(db, p, clock) + "\n" }
+            if healthy.count > o.detailLimit {
+                out += "... \(healthy.count - o.detailLimit) more healthy databases (guardian status --db PATTERN shows them; --json has all)\n"
+            }
         }
         if doc.databases.isEmpty { out += "\nno databases configured\n" }
         if !doc.disk.isEmpty {
