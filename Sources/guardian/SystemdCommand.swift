@@ -732,6 +732,15 @@ struct SandboxPaths: Equatable {
             if let q = db.remediation.quarantineDir { add(q, "quarantine of \(db.path)") }
             if let s = db.drill?.scratchDir { add(s, "drill scratch directory of \(db.path)") }
         }
+        for d in config.directories {
+            let db = d.template
+            add(d.dir, "directory entry \(d.dir) (its databases with their -wal and -shm)")
+            for replica in db.replication.replicas {
+                if case .file(let path) = replica.target { add(path, "file replica \(replica.name) of the databases in \(d.dir)") }
+            }
+            if let q = db.remediation.quarantineDir { add(q, "quarantine of the databases in \(d.dir)") }
+            if let s = db.drill?.scratchDir { add(s, "drill scratch directory of the databases in \(d.dir)") }
+        }
         add(config.stateDir, "state-dir")
         add(Self.directory(of: config.status.socket), "status socket")
         for log in config.disk.logs {

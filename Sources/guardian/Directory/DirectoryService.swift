@@ -198,13 +198,17 @@ actor DirectoryRegistry {
         logger.event(.directoryDatabaseAdded, ["db": "\(path)", "dir": "\(entry.dir)"])
     }
 
+    /// How long a stopping database's session gets to finish before it is cancelled.
+    static let stopLimit: Duration = .seconds(3)
+
     /// Stops replicating `path`: a last sync, connections closed, then its
     /// services end. Its replica is left as it is.
     func stop(_ path: String, reason: String) async {
         guard let r = running.removeValue(forKey: path) else { return }
         let control = wiring.control
-        // The session ends after a final sync and closes what it holds ...
-        await control.pause(path)
+        // The session ends after a final sync and closes what it holds (a
+        // session retrying a missing file notices within monitor-interval) ...
+        await control.pause(path, timeout: Self.stopLimit)
         // ... then the paused service (and remediation) end.
         r.task.cancel()
         await control.resume(path)
