@@ -146,6 +146,7 @@ import Testing
         let replica: String
         let config: String
         let socket: String
+        let metricsPort = TestSupport.freePort()
         var child: ChildProcess?
 
         init(_ label: String) throws {
@@ -159,7 +160,7 @@ import Testing
 
         /// guardian's own keys, then `entry` (a `dbs:` list) unchanged.
         func write(entry: String) throws {
-            try TestSupport.write("state-dir: \(dir)/state\nstatus:\n  socket: \(socket)\n" + entry, to: config)
+            try TestSupport.write("state-dir: \(dir)/state\nstatus:\n  socket: \(socket)\n  metrics: 127.0.0.1:\(metricsPort)\n" + entry, to: config)
         }
 
         func start() async throws { child = try await startDaemon(config: config) }
@@ -201,6 +202,13 @@ import Testing
                 throw error
             }
             await f.stop()
+        }
+
+        /// The Prometheus exposition the daemon serves.
+        func metrics() async throws -> String {
+            let r = try await HTTPClient.shared.perform(HTTPRequest(
+                method: "GET", url: "http://127.0.0.1:\(metricsPort)/metrics", body: .none, connectTimeout: .seconds(2), timeout: .seconds(10)))
+            return String(decoding: r.body, as: UTF8.self)
         }
 
         func stop() async {
@@ -307,6 +315,12 @@ import Testing
             #expect(onReplica)
             #expect(took < .seconds(1), "new.db reached its replica \(took) after its first commit")
             try await f.waitFor("new.db in the status") { $0[fresh]?.string("state") == "open" }
+            // Every per-database feature: health (checkpoints, integrity) and metrics.
+            let health = try await TestSupport.waitUntil(timeout: .seconds(10)) {
+                try await f.status().list("health").contains { $0.string("path") == fresh && $0.string("mode") == "alert-only" }
+            }
+            #expect(health, "remediation publishes the health of a database found while running")
+            #expect(try await f.metrics().contains("db=\"\(fresh)\""))
 
             // Deleted: gone from the status, its replica kept.
             let keptA = f.replicaFiles("a.db")
@@ -315,6 +329,8 @@ import Testing
             try await f.waitFor("a.db no longer replicated") { $0[f.data + "/a.db"] == nil }
             #expect(Set(f.replicaFiles("a.db")).isSuperset(of: keptA))
             #expect(f.child?.stderr.contains(GuardianEvent.directoryDatabaseRemoved.message) == true)
+            #expect(try await !f.metrics().contains("db=\"\(f.data)/a.db\""), "no stale series of a removed database")
+            #expect(try await !f.status().list("health").contains { $0.string("path") == f.data + "/a.db" })
 
             // Renamed (with its WAL, as an application renames a closed database).
             try await sqlite3(fresh, "INSERT INTO t(v) VALUES ('before rename');")
