@@ -156,7 +156,7 @@ actor DirectoryRegistry {
     private var skipped: [String: String]
     private var watcher: DirectoryWatcher?
 
-    struct Running {
+    struct Running: Sendable {
         let task: Task<Void, Never>
         let remediation: RemediationService?
     }
@@ -201,21 +201,29 @@ actor DirectoryRegistry {
     /// How long a stopping database's session gets to finish before it is cancelled.
     static let stopLimit: Duration = .seconds(3)
 
-    /// Stops replicating `path`: a last sync, connections closed, then its
-    /// services end. Its replica is left as it is.
-    func stop(_ path: String, reason: String) async {
-        guard let r = running.removeValue(forKey: path) else { return }
+    /// Stops replicating `paths`, all at once: for each a last sync,
+    /// connections closed, then its services end. Replicas are left as they are.
+    func stop(_ paths: [String], reason: String) async {
+        let stopping = paths.compactMap { p in running.removeValue(forKey: p).map { (p, $0) } }
         let control = wiring.control
-        // The session ends after a final sync and closes what it holds (a
-        // session retrying a missing file notices within monitor-interval) ...
-        await control.pause(path, timeout: Self.stopLimit)
-        // ... then the paused service (and remediation) end.
-        r.task.cancel()
-        await control.resume(path)
-        await r.task.value
-        watcher?.setKnown(path, false)
-        await wiring.board.removeDatabase(path, loop: DatabaseWiring.loopName(path))
-        logger.event(.directoryDatabaseRemoved, ["db": "\(path)", "dir": "\(entry.dir)", "reason": "\(reason)"])
+        await withDiscardingTaskGroup { group in
+            for (path, r) in stopping {
+                group.addTask {
+                    // The session ends after a final sync and closes what it holds (a
+                    // session retrying a missing file notices within monitor-interval) ...
+                    await control.pause(path, timeout: Self.stopLimit)
+                    // ... then the paused service (and remediation) end.
+                    r.task.cancel()
+                    await control.resume(path)
+                    await r.task.value
+                }
+            }
+        }
+        for (path, _) in stopping {
+            watcher?.setKnown(path, false)
+            await wiring.board.removeDatabase(path, loop: DatabaseWiring.loopName(path))
+            logger.event(.directoryDatabaseRemoved, ["db": "\(path)", "dir": "\(entry.dir)", "reason": "\(reason)"])
+        }
     }
 
     func handle(_ events: [DirectoryWatcher.Event]) async {
@@ -261,11 +269,13 @@ actor DirectoryRegistry {
         let exists = await BlockingPool.shared.run { candidates.filter { access($0, F_OK) == 0 } }
         // Stops first: a renamed database is the same file under a new name,
         // and is only looked at once nothing holds the old one.
+        var gone: [String] = []
         for path in candidates.sorted() where running[path] != nil && !exists.contains(path) {
             // Remediation moves a database away while it swaps a copy in.
             if await wiring.control.isPaused(path) { continue }
-            await stop(path, reason: "the file is gone (deleted or renamed)")
+            gone.append(path)
         }
+        await stop(gone, reason: "the file is gone (deleted or renamed)")
         for path in candidates where !exists.contains(path) { skipped.removeValue(forKey: path) }
         let unknown = exists.filter { running[$0] == nil }.sorted()
         if !unknown.isEmpty {
