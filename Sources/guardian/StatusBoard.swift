@@ -27,7 +27,11 @@ actor StatusBoard {
         self.configPath = configPath
         order = databasePaths
         for path in databasePaths { databases[path] = DatabaseStatus(path: path, state: "opening") }
+        opening = Set(databasePaths)
     }
+
+    /// Databases that have not reported yet (kept, so that an update does not scan them all).
+    private var opening: Set<String> = []
 
     func setState(_ state: State) { self.state = state }
 
@@ -35,14 +39,17 @@ actor StatusBoard {
         // A database a directory entry stopped replicating may report once more.
         guard databases[status.path] != nil else { return }
         databases[status.path] = status
-        if allDatabasesSettled {
-            for w in readyWaiters.values { w.resume() }
-            readyWaiters.removeAll()
-        }
+        if status.state != "opening", opening.remove(status.path) != nil { releaseIfSettled() }
+    }
+
+    private func releaseIfSettled() {
+        guard opening.isEmpty else { return }
+        for w in readyWaiters.values { w.resume() }
+        readyWaiters.removeAll()
     }
 
     /// Every database has been opened (or has reported why it cannot be).
-    var allDatabasesSettled: Bool { databases.values.allSatisfy { $0.state != "opening" } }
+    var allDatabasesSettled: Bool { opening.isEmpty }
 
     /// Returns when every database has settled, or when the task is cancelled.
     func waitUntilDatabasesSettled() async {
@@ -67,12 +74,14 @@ actor StatusBoard {
         guard databases[path] == nil else { return }
         order.append(path)
         databases[path] = DatabaseStatus(path: path, state: "opening")
+        opening.insert(path)
     }
 
     /// A database a directory entry stopped replicating (deleted, renamed).
     func removeDatabase(_ path: String, loop: String) {
         guard databases.removeValue(forKey: path) != nil else { return }
         order.removeAll { $0 == path }
+        if opening.remove(path) != nil { releaseIfSettled() }
         health.removeValue(forKey: path)
         drills.removeValue(forKey: path)
         heartbeats.removeValue(forKey: loop)

@@ -1,3 +1,4 @@
+import DiskWatch
 import Foundation
 import Platform
 import Remediate
@@ -56,6 +57,32 @@ enum StatusOverview {
         if let txid = db.txid { line += "  txid \(txid)" }
         if let last = db.lastCommit { line += "  last commit \(clock.time(last))" }
         line += "  \(db.replicas.count) replica\(db.replicas.count == 1 ? "" : "s") Syncing"
+        return line
+    }
+
+    /// Each database's health, drills and filesystem by path (one pass, so
+    /// that thousands of databases do not cost a scan each).
+    struct Index {
+        var health: [String: HealthStatus] = [:]
+        var drills: [String: DrillStatus] = [:]
+        var mount: [String: MountStatus] = [:]
+
+        init(_ doc: StatusDocument) {
+            for h in doc.health { health[h.path] = health[h.path] ?? h }
+            for d in doc.drills { drills[d.path] = drills[d.path] ?? d }
+            for m in doc.disk { for p in m.paths where mount[p] == nil { mount[p] = m } }
+        }
+    }
+
+    /// A database that needs a look, in one line: `[missing]  /data/t/a.db  no such file`,
+    /// or its replicas' states and its health.
+    static func troubleLine(_ db: DatabaseStatus, _ index: Index, _ p: StatusTable.Painter) -> String {
+        var line = "  " + (db.state == "open" ? p.yellow("[open]") : p.red("[\(db.state)]")) + "  \(db.path)"
+        if let e = db.error { line += "  " + p.red(e) }
+        let bad = db.replicas.filter { $0.state != "Syncing" }
+        if !bad.isEmpty { line += "  " + p.red(bad.map { "\($0.name) \($0.state)" }.joined(separator: ", ")) }
+        if let h = index.health[db.path], !["healthy", "off"].contains(h.state) { line += "  health " + p.red(h.state) }
+        if let d = index.drills[db.path], d.last?.result == "FAILED" { line += "  " + p.red("last drill FAILED") }
         return line
     }
 

@@ -38,9 +38,16 @@ enum StatusTable {
         // The unhealthy first (configuration order within each group).
         let ranked = StatusOverview.ranked(doc)
         let healthy = ranked.filter { !$0.unhealthy }.map(\.db)
-        for item in ranked where item.unhealthy { out += "\n" + databaseBlock(item.db, doc, p, clock) }
+        let index = StatusOverview.Index(doc)
+        let unhealthy = ranked.filter(\.unhealthy).map(\.db)
+        for db in unhealthy.prefix(o.detailLimit) { out += "\n" + databaseBlock(db, doc, index, p, clock) }
+        if unhealthy.count > o.detailLimit {
+            // Thousands of databases in trouble (a lost mount): one line each past the first ones.
+            out += "\n"
+            for db in unhealthy.dropFirst(o.detailLimit) { out += StatusOverview.troubleLine(db, index, p) + "\n" }
+        }
         if ranked.count <= o.detailLimit {
-            for db in healthy { out += "\n" + databaseBlock(db, doc, p, clock) }
+            for db in healthy { out += "\n" + databaseBlock(db, doc, index, p, clock) }
         } else if !healthy.isEmpty {
             out += "\n"
             for db in healthy.prefix(o.detailLimit) { out += StatusOverview.oneLine(db, p, clock) + "\n" }
@@ -56,7 +63,7 @@ enum StatusTable {
         return out
     }
 
-    private static func databaseBlock(_ db: DatabaseStatus, _ doc: StatusDocument, _ p: Painter, _ clock: Clock) -> String {
+    private static func databaseBlock(_ db: DatabaseStatus, _ doc: StatusDocument, _ index: StatusOverview.Index, _ p: Painter, _ clock: Clock) -> String {
         var head = p.bold(db.path) + "  "
         switch db.state {
         case "open": head += p.green("[open]")
@@ -72,12 +79,12 @@ enum StatusTable {
         for r in db.replicas { out += replicaLines(r, db, p, clock) }
         if db.replicas.isEmpty { out += "  no replicas configured\n" }
 
-        let health = doc.health.first { $0.path == db.path }
+        let health = index.health[db.path]
         if let line = walLine(db, health, p, clock) { out += "  " + line + "\n" }
         if let h = health {
             out += "  " + integrityLine(h, p, clock) + "\n"
         }
-        if let m = doc.disk.first(where: { $0.paths.contains(db.path) }) {
+        if let m = index.mount[db.path] {
             var line = "disk \(m.mountPoint)  used \(String(format: "%.1f", m.usedPercent)) %"
             if let inodes = m.inodesPercent { line += "  inodes \(String(format: "%.1f", inodes)) %" }
             line += "  " + (m.forecastSecondsToFull.map { "full in \(Units.formatDuration(.seconds($0)))" } ?? "not growing")
@@ -86,7 +93,7 @@ enum StatusTable {
         for i in health?.openIncidents ?? [] {
             out += "  " + p.red("incident \(i.id)  \(i.phase)  since \(clock.time(i.detectedAt))  (\(i.cause))") + "\n"
         }
-        if let d = doc.drills.first(where: { $0.path == db.path }) {
+        if let d = index.drills[db.path] {
             for (line, failed) in DrillText.statusLines(d, clock) { out += "  " + (failed ? p.red(line) : line) + "\n" }
         }
         return out

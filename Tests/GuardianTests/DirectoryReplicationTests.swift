@@ -1,3 +1,4 @@
+import DiskWatch
 import Foundation
 @testable import Platform
 @testable import Remediate
@@ -132,9 +133,28 @@ import Testing
         let small = StatusTable.render(Self.manyDatabases(3, bad: []), color: false)
         #expect(small.contains("databases 3: 3 open") && small.contains("all healthy") && !small.contains("more healthy"))
         #expect(small.contains("[Syncing] /data/t/t002.db -> file"))
+        // Many in trouble: the first 20 in full, the rest one line each.
+        let lost = StatusTable.render(Self.manyDatabases(50, bad: Set(0..<25)), color: false)
+        #expect(lost.components(separatedBy: "no replicas configured").count - 1 == 20)
+        #expect(lost.contains("  [missing]  /data/t/t024.db  no such file\n"))
         let one = StatusOverview.filter(doc, pattern: "t04*.db")
         #expect(one.databases.map(\.path) == (40...49).map { String(format: "/data/t/t%03d.db", $0) })
         #expect(StatusOverview.filter(doc, pattern: "/data/t/t007.db").databases.count == 1)
+    }
+
+    /// 10,000 databases, with health and a filesystem listing them all, half
+    /// of them in trouble: the table is built in linear time.
+    @Test func tenThousandDatabasesRenderQuickly() {
+        var doc = Self.manyDatabases(10_000, bad: Set(stride(from: 0, to: 10_000, by: 2)))
+        doc.health = doc.databases.map { HealthStatus(path: $0.path, mode: "alert-only", state: "healthy", checkpoint: nil, integrity: IntegrityHealth(state: "ok"), openIncidents: [], lastIncident: nil, updatedAt: "2026-11-25T00:00:00.000Z") }
+        doc.disk = [MountStatus(
+            mountPoint: "/data", paths: doc.databases.map(\.path), totalBytes: 100, usedBytes: 10, availableBytes: 90, usedPercent: 10, inodesPercent: nil, forecastSecondsToFull: nil,
+            level: .normal, ballast: nil, lastRotation: nil)]
+        let start = ContinuousClock.now
+        let text = StatusTable.render(doc, color: false)
+        let took = ContinuousClock.now - start
+        #expect(text.contains("databases 10000: 5000 missing, 5000 open"))
+        #expect(took < .seconds(3), "rendering took \(took)")
     }
 
     // MARK: the daemon
