@@ -373,6 +373,55 @@ import Testing
         }
     }
 
+    /// Scheduled drills of a directory entry take a rotating sample: the first
+    /// run drills `sample` databases (never drilled, by path), the next one
+    /// the one left and then the one drilled longest ago. In process, with
+    /// the daemon's own wiring and real restores from the file replicas.
+    @Test func drillsRotateThroughTheDirectory() async throws {
+        try await Fixture.with("dir-drills") { f in
+            for n in ["a", "b", "c"] { try await Self.makeWAL(f.data + "/\(n).db") }
+            let config = try Self.parse("""
+                state-dir: \(f.dir)/state
+                dbs:
+                  - dir: \(f.data)
+                    pattern: "*.db"
+                    remediate: off
+                    drill: {interval: 1s, sample: 2, scratch-dir: \(f.dir)/scratch}
+                    replica: {path: \(f.replica)}
+                """)
+            let entry = try #require(config.directories.first)
+            let drill = try #require(entry.template.drill)
+            let logger = RecordingLog().logger()
+            let board = StatusBoard(configPath: "g.yml", databasePaths: [])
+            let alerter = Alerter(destinations: [], transport: HTTPAlertTransport(), store: nil, logger: logger)
+            let wiring = DatabaseWiring(stateDir: config.stateDir, alerts: [], alerter: alerter, board: board, control: ReplicationControl(), logger: logger)
+            let discovery = await DirectoryDiscovery.scan(entry, configured: [], logger: logger)
+            #expect(discovery.databases == ["a", "b", "c"].map { f.data + "/\($0).db" })
+            let registry = DirectoryRegistry(entry: entry, configured: [], wiring: wiring, skipped: [:])
+            for p in discovery.databases { await registry.start(p) }
+            #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { ["a", "b", "c"].allSatisfy { !f.replicaFiles("\($0).db").isEmpty } })
+
+            let drills = DirectoryDrills(
+                entry: entry, config: drill, registry: registry,
+                timing: DrillService.Timing(tick: .milliseconds(50), catchUp: .milliseconds(100), timeZone: .current))
+            let task = Task { await drills.run() }
+            let store = StateStore(stateDir: config.stateDir)
+            var rows: [DrillResult] = []
+            let rotated = try await TestSupport.waitUntil(timeout: .seconds(30)) {
+                rows = try await store.drills(limit: 100).reversed()
+                return Set(rows.map(\.database)).count == 3
+            }
+            task.cancel()
+            await registry.cancelAll()
+            await registry.waitForAll()
+            #expect(rotated, "drilled: \(rows.map(\.database))")
+            #expect(rows.prefix(2).map(\.database) == [f.data + "/a.db", f.data + "/b.db"], "the first run drills the sample only")
+            #expect(rows.count >= 3 && rows[2].database == f.data + "/c.db", "the next run starts with the database never drilled")
+            let reasons = rows.map { $0.reason ?? "" }
+            #expect(rows.allSatisfy { $0.passed }, "\(reasons)")
+        }
+    }
+
     /// A Litestream 0.5 `dir:` entry, as Litestream's documentation writes
     /// it: `guardian check-config` accepts the file unchanged, `guardian run`
     /// replicates with it (guardian's state-dir and socket prepended), and
