@@ -125,9 +125,13 @@ final class DirectoryWatcher: @unchecked Sendable {
 
     /// Watches `dir` (idempotent). Blocking.
     func add(directory dir: String) throws {
-        let wd = inotify_add_watch(fd, dir, Self.mask | UInt32(IN_ONLYDIR))
-        guard wd >= 0 else { throw SystemError("inotify_add_watch", path: dir) }
-        lock.withLock { directories[wd] = dir }
+        // Under the lock: the reading thread closes the descriptor under it once stopped.
+        try lock.withLock {
+            guard !stopped else { return }
+            let wd = inotify_add_watch(fd, dir, Self.mask | UInt32(IN_ONLYDIR))
+            guard wd >= 0 else { throw SystemError("inotify_add_watch", path: dir) }
+            directories[wd] = dir
+        }
     }
 
     /// Databases being replicated: only their removal is reported.
@@ -171,7 +175,10 @@ final class DirectoryWatcher: @unchecked Sendable {
             }
         }
         continuation.finish()
-        close(fd)
+        lock.withLock {
+            stopped = true
+            close(fd)
+        }
     }
 
     private func interpret(wd: Int32, mask: UInt32, name: String) -> Event? {

@@ -72,8 +72,13 @@ struct DirectoryService: Service {
         if entry.spec.watch, !discovery.directories.isEmpty {
             do {
                 let w = try DirectoryWatcher(spec: entry.spec)
-                try await BlockingPool.shared.run { [dirs = discovery.directories] in
-                    for d in dirs { try w.add(directory: d) }
+                do {
+                    try await BlockingPool.shared.run { [dirs = discovery.directories] in
+                        for d in dirs { try w.add(directory: d) }
+                    }
+                } catch {
+                    w.stop()
+                    throw error
                 }
                 watcher = w
             } catch {
