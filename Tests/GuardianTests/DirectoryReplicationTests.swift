@@ -296,9 +296,17 @@ import Testing
             try await f.waitFor("legacy.db replicated once in WAL mode") { $0[f.data + "/legacy.db"]?.string("state") == "open" }
             #expect((try await f.status()).list("directories").first?.list("skipped").map { $0.string("path") } == [f.data + "/notes.db"])
 
+            // recursive + watch: a subdirectory created while running is watched
+            // too; one renamed moves its databases to their new paths.
+            mkdir(f.data + "/us", 0o755)
+            try await Self.makeWAL(f.data + "/us/d.db")
+            try await f.waitFor("us/d.db in a new subdirectory replicated") { $0[f.data + "/us/d.db"]?.string("state") == "open" }
+            #expect(await TestSupport.waitUntil(timeout: .seconds(5)) { !f.replicaFiles("us/d.db").isEmpty })
+            #expect(rename(f.data + "/us", f.data + "/us-old") == 0)
+            try await f.waitFor("us/d.db followed to us-old/d.db") { $0[f.data + "/us-old/d.db"]?.string("state") == "open" && $0[f.data + "/us/d.db"] == nil }
             let text = try await guardian(["status", "--socket", f.socket, "--color", "never"])
-            #expect(text.stdout.contains("databases 4: 4 open"))
-            #expect(text.stdout.contains("directory \(f.data) (*.db, recursive, watch): 4 databases, 1 files skipped"))
+            #expect(text.stdout.contains("databases 5: 5 open"))
+            #expect(text.stdout.contains("directory \(f.data) (*.db, recursive, watch): 5 databases, 1 files skipped"))
             let filtered = try await guardian(["status", "--socket", f.socket, "--db", "*/eu/*"])
             #expect(filtered.stdout.contains(c) && !filtered.stdout.contains(a))
             let json = try await guardian(["status", "--socket", f.socket, "--json", "--db", "b.db"])

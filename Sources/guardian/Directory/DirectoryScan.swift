@@ -134,6 +134,17 @@ final class DirectoryWatcher: @unchecked Sendable {
         }
     }
 
+    /// Stops watching `dir` and the directories below it (moved away or deleted).
+    func remove(directory dir: String) {
+        lock.withLock {
+            guard !stopped else { return }
+            for (wd, path) in directories where path == dir || path.hasPrefix(dir + "/") {
+                inotify_rm_watch(fd, wd)
+                directories.removeValue(forKey: wd)
+            }
+        }
+    }
+
     /// Databases being replicated: only their removal is reported.
     func setKnown(_ path: String, _ isKnown: Bool) {
         lock.withLock {

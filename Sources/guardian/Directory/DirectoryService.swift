@@ -244,6 +244,7 @@ actor DirectoryRegistry {
                 }
                 paths.formUnion(found)
             case .directoryRemoved(let d):
+                watcher?.remove(directory: d)
                 let prefix = d + "/"
                 paths.formUnion(running.keys.filter { $0.hasPrefix(prefix) })
                 for p in skipped.keys where p.hasPrefix(prefix) { skipped.removeValue(forKey: p) }
