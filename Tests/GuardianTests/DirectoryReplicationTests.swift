@@ -381,6 +381,49 @@ import Testing
         }
     }
 
+    /// Remediation of a database a directory entry found: corrupt pages are
+    /// found by the integrity check, the app is stopped and started through
+    /// the entry's command templates (`{name}` filled in), the files are
+    /// quarantined and a restored copy swapped in — and the database stays
+    /// replicated through it (moving it away is not taken for a deletion).
+    @Test func discoveredDatabasesAreRepairedThroughTheirTemplates() async throws {
+        try await Fixture.with("dir-repair") { f in
+            let db = f.data + "/acme.db"
+            try Damage.makeDatabase(db, rows: 3000)
+            try await sqlite3(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            let log = f.dir + "/app.log"
+            try f.write(entry: """
+                dbs:
+                  - dir: \(f.data)
+                    pattern: "*.db"
+                    watch: true
+                    integrity-interval: 1s
+                    health-interval: 500ms
+                    cooldown: 1s
+                    stop-command: [/bin/sh, -c, "echo stop {name} >> \(log)"]
+                    start-command: [/bin/sh, -c, "echo start {name} >> \(log)"]
+                    replica: {path: \(f.replica)}
+
+                """)
+            try await f.start()
+            try await f.waitFor("acme.db open") { $0[db]?.string("state") == "open" }
+            #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { !f.replicaFiles("acme.db").isEmpty })
+            try Damage.overwritePages(db, count: 6)
+            var last: [String: Any] = [:]
+            let repaired = try await TestSupport.waitUntil(timeout: .seconds(60)) {
+                last = try await f.status()
+                let h = last.list("health").first { $0.string("path") == db }
+                return h?.dict("last_incident")?.string("outcome") == "resolved-automatically"
+            }
+            #expect(repaired, "\(last.list("health")); log: \(f.child?.stderr.suffix(4000) ?? "")")
+            let app = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            #expect(app.contains("stop acme\n") && app.contains("start acme\n"), "app log: \(app)")
+            try await f.waitFor("acme.db replicated after the repair") { $0[db]?.string("state") == "open" }
+            #expect(f.child?.stderr.contains(GuardianEvent.directoryDatabaseRemoved.message) == false, "the swap is not a deletion")
+            #expect(try await sqlite3(db, "PRAGMA integrity_check") == "ok")
+        }
+    }
+
     /// Scheduled drills of a directory entry take a rotating sample: the first
     /// run drills `sample` databases (never drilled, by path), the next one
     /// the one left and then the one drilled longest ago. In process, with
