@@ -307,7 +307,7 @@ extension GuardianConfig {
         }
 
         // Litestream per-database keys with no meaning in guardian.
-        for key in ["meta-path", "checkpoint-interval", "min-checkpoint-page-count", "busy-timeout", "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists"] {
+        for key in ["meta-path", "meta-dir", "checkpoint-interval", "min-checkpoint-page-count", "busy-timeout", "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists"] {
             _ = m.has(key)
         }
         try m.finish()
