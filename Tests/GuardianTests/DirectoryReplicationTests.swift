@@ -356,6 +356,12 @@ import Testing
             for suffix in ["", "-wal", "-shm"] { unlink(f.data + "/a.db" + suffix) }
             try await f.waitFor("a.db no longer replicated") { $0[f.data + "/a.db"] == nil }
             #expect(Set(f.replicaFiles("a.db")).isSuperset(of: keptA))
+            // Nothing of it stays open (a deleted tenant's space is given back).
+            if let pid = f.child?.pid {
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+                let open = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+                #expect(!open.contains { $0.hasPrefix(f.data + "/a.db") }, "\(open.filter { $0.contains("/a.db") })")
+            }
             #expect(f.child?.stderr.contains(GuardianEvent.directoryDatabaseRemoved.message) == true)
             #expect(try await !f.metrics().contains("db=\"\(f.data)/a.db\""), "no stale series of a removed database")
             #expect(try await !f.status().list("health").contains { $0.string("path") == f.data + "/a.db" })

@@ -221,6 +221,8 @@ actor DirectoryRegistry {
                     r.task.cancel()
                     await control.resume(path)
                     await r.task.value
+                    // Nothing holds the file now: its descriptor may close (a deleted file's space is freed).
+                    DatabaseFiles.shared.forget(path)
                 }
             }
         }
