@@ -87,7 +87,8 @@ struct Daemon {
         let alerter = Alerter(destinations: config.alerts, transport: HTTPAlertTransport(), store: store, logger: logger)
         services.append(.init(service: AlertService(alerter: alerter), serviceName: "alerts"))
         let control = ReplicationControl()
-        let wiring = DatabaseWiring(stateDir: config.stateDir, alerts: config.alerts, alerter: alerter, board: board, control: control, logger: logger)
+        let wiring = DatabaseWiring(
+            stateDir: config.stateDir, alerts: config.alerts, alerter: alerter, store: store, board: board, control: control, logger: logger)
         var remediations: [RemediationService] = []
         for db in config.dbs {
             let made = wiring.services(for: db)

@@ -451,7 +451,9 @@ import Testing
             let logger = RecordingLog().logger()
             let board = StatusBoard(configPath: "g.yml", databasePaths: [])
             let alerter = Alerter(destinations: [], transport: HTTPAlertTransport(), store: nil, logger: logger)
-            let wiring = DatabaseWiring(stateDir: config.stateDir, alerts: [], alerter: alerter, board: board, control: ReplicationControl(), logger: logger)
+            let wiring = DatabaseWiring(
+                stateDir: config.stateDir, alerts: [], alerter: alerter, store: StateStore(stateDir: config.stateDir), board: board,
+                control: ReplicationControl(), logger: logger)
             let discovery = await DirectoryDiscovery.scan(entry, configured: [], logger: logger)
             #expect(discovery.databases == ["a", "b", "c"].map { f.data + "/\($0).db" })
             let registry = DirectoryRegistry(entry: entry, configured: [], wiring: wiring, skipped: [:])

@@ -12,6 +12,9 @@ struct DatabaseWiring: Sendable {
     let stateDir: String
     let alerts: [AlertConfig]
     let alerter: Alerter
+    /// The daemon's one state database connection, shared by every
+    /// database's remediation (not one connection per database).
+    let store: StateStore
     let board: StatusBoard
     let control: ReplicationControl
     let logger: Logger
@@ -41,9 +44,9 @@ struct DatabaseWiring: Sendable {
                 pause: { await control.pause($0) },
                 resume: { path, _ in await control.resume(path) })
             remediation = RemediationService(
-                database: db.path, config: db.remediation, replicas: db.replication.replicas, alerts: alerts,
-                stateDir: stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks,
-                alerter: alerter)
+                database: db.path, config: db.remediation, store: store, alerter: alerter, ownsAlerter: false,
+                app: RemediationService.appController(for: db.remediation), source: ReplicaRestoreSource(replicas: db.replication.replicas),
+                hooks: hooks, logger: logger, onStatus: { await board.updateHealth($0) })
         }
         let observer = remediation
         let service = ReplicationService(
