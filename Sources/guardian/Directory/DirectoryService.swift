@@ -98,10 +98,13 @@ struct DirectoryService: Service {
                     group.addTask { await DirectoryDrills(entry: entry, config: drill, registry: registry).run() }
                 }
                 if let watcher = watching {
-                    group.addTask { await Self.follow(watcher, registry) }
+                    // Follows the directory until guardian stops (the watcher's events then end).
                     group.addTask {
-                        await cancelWhenGracefulShutdown { await Self.waitForever() }
-                        watcher.stop()
+                        await withGracefulShutdownHandler {
+                            await Self.follow(watcher, registry)
+                        } onGracefulShutdown: {
+                            watcher.stop()
+                        }
                     }
                 }
             }
@@ -111,11 +114,6 @@ struct DirectoryService: Service {
             watching?.stop()
             Task { await registry.cancelAll() }
         }
-    }
-
-    private static func waitForever() async {
-        let (stream, _) = AsyncStream.makeStream(of: Void.self)
-        for await _ in stream {}
     }
 
     /// Handles the watcher's events in batches until it stops.
