@@ -55,7 +55,7 @@ enum StatusTable {
                 out += "... \(healthy.count - o.detailLimit) more healthy databases (guardian status --db PATTERN shows them; --json has all)\n"
             }
         }
-        if doc.databases.isEmpty { out += "\nno databases configured\n" }
+        if doc.databases.isEmpty { out += doc.directories.isEmpty ? "\nno databases configured\n" : "\nno databases found in the directory entries yet\n" }
         if !doc.disk.isEmpty {
             out += "\ndisk\n"
             for m in doc.disk { out += "  " + p.level(m.summary, m.level) + "\n" }

@@ -129,6 +129,10 @@ import Testing
         if let first, let second, let healthy { #expect(first < second && second < healthy) }
         #expect(text.contains("... 28 more healthy databases"))
         #expect(!text.contains("/data/t/t049.db"))
+        // A directory entry that found nothing (yet) says so.
+        var empty = Self.manyDatabases(0, bad: [])
+        empty.directories[0].databases = 0
+        #expect(StatusTable.render(empty, color: false).contains("no databases found in the directory entries yet"))
         // A few databases: every one in full, no "more" line.
         let small = StatusTable.render(Self.manyDatabases(3, bad: []), color: false)
         #expect(small.contains("databases 3: 3 open") && small.contains("all healthy") && !small.contains("more healthy"))
