@@ -98,6 +98,27 @@ import Testing
         #expect(DirectoryDrills.pick(dbs, last: last, count: 10) == ["/d/c.db", "/d/b.db", "/d/d.db", "/d/a.db"])
     }
 
+    /// What a file matching the pattern is, from its header and size.
+    @Test func candidatesAreClassifiedByTheirHeader() async throws {
+        let dir = try TestSupport.makeTempDir("dir-classify")
+        defer { TestSupport.cleanup(dir) }
+        try Damage.makeDatabase(dir + "/wal.db", rows: 500)
+        try await sqlite3(dir + "/wal.db", "PRAGMA wal_checkpoint(TRUNCATE)")
+        #expect(DirectoryScan.classify(dir + "/wal.db") == .database)
+        try await sqlite3(dir + "/journal.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        #expect(DirectoryScan.classify(dir + "/journal.db") == .rollbackJournal)
+        try TestSupport.write("", to: dir + "/empty.db")
+        #expect(DirectoryScan.classify(dir + "/empty.db") == .notYet)
+        try TestSupport.write("hello", to: dir + "/short.db")
+        #expect(DirectoryScan.classify(dir + "/short.db") == .notSQLite)
+        // Half copied in: the header counts more pages than the file has yet.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: dir + "/wal.db"))
+        #expect(whole.count > 3 * 4096)
+        try whole.prefix(2 * 4096).write(to: URL(fileURLWithPath: dir + "/copying.db"))
+        #expect(DirectoryScan.classify(dir + "/copying.db") == .notYet)
+        #expect(DirectoryScan.classify(dir + "/missing.db") == .notYet)
+    }
+
     // MARK: status with many databases
 
     static func manyDatabases(_ n: Int, bad: Set<Int>) -> StatusDocument {

@@ -56,7 +56,8 @@ enum DirectoryScan {
     }
 
     /// Reads the file's header (100 bytes): SQLite's magic, and bytes 18/19
-    /// (2 = WAL). The file is opened and closed outside SQLite: only call
+    /// (2 = WAL); a file shorter than the pages its header counts is being
+    /// copied in (looked at again when it is closed). The file is opened and closed outside SQLite: only call
     /// this for paths guardian has no SQLite connection to (closing a
     /// descriptor drops every POSIX lock of the process on that inode;
     /// see `DatabaseFiles`).
@@ -76,6 +77,10 @@ enum DirectoryScan {
         let got = Array(header[0..<min(n, magic.count)])
         guard got == Array(magic[0..<got.count]) else { return .notSQLite }
         guard n == 100 else { return .notYet }
+        // Still being copied in: shorter than the pages its header counts.
+        if case .success(let h) = DatabaseHeader.parse(header), let pages = h.trustedPageCount, Int64(st.st_size) < Int64(pages) * Int64(h.pageSize) {
+            return .notYet
+        }
         return header[18] == 2 && header[19] == 2 ? .database : .rollbackJournal
     }
 }
