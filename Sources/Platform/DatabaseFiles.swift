@@ -49,6 +49,15 @@ public final class DatabaseFiles: Sendable {
         }
     }
 
+    /// Drops the entry of `path` once guardian has stopped using it (a
+    /// directory entry's database was deleted or renamed and its session has
+    /// closed its connections): the descriptor is closed when its last
+    /// holder lets go, so a deleted file's space is given back. Only call it
+    /// when no SQLite connection of this process is open on that file.
+    public func forget(_ path: String) {
+        _ = table.withLock { $0.removeValue(forKey: path) }
+    }
+
     /// The first `count` bytes of the file at `path` (fewer at its end; empty
     /// when it cannot be read). Blocking.
     public func prefix(_ path: String, count: Int) -> [UInt8] {

@@ -201,6 +201,8 @@ public struct DrillConfig: Sendable, Equatable {
     public var scratchDir: String?
     /// Drill only this replica (nil: every replica of the database).
     public var replica: String?
+    /// Directory entries: databases drilled per scheduled run (a rotating sample).
+    public var sample: Int?
 
     public init(
         schedule: DrillSchedule = .every(.seconds(7 * 86400)), queries: [DrillQuery] = [], budget: Duration = .seconds(600),

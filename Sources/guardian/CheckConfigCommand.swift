@@ -30,10 +30,15 @@ extension GuardianConfig {
         out += "status:\n  socket: \(q(status.socket))\n  metrics: \(status.metrics.map(q) ?? "off")\n"
         out += "log:\n  level: \(log.level)\n  target: \(log.target.rawValue)\n"
         out += "dbs:\n"
-        if dbs.isEmpty { out += "  []\n" }
-        for db in dbs {
+        if dbs.isEmpty, directories.isEmpty { out += "  []\n" }
+        for (db, spec) in dbs.map({ ($0, DirectorySpec?.none) }) + directories.map({ ($0.template, Optional($0.spec)) }) {
             let r = db.replication
-            out += "  - path: \(q(db.path))\n"
+            if let spec {
+                // Each database's replica path is the one below plus its path relative to dir.
+                out += "  - dir: \(q(spec.dir))\n    pattern: \(q(spec.pattern))\n    recursive: \(spec.recursive)\n    watch: \(spec.watch)\n"
+            } else {
+                out += "  - path: \(q(db.path))\n"
+            }
             out += "    monitor-interval: \(d(r.monitorInterval))\n"
             out += "    checkpoint-size: \(r.checkpointSize)\n"
             out += "    max-wal-size: \(r.maxWALSize)\n"
@@ -78,6 +83,7 @@ extension GuardianConfig {
                 out += "      budget: \(d(drill.budget))\n"
                 if let s = drill.scratchDir { out += "      scratch-dir: \(q(s))\n" }
                 if let r = drill.replica { out += "      replica: \(q(r))\n" }
+                if spec != nil { out += "      sample: \(drill.sample ?? GuardianConfig.Directory.defaultDrillSample)\n" }
                 if !drill.queries.isEmpty { out += "      queries:\n" }
                 for query in drill.queries {
                     out += "        - sql: \(q(query.sql))\n"

@@ -74,7 +74,12 @@ struct Daemon {
     }
 
     private func runGeneration(_ config: GuardianConfig, isReload: Bool, box: ReloadBox) async throws {
-        let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path))
+        // Directory entries: the databases there now are known before READY.
+        var discovered: [DirectoryDiscovery] = []
+        for entry in config.directories {
+            discovered.append(await DirectoryDiscovery.scan(entry, configured: Set(config.dbs.map(\.path)), logger: logger))
+        }
+        let board = StatusBoard(configPath: configPath, databasePaths: config.dbs.map(\.path) + discovered.flatMap(\.databases))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // One alerter for the whole daemon (remediation, disk, drills): first
         // in the group so it is the last to stop.
@@ -82,48 +87,28 @@ struct Daemon {
         let alerter = Alerter(destinations: config.alerts, transport: HTTPAlertTransport(), store: store, logger: logger)
         services.append(.init(service: AlertService(alerter: alerter), serviceName: "alerts"))
         let control = ReplicationControl()
+        let wiring = DatabaseWiring(
+            stateDir: config.stateDir, alerts: config.alerts, alerter: alerter, store: store, board: board, control: control, logger: logger)
         var remediations: [RemediationService] = []
         for db in config.dbs {
-            let loop = "db:\(db.path)"
-            // Remediation pauses this database's replication while it swaps
-            // files, and reads its status (for lag alerts and the RPO of a
-            // post-mortem). Its loop is not on the watchdog: an incident may
-            // legitimately take minutes.
-            var remediation: RemediationService?
-            if db.remediation.mode != .off {
-                let hooks = RemediationHooks(
-                    pause: { await control.pause($0) },
-                    resume: { path, _ in await control.resume(path) })
-                remediation = RemediationService(
-                    database: db.path, config: db.remediation, replicas: db.replication.replicas, alerts: config.alerts,
-                    stateDir: config.stateDir, logger: logger, onStatus: { await board.updateHealth($0) }, hooks: hooks,
-                    alerter: alerter)
-            }
-            let observer = remediation
-            if let remediation { remediations.append(remediation) }
-            let service = ReplicationService(
-                config: db.replication, stateDir: config.stateDir, logger: logger,
-                onStatus: { status in
-                    await board.update(status)
-                    await observer?.observe(replication: status)
-                },
-                heartbeat: { await board.beat(loop) }, control: control)
+            let made = wiring.services(for: db)
             // A database that cannot be replicated must not take the others down.
             services.append(.init(
-                service: ReportingReplicationService(inner: service, board: board, logger: logger), successTerminationBehavior: .ignore,
+                service: made.replication, successTerminationBehavior: .ignore,
                 failureTerminationBehavior: .ignore, serviceName: "replication \(db.path)"))
-            if let remediation {
+            if let remediation = made.remediation {
+                remediations.append(remediation)
                 services.append(.init(service: remediation, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "remediation \(db.path)"))
             }
-            // Scheduled recovery drills; not on the watchdog either (a drill may take minutes).
-            if let drill = db.drill, !db.replication.replicas.isEmpty {
-                let drills = DrillService(
-                    database: db.path, replicas: db.replication.replicas, config: drill, stateDir: config.stateDir,
-                    alerter: alerter, runsAlerter: false, logger: logger, onStatus: { await board.updateDrill($0) })
+            if let drills = made.drills {
                 services.append(.init(service: drills, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "drills \(db.path)"))
             }
         }
-        let replicaDirs = config.dbs.flatMap { db in
+        let directories = discovered.map { DirectoryService(discovery: $0, wiring: wiring) }
+        for d in directories {
+            services.append(.init(service: d, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "directory \(d.entry.dir)"))
+        }
+        let replicaDirs = (config.dbs + config.directories.map(\.template)).flatMap { db in
             db.replication.replicas.compactMap { r -> String? in
                 if case .file(let p) = r.target { return p }
                 return nil
@@ -133,8 +118,8 @@ struct Daemon {
         var diskConfig = config.diskWithHeadroom
         diskConfig.kept = config.keptPaths
         let disk = DiskWatchService(
-            config: diskConfig, protectedPaths: config.dbs.map(\.path),
-            extraWatchPaths: config.dbs.map(\.path) + replicaDirs, stateDir: config.stateDir, logger: logger,
+            config: diskConfig, protectedPaths: config.dbs.map(\.path) + discovered.flatMap(\.databases),
+            extraWatchPaths: config.dbs.map(\.path) + config.directories.map(\.dir) + replicaDirs, stateDir: config.stateDir, logger: logger,
             onStatus: { mounts in
                 await board.updateDisk(mounts)
                 await board.beat("disk")
@@ -168,6 +153,7 @@ struct Daemon {
                         await board.setState(.reloading)
                         // A repair under way finishes first: cutting it short would leave the app stopped.
                         for r in repairs { await r.waitUntilIdle(timeout: Self.reloadWaitLimit, reason: "configuration reload requested") }
+                        for d in directories { await d.waitUntilIdle(timeout: Self.reloadWaitLimit, reason: "configuration reload requested") }
                         box.set(next)
                         await group.triggerGracefulShutdown()
                         return

@@ -90,7 +90,8 @@ struct DrillCommand: AsyncParsableCommand {
     func select(_ config: GuardianConfig) -> [(String, DrillConfig, [ReplicaConfig])] {
         var dbs = config.dbs.filter { !$0.replication.replicas.isEmpty }
         if let database {
-            guard let db = DrillText.find(database, in: config.dbs) else {
+            let absolute = URL(fileURLWithPath: database).standardizedFileURL.path
+            guard let db = DrillText.find(database, in: config.dbs) ?? config.directories.first(where: { $0.covers(absolute) }).map({ $0.database(at: absolute) }) else {
                 CLI.fail("no database \(database) in \(config.file) (its databases: \(config.dbs.map(\.path).joined(separator: ", ")))", code: 2)
             }
             guard !db.replication.replicas.isEmpty else { CLI.fail("\(db.path) has no replicas to drill", code: 2) }

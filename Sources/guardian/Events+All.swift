@@ -5,5 +5,5 @@ import Replication
 
 extension GuardianEvent {
     /// Every event any module logs: the journald catalog lists them all.
-    static var everyKind: [GuardianEvent] { all + diskWatchEvents + remediateEvents + [replicaRequestRetrying] + metricsEvents + execEvents }
+    static var everyKind: [GuardianEvent] { all + diskWatchEvents + remediateEvents + [replicaRequestRetrying] + metricsEvents + execEvents + directoryEvents }
 }

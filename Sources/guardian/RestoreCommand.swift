@@ -152,7 +152,8 @@ enum RestoreCLI {
             CLI.fail("\(error)", code: 2)
         }
         let path = absolute(source)
-        guard let db = loaded.dbs.first(where: { $0.path == path }) else {
+        // A `path:` entry, or a database a directory entry covers (its replica path derived).
+        guard let db = loaded.database(at: path) else {
             let known = loaded.dbs.map(\.path).joined(separator: ", ")
             CLI.fail("\(path) is not a database of \(config)\(known.isEmpty ? "" : " (it lists \(known))"); give a replica URL instead", code: 2)
         }

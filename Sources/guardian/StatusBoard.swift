@@ -21,25 +21,35 @@ actor StatusBoard {
     private var disk: [MountStatus] = []
     private var health: [String: HealthStatus] = [:]
     private var drills: [String: DrillStatus] = [:]
+    private var directories: [String: DirectoryStatus] = [:]
 
     init(configPath: String, databasePaths: [String]) {
         self.configPath = configPath
         order = databasePaths
         for path in databasePaths { databases[path] = DatabaseStatus(path: path, state: "opening") }
+        opening = Set(databasePaths)
     }
+
+    /// Databases that have not reported yet (kept, so that an update does not scan them all).
+    private var opening: Set<String> = []
 
     func setState(_ state: State) { self.state = state }
 
     func update(_ status: DatabaseStatus) {
+        // A database a directory entry stopped replicating may report once more.
+        guard databases[status.path] != nil else { return }
         databases[status.path] = status
-        if allDatabasesSettled {
-            for w in readyWaiters.values { w.resume() }
-            readyWaiters.removeAll()
-        }
+        if status.state != "opening", opening.remove(status.path) != nil { releaseIfSettled() }
+    }
+
+    private func releaseIfSettled() {
+        guard opening.isEmpty else { return }
+        for w in readyWaiters.values { w.resume() }
+        readyWaiters.removeAll()
     }
 
     /// Every database has been opened (or has reported why it cannot be).
-    var allDatabasesSettled: Bool { databases.values.allSatisfy { $0.state != "opening" } }
+    var allDatabasesSettled: Bool { opening.isEmpty }
 
     /// Returns when every database has settled, or when the task is cancelled.
     func waitUntilDatabasesSettled() async {
@@ -58,6 +68,27 @@ actor StatusBoard {
     private func releaseWaiter(_ id: Int) { readyWaiters.removeValue(forKey: id)?.resume() }
 
     func beat(_ name: String) { heartbeats[name] = .now }
+
+    /// A database a directory entry found while running.
+    func addDatabase(_ path: String) {
+        guard databases[path] == nil else { return }
+        order.append(path)
+        databases[path] = DatabaseStatus(path: path, state: "opening")
+        opening.insert(path)
+    }
+
+    /// A database a directory entry stopped replicating (deleted, renamed).
+    func removeDatabase(_ path: String, loop: String) {
+        guard databases.removeValue(forKey: path) != nil else { return }
+        order.removeAll { $0 == path }
+        if opening.remove(path) != nil { releaseIfSettled() }
+        health.removeValue(forKey: path)
+        drills.removeValue(forKey: path)
+        heartbeats.removeValue(forKey: loop)
+    }
+
+    /// What a directory entry found and skipped.
+    func updateDirectory(_ status: DirectoryStatus) { directories[status.dir] = status }
 
     func updateDisk(_ mounts: [MountStatus]) { disk = mounts }
 
@@ -80,7 +111,8 @@ actor StatusBoard {
             uptimeSeconds: (Date().timeIntervalSince(startedAt) * 1000).rounded() / 1000,
             config: configPath, state: state.rawValue,
             databases: order.compactMap { databases[$0] }, disk: disk, health: order.compactMap { health[$0] },
-            drills: order.compactMap { drills[$0] })
+            drills: order.compactMap { drills[$0] },
+            directories: directories.keys.sorted().compactMap { directories[$0] })
     }
 
     /// One line for systemd's STATUS=.
@@ -109,6 +141,8 @@ struct StatusDocument: Codable, Sendable {
     var health: [HealthStatus] = []
     /// Recovery drills per database: the newest of each replica, the next one.
     var drills: [DrillStatus] = []
+    /// Directory entries: their databases and the files they skipped.
+    var directories: [DirectoryStatus] = []
 
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()
@@ -117,9 +151,59 @@ struct StatusDocument: Codable, Sendable {
         return e
     }
 
+    init(
+        version: String, pid: Int32, startedAt: String, uptimeSeconds: Double, config: String, state: String,
+        databases: [DatabaseStatus], disk: [MountStatus] = [], health: [HealthStatus] = [], drills: [DrillStatus] = [],
+        directories: [DirectoryStatus] = []
+    ) {
+        self.version = version
+        self.pid = pid
+        self.startedAt = startedAt
+        self.uptimeSeconds = uptimeSeconds
+        self.config = config
+        self.state = state
+        self.databases = databases
+        self.disk = disk
+        self.health = health
+        self.drills = drills
+        self.directories = directories
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(String.self, forKey: .version)
+        pid = try c.decode(Int32.self, forKey: .pid)
+        startedAt = try c.decode(String.self, forKey: .startedAt)
+        uptimeSeconds = try c.decode(Double.self, forKey: .uptimeSeconds)
+        config = try c.decode(String.self, forKey: .config)
+        state = try c.decode(String.self, forKey: .state)
+        databases = try c.decode([DatabaseStatus].self, forKey: .databases)
+        disk = try c.decodeIfPresent([MountStatus].self, forKey: .disk) ?? []
+        health = try c.decodeIfPresent([HealthStatus].self, forKey: .health) ?? []
+        drills = try c.decodeIfPresent([DrillStatus].self, forKey: .drills) ?? []
+        directories = try c.decodeIfPresent([DirectoryStatus].self, forKey: .directories) ?? []
+    }
+
     static func decoder() -> JSONDecoder {
         let d = JSONDecoder()
         d.keyDecodingStrategy = .convertFromSnakeCase
         return d
     }
+}
+
+/// `directories[]` of the status document: a directory entry.
+struct DirectoryStatus: Codable, Sendable, Equatable {
+    struct Skipped: Codable, Sendable, Equatable {
+        var path: String
+        var reason: String
+    }
+
+    var dir: String
+    var pattern: String
+    var recursive: Bool
+    var watch: Bool
+    /// Databases replicated now.
+    var databases: Int
+    /// Files matching the pattern that are not replicated, and why.
+    var skipped: [Skipped]
 }

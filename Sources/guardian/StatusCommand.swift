@@ -29,6 +29,9 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(help: "Colour: auto (when stdout is a terminal and NO_COLOR is unset), always, never.")
     var color: ColorChoice = .auto
 
+    @Option(name: .customLong("db"), help: ArgumentHelp("Only the databases whose path or file name matches this glob (e.g. '*/tenants/acme*').", valueName: "pattern"))
+    var dbPattern: String?
+
     func validate() throws {
         if let seconds {
             guard watch else { throw ValidationError("a number of seconds only goes with --watch (guardian status --watch \(seconds))") }
@@ -39,7 +42,7 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let path = socketPath()
         if watch {
-            await StatusWatch(socket: path, interval: seconds ?? 2, json: json, color: color.enabled(isTTY: CLI.stdoutIsTTY)).run()
+            await StatusWatch(socket: path, interval: seconds ?? 2, json: json, color: color.enabled(isTTY: CLI.stdoutIsTTY), dbPattern: dbPattern).run()
             return
         }
         let reply: [UInt8]
@@ -48,13 +51,19 @@ struct StatusCommand: AsyncParsableCommand {
         } catch {
             CLI.fail(Self.notRunning(path), code: 3)
         }
-        if json {
+        if json, dbPattern == nil {
             FileHandle.standardOutput.write(Data(reply))
             print()
             return
         }
         do {
-            let doc = try StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply))
+            var doc = try StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply))
+            if let dbPattern { doc = StatusOverview.filter(doc, pattern: dbPattern) }
+            if json {
+                FileHandle.standardOutput.write(try StatusDocument.encoder().encode(doc))
+                print()
+                return
+            }
             print(StatusTable.render(doc, color: color.enabled(isTTY: CLI.stdoutIsTTY)), terminator: "")
         } catch {
             CLI.fail("the daemon at \(path) sent a reply that is not a status document: \(error)", code: 1)

@@ -18,6 +18,10 @@ enum StatusTable {
         var timeZone = TimeZone.current
         /// Adds `at HH:MM:SS` to the header (`--watch`).
         var showClock = false
+        /// Above this many databases, the healthy ones get one line each
+        /// (the unhealthy ones always get their full block), and past it
+        /// only a count.
+        var detailLimit = 20
     }
 
     static func render(_ doc: StatusDocument, color: Bool) -> String {
@@ -30,10 +34,28 @@ enum StatusTable {
         var out = "guardian \(doc.version)  pid \(doc.pid)  \(doc.state)  up \(Units.formatDuration(.milliseconds(Int64(doc.uptimeSeconds * 1000))))"
         if o.showClock { out += "  at \(clock.time(o.now))" }
         out += "\nconfig \(doc.config)\n"
-        for db in doc.databases {
-            out += "\n" + databaseBlock(db, doc, p, clock)
+        out += StatusOverview.lines(doc, p)
+        // The unhealthy first (configuration order within each group).
+        let ranked = StatusOverview.ranked(doc)
+        let healthy = ranked.filter { !$0.unhealthy }.map(\.db)
+        let index = StatusOverview.Index(doc)
+        let unhealthy = ranked.filter(\.unhealthy).map(\.db)
+        for db in unhealthy.prefix(o.detailLimit) { out += "\n" + databaseBlock(db, doc, index, p, clock) }
+        if unhealthy.count > o.detailLimit {
+            // Thousands of databases in trouble (a lost mount): one line each past the first ones.
+            out += "\n"
+            for db in unhealthy.dropFirst(o.detailLimit) { out += StatusOverview.troubleLine(db, index, p) + "\n" }
         }
-        if doc.databases.isEmpty { out += "\nno databases configured\n" }
+        if ranked.count <= o.detailLimit {
+            for db in healthy { out += "\n" + databaseBlock(db, doc, index, p, clock) }
+        } else if !healthy.isEmpty {
+            out += "\n"
+            for db in healthy.prefix(o.detailLimit) { out += StatusOverview.oneLine(db, p, clock) + "\n" }
+            if healthy.count > o.detailLimit {
+                out += "... \(healthy.count - o.detailLimit) more healthy databases (guardian status --db PATTERN shows them; --json has all)\n"
+            }
+        }
+        if doc.databases.isEmpty { out += doc.directories.isEmpty ? "\nno databases configured\n" : "\nno databases found in the directory entries yet\n" }
         if !doc.disk.isEmpty {
             out += "\ndisk\n"
             for m in doc.disk { out += "  " + p.level(m.summary, m.level) + "\n" }
@@ -41,7 +63,7 @@ enum StatusTable {
         return out
     }
 
-    private static func databaseBlock(_ db: DatabaseStatus, _ doc: StatusDocument, _ p: Painter, _ clock: Clock) -> String {
+    private static func databaseBlock(_ db: DatabaseStatus, _ doc: StatusDocument, _ index: StatusOverview.Index, _ p: Painter, _ clock: Clock) -> String {
         var head = p.bold(db.path) + "  "
         switch db.state {
         case "open": head += p.green("[open]")
@@ -57,12 +79,12 @@ enum StatusTable {
         for r in db.replicas { out += replicaLines(r, db, p, clock) }
         if db.replicas.isEmpty { out += "  no replicas configured\n" }
 
-        let health = doc.health.first { $0.path == db.path }
+        let health = index.health[db.path]
         if let line = walLine(db, health, p, clock) { out += "  " + line + "\n" }
         if let h = health {
             out += "  " + integrityLine(h, p, clock) + "\n"
         }
-        if let m = doc.disk.first(where: { $0.paths.contains(db.path) }) {
+        if let m = index.mount[db.path] {
             var line = "disk \(m.mountPoint)  used \(String(format: "%.1f", m.usedPercent)) %"
             if let inodes = m.inodesPercent { line += "  inodes \(String(format: "%.1f", inodes)) %" }
             line += "  " + (m.forecastSecondsToFull.map { "full in \(Units.formatDuration(.seconds($0)))" } ?? "not growing")
@@ -71,7 +93,7 @@ enum StatusTable {
         for i in health?.openIncidents ?? [] {
             out += "  " + p.red("incident \(i.id)  \(i.phase)  since \(clock.time(i.detectedAt))  (\(i.cause))") + "\n"
         }
-        if let d = doc.drills.first(where: { $0.path == db.path }) {
+        if let d = index.drills[db.path] {
             for (line, failed) in DrillText.statusLines(d, clock) { out += "  " + (failed ? p.red(line) : line) + "\n" }
         }
         return out

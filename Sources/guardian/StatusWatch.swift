@@ -21,6 +21,8 @@ struct StatusWatch {
     let interval: Double
     let json: Bool
     let color: Bool
+    /// `--db PATTERN`.
+    var dbPattern: String? = nil
     var isTTY = CLI.stdoutIsTTY
 
     func run() async {
@@ -45,7 +47,7 @@ struct StatusWatch {
         while !Task.isCancelled {
             let reply = try? await StatusCommand.fetch(socket)
             if json {
-                if let line = reply.flatMap(Self.compactJSON) {
+                if let line = reply.flatMap({ Self.compactJSON(Self.filtered($0, dbPattern)) }) {
                     screen.line(line)
                 } else {
                     screen.error(StatusCommand.notRunning(socket) + "; asking again in \(Self.seconds(interval))")
@@ -61,10 +63,19 @@ struct StatusWatch {
         guard let reply else {
             return "guardian status --watch: " + StatusCommand.notRunning(socket) + "\nasking again every \(Self.seconds(interval)) (Ctrl-C to quit)\n"
         }
-        guard let doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply)) else {
+        guard var doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply)) else {
             return "guardian status --watch: the daemon at \(socket) sent a reply that is not a status document\n"
         }
+        if let dbPattern { doc = StatusOverview.filter(doc, pattern: dbPattern) }
         return StatusTable.render(doc, StatusTable.Options(color: color, showClock: true))
+    }
+
+    /// The reply with `--db PATTERN` applied (as is without one, or when it is not a status document).
+    static func filtered(_ reply: [UInt8], _ pattern: String?) -> [UInt8] {
+        guard let pattern, let doc = try? StatusDocument.decoder().decode(StatusDocument.self, from: Data(reply)),
+              let data = try? StatusDocument.encoder().encode(StatusOverview.filter(doc, pattern: pattern))
+        else { return reply }
+        return Array(data)
     }
 
     static func seconds(_ s: Double) -> String {

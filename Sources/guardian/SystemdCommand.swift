@@ -164,6 +164,33 @@ enum JournalCatalog {
             daemon-reload). guardian keeps trying and logs databaseOpened when it \
             succeeds.
             """,
+        "directoryDatabaseAdded": """
+            A directory entry (dir: and pattern: in /etc/guardian/guardian.yml) found \
+            the SQLite database GUARDIAN_DB (at start-up, or with watch: true when it \
+            appeared) and replicates it like a configured database, to the entry's \
+            replica path plus the database's path relative to the directory.
+            """,
+        "directoryDatabaseRemoved": """
+            The database GUARDIAN_DB of a directory entry was deleted or renamed \
+            (GUARDIAN_REASON). guardian made a last sync of what it could still read \
+            and stopped replicating it; its replica is kept (restore it with guardian \
+            restore or litestream restore). A database renamed within the directory is \
+            picked up under its new name, with a replica of its own.
+            """,
+        "directoryFileSkipped": """
+            The file GUARDIAN_DB matches a directory entry's pattern but is not \
+            replicated; GUARDIAN_REASON says why: not an SQLite database, or a \
+            database in rollback-journal mode (guardian replicates WAL databases only: \
+            run PRAGMA journal_mode=WAL on it once; with watch: true it is picked up \
+            at its next write). Narrow the pattern if the file is not a database.
+            """,
+        "directoryWatchFailed": """
+            guardian could not read or watch the directory GUARDIAN_DIR of a \
+            directory entry; GUARDIAN_ERROR says why (it does not exist, guardian may \
+            not read it, or the inotify watch limit fs.inotify.max_user_watches is \
+            reached). Databases already found keep being replicated; new ones are not \
+            picked up until guardian is reloaded with the directory readable.
+            """,
         "statusServerListening": """
             The status socket (GUARDIAN_SOCKET) accepts requests; guardian status \
             talks to it. Members of the guardian group may use it.
@@ -704,6 +731,15 @@ struct SandboxPaths: Equatable {
             }
             if let q = db.remediation.quarantineDir { add(q, "quarantine of \(db.path)") }
             if let s = db.drill?.scratchDir { add(s, "drill scratch directory of \(db.path)") }
+        }
+        for d in config.directories {
+            let db = d.template
+            add(d.dir, "directory entry \(d.dir) (its databases with their -wal and -shm)")
+            for replica in db.replication.replicas {
+                if case .file(let path) = replica.target { add(path, "file replica \(replica.name) of the databases in \(d.dir)") }
+            }
+            if let q = db.remediation.quarantineDir { add(q, "quarantine of the databases in \(d.dir)") }
+            if let s = db.drill?.scratchDir { add(s, "drill scratch directory of the databases in \(d.dir)") }
         }
         add(config.stateDir, "state-dir")
         add(Self.directory(of: config.status.socket), "status socket")

@@ -66,6 +66,7 @@ import Testing
         let expected = """
             guardian 0.1.0  pid 4242  ready  up \(Units.formatDuration(.seconds(5405)))
             config /etc/guardian/guardian.yml
+            databases 2: 1 missing, 1 open  replicas 1 Failing, 1 Lagging, 1 Syncing  health 1 remediating  2 need a look (listed first)
 
             /data/app.db  [open]  txid 00000000000004d2  last commit 10:30:04  size \(Units.formatBytes(8_192_000))
               [Syncing] /data/app.db -> s3  Destination: s3://backup/app-db | Lag: 150ms | Last: 10:30:01

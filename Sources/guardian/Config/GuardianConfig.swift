@@ -16,6 +16,8 @@ struct GuardianConfig: Sendable, Equatable {
         var remediation: RemediationConfig
         var drill: DrillConfig?
         var path: String { replication.path }
+        /// Set for a `dir:` entry while it is parsed (see `Directory`).
+        var directory: DirectorySpec? = nil
     }
 
     struct Status: Sendable, Equatable {
@@ -33,6 +35,8 @@ struct GuardianConfig: Sendable, Equatable {
 
     var file: String
     var dbs: [Database] = []
+    /// `dbs:` entries with `dir:` (see `DirectoryEntry.swift`).
+    var directories: [Directory] = []
     var disk = DiskConfig()
     var alerts: [AlertConfig] = []
     var status = Status()
@@ -83,7 +87,13 @@ extension GuardianConfig {
         let drillDefaults = try top.optional("drills") { try parseDrill($0, base: nil, replicas: nil) }
         if let dbs = top.optional("dbs") {
             for db in try dbs.sequence() {
-                config.dbs.append(try parseDatabase(db, environment: environment, drillDefaults: drillDefaults))
+                var parsed = try parseDatabase(db, environment: environment, drillDefaults: drillDefaults)
+                if let spec = parsed.directory {
+                    parsed.directory = nil
+                    config.directories.append(Directory(spec: spec, template: parsed))
+                } else {
+                    config.dbs.append(parsed)
+                }
             }
         }
         if let disk = top.optional("disk") { config.disk = try parseDisk(disk) }
@@ -115,6 +125,15 @@ extension GuardianConfig {
             }
             kept.filePrefixes.append(Quarantine.restorePrefix(for: db.path))
         }
+        for d in directories {
+            // The entry's own settings: quarantine beside `dir`, the replicas' base paths.
+            let db = d.template
+            kept.directories.append(Quarantine.root(for: d.dir + "/-", base: db.remediation.quarantineDir))
+            if let drill = db.drill { kept.directories.append(drill.scratchDirectory(stateDir: stateDir)) }
+            for replica in db.replication.replicas {
+                if case .file(let p) = replica.target { kept.directories.append(p) }
+            }
+        }
         return kept
     }
 
@@ -122,6 +141,10 @@ extension GuardianConfig {
         var seen: Set<String> = []
         for (i, db) in dbs.enumerated() where !seen.insert(db.path).inserted {
             throw ConfigError(file: file, line: root.line, key: "dbs[\(i)].path", message: "\(db.path) is listed twice")
+        }
+        var dirs: Set<String> = []
+        for d in directories where !dirs.insert(d.dir).inserted {
+            throw ConfigError(file: file, line: root.line, key: "dbs.dir", message: "\(d.dir) is listed twice")
         }
         let d = disk
         if !(d.warn < d.critical && d.critical < d.emergency) {
@@ -175,7 +198,8 @@ extension GuardianConfig {
 
     static func parseDatabase(_ node: ConfigNode, environment: [String: String], drillDefaults: DrillConfig?) throws -> Database {
         let m = try node.mapping()
-        let path = try m.required("path").absolutePath()
+        let directory = try DirectorySpec.read(m, entry: node)
+        let path = try directory?.dir ?? m.required("path").absolutePath()
         let defaultSync = try m.optional("sync-interval") { try $0.duration() }
         let defaultRetention = try m.optional("retention") { try $0.duration() } ?? .seconds(72 * 3600)
         var replicas: [ReplicaConfig] = []
@@ -252,7 +276,18 @@ extension GuardianConfig {
         if let v = try m.optional("cooldown", { try $0.duration() }) { remediation.cooldown = v }
         if let v = try m.optional("verify", { try $0.stringList() }) { remediation.verifyQueries = v }
         remediation.quarantineDir = try m.optional("quarantine-dir") { try $0.absolutePath() }
-        if let problem = remediation.problems().first { throw node.error(problem) }
+        if directory != nil {
+            // `{name}`/`{path}` placeholders: checked with a sample value.
+            for text in [remediation.unit].compactMap({ $0 }) + remediation.stopCommand + remediation.startCommand + remediation.statusCommand {
+                if let p = DirectoryTemplate.unknownPlaceholders(text).first {
+                    throw node.error("\(p) is not a placeholder of a directory entry (known: \(DirectoryTemplate.placeholders.joined(separator: ", ")))")
+                }
+            }
+            let sample = DirectoryTemplate.substitute(remediation, path: path + "/tenant.db", relative: "tenant.db")
+            if let problem = sample.problems().first { throw node.error(problem) }
+        } else if let problem = remediation.problems().first {
+            throw node.error(problem)
+        }
 
         // Defaults from the top-level `drills:` apply to every database that has replicas.
         var drill = replicas.isEmpty ? nil : drillDefaults
@@ -262,15 +297,18 @@ extension GuardianConfig {
             } else {
                 guard !replicas.isEmpty else { throw d.error("this database has no replicas to drill") }
                 drill = try parseDrill(d, base: drillDefaults, replicas: replicas.map(\.name))
+                if directory == nil, let n = try d.mapping().optional("sample") {
+                    throw n.error("only applies to a directory entry (dir:): a database's drill covers it alone")
+                }
             }
         }
 
         // Litestream per-database keys with no meaning in guardian.
-        for key in ["meta-path", "checkpoint-interval", "min-checkpoint-page-count", "busy-timeout", "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists"] {
+        for key in ["meta-path", "meta-dir", "checkpoint-interval", "min-checkpoint-page-count", "busy-timeout", "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists"] {
             _ = m.has(key)
         }
         try m.finish()
-        return Database(replication: replication, remediation: remediation, drill: drill)
+        return Database(replication: replication, remediation: remediation, drill: drill, directory: directory)
     }
 
     static func parseReplica(
@@ -595,6 +633,7 @@ extension GuardianConfig {
         if let weekly { d.schedule = weekly }
         if let v = try m.optional("budget", positive) { d.budget = v }
         if let v = try m.optional("scratch-dir", { try $0.absolutePath() }) { d.scratchDir = v }
+        if let v = try m.optional("sample", { try $0.int(in: 1...100_000) }) { d.sample = v }
         if let n = m.optional("replica") {
             let name = try n.string()
             guard let replicas else {

@@ -30,7 +30,7 @@ struct Doctor: Sendable {
 
     func run() async -> DoctorReport {
         var checks: [DoctorReport.Check] = [configSummary]
-        if config.dbs.isEmpty {
+        if config.dbs.isEmpty, config.directories.isEmpty {
             checks.append(.warn(Self.configGroup, "config.dbs", "no databases are configured: guardian has nothing to protect",
                 fix: "add dbs: with the path: of the application's database and its replicas:"))
         }
@@ -140,7 +140,8 @@ struct Doctor: Sendable {
     private var configSummary: DoctorReport.Check {
         let replicas = config.dbs.reduce(0) { $0 + $1.replication.replicas.count }
         func n(_ count: Int, _ word: String) -> String { "\(count) \(word)\(count == 1 ? "" : "s")" }
-        return .ok(Self.configGroup, "config", "\(config.file) is valid: \(n(config.dbs.count, "database")), \(n(replicas, "replica")), \(n(config.alerts.count, "alert destination"))")
+        let dirs = config.directories.isEmpty ? "" : ", \(n(config.directories.count, "directory entry").replacingOccurrences(of: "entrys", with: "entries"))"
+        return .ok(Self.configGroup, "config", "\(config.file) is valid: \(n(config.dbs.count, "database"))\(dirs), \(n(replicas, "replica")), \(n(config.alerts.count, "alert destination"))")
     }
 
     private func databaseSection(_ db: GuardianConfig.Database, daemon: StatusDocument?, janitor: ProbeJanitor) async -> [DoctorReport.Check] {
