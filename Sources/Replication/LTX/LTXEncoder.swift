@@ -10,6 +10,12 @@ import Platform
 /// Where an encoder's bytes go.
 public protocol LTXSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// The encoder wrote the trailer: nothing more will come.
+    func finished()
+}
+
+extension LTXSink {
+    public func finished() {}
 }
 
 /// Collects an LTX file in memory (small files: one transaction).
@@ -21,55 +27,77 @@ public final class LTXMemorySink: LTXSink {
     public func write(_ data: UnsafeRawBufferPointer) throws {
         bytes.append(contentsOf: data)
     }
+
+    /// Drops the growth slack (up to half the array): a finished file may
+    /// wait in memory until every replica has it, and a burst holds many.
+    public func finished() {
+        guard bytes.capacity - bytes.count > 4096 else { return }
+        bytes = [UInt8](unsafeUninitializedCapacity: bytes.count) { out, initialized in
+            initialized = bytes.withUnsafeBytes { $0.copyBytes(to: UnsafeMutableRawBufferPointer(out)) }
+        }
+    }
 }
 
-/// Writes an LTX file to disk through a 1 MiB buffer. The file is created
-/// new (mode 0600: it may hold the whole database): a leftover at its name is
-/// removed first, and the creation is exclusive and never follows a symbolic
-/// link. `close(sync:)` flushes (and fsyncs when asked). The caller renames it
-/// into place; `discard()` removes a half-written file.
+/// Writes an LTX file to disk through a 1 MiB buffer (4 MiB with `direct`).
+/// The file is created new (mode 0600: it may hold the whole database): a
+/// leftover at its name is removed first, and the creation is exclusive and
+/// never follows a symbolic link. `direct`: full buffers go around the page
+/// cache (`DirectWrites`; full images and snapshots in staging, written once
+/// and read once). `close(sync:)` flushes (and fsyncs when asked). The caller
+/// renames it into place; `discard()` removes a half-written file.
 public final class LTXFileSink: LTXSink {
     public let path: String
     private var fd: Int32
+    private let direct: DirectWrites?
     private let buffer: UnsafeMutableRawBufferPointer
     private var used = 0
+    /// File offset of `buffer[0]`.
+    private var flushed: Int64 = 0
     /// Bytes handed to `write` so far.
     public private(set) var bytesWritten: Int64 = 0
 
-    public init(path: String, bufferSize: Int = 1 << 20) throws {
+    public init(path: String, bufferSize: Int = 1 << 20, direct: Bool = false) throws {
         self.path = path
         unlink(path)
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open", path: path) }
-        buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
+        self.direct = direct ? DirectWrites(reopening: fd, path: path) : nil
+        let size = direct ? max(bufferSize, 4 << 20) : max(bufferSize, 4096)
+        buffer = .allocate(byteCount: size, alignment: DirectWrites.alignment)
     }
 
     deinit {
         if fd >= 0 { Foundation.close(fd) }
+        direct?.close()
         buffer.deallocate()
     }
 
     public func write(_ data: UnsafeRawBufferPointer) throws {
         guard fd >= 0 else { throw SystemError("write", path: path, code: EBADF) }
-        guard let source = data.baseAddress, data.count > 0, let base = buffer.baseAddress else { return }
+        guard var source = data.baseAddress, data.count > 0, let base = buffer.baseAddress else { return }
         bytesWritten += Int64(data.count)
-        if used + data.count <= buffer.count {
-            (base + used).copyMemory(from: source, byteCount: data.count)
-            used += data.count
-            return
-        }
-        try flush()
-        if data.count >= buffer.count {
-            try Self.writeAll(fd: fd, source, data.count, path: path)
-        } else {
-            base.copyMemory(from: source, byteCount: data.count)
-            used = data.count
+        var left = data.count
+        while left > 0 {
+            if used == 0, left >= buffer.count, direct == nil {
+                // Large and buffered anyway: straight from the caller's memory.
+                try DurableFile.pwriteAll(fd: fd, source, left, at: off_t(flushed), path: path)
+                flushed += Int64(left)
+                return
+            }
+            let n = min(left, buffer.count - used)
+            (base + used).copyMemory(from: source, byteCount: n)
+            used += n
+            source += n
+            left -= n
+            if used == buffer.count { try flush() }
         }
     }
 
     private func flush() throws {
         guard used > 0, let base = buffer.baseAddress else { return }
-        try Self.writeAll(fd: fd, UnsafeRawPointer(base), used, path: path)
+        let done = try direct?.write(UnsafeRawPointer(base), used, at: off_t(flushed)) ?? 0
+        if done < used { try DurableFile.pwriteAll(fd: fd, UnsafeRawPointer(base + done), used - done, at: off_t(flushed) + off_t(done), path: path) }
+        flushed += Int64(used)
         used = 0
     }
 
@@ -79,6 +107,7 @@ public final class LTXFileSink: LTXSink {
         defer {
             Foundation.close(fd)
             fd = -1
+            direct?.close()
         }
         try flush()
         if sync, fsync(fd) != 0 { throw SystemError("fsync", path: path) }
@@ -90,20 +119,9 @@ public final class LTXFileSink: LTXSink {
             Foundation.close(fd)
             fd = -1
         }
+        direct?.close()
         used = 0
         unlink(path)
-    }
-
-    static func writeAll(fd: Int32, _ base: UnsafeRawPointer, _ count: Int, path: String) throws {
-        var offset = 0
-        while offset < count {
-            let n = Foundation.write(fd, base + offset, count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write", path: path)
-            }
-            offset += n
-        }
     }
 }
 
@@ -136,7 +154,7 @@ public final class LTXEncoder {
         self.header = header
         self.name = name
         self.sink = sink
-        frame = .allocate(byteCount: 10 + Int(LZ4_compressBound(Int32(header.pageSize))), alignment: 16)
+        frame = .allocate(byteCount: Self.frameCapacity(pageSize: Int(header.pageSize)), alignment: 16)
         do {
             try emit(header.encode(), hash: true)
         } catch {
@@ -155,9 +173,51 @@ public final class LTXEncoder {
     }
 
     public func writePage(pgno: UInt32, _ page: UnsafeRawBufferPointer) throws {
+        try check(pgno: pgno, page: page)
+        guard let out = frame.baseAddress else { return }
+        let total = Self.encodeFrame(pgno: pgno, page: page, into: out, capacity: frame.count)
+        guard total > 0 else {
+            failed = true
+            throw LTXError(.invalidInput, file: name, "LZ4 could not compress page \(pgno)")
+        }
+        try append(pgno: pgno, page: page, frame: UnsafeRawBufferPointer(start: out, count: total))
+    }
+
+    /// Room for the frame of one page of `pageSize` bytes (header and LZ4 block).
+    public static func frameCapacity(pageSize: Int) -> Int { 10 + Int(LZ4_compressBound(Int32(pageSize))) }
+
+    /// Encodes one page as a frame (10-byte header, raw LZ4 block) at `out`
+    /// and returns its length, 0 when LZ4 fails. Pure: full images compress
+    /// batches of pages with it on helper threads, then `writeFrame` them.
+    public static func encodeFrame(pgno: UInt32, page: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        guard let source = page.baseAddress, capacity > 10 else { return 0 }
+        let compressed = LZ4_compress_default(
+            source.assumingMemoryBound(to: CChar.self), (out + 10).assumingMemoryBound(to: CChar.self),
+            Int32(page.count), Int32(capacity - 10))
+        guard compressed > 0 else { return 0 }
+        out.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: UInt16(1).bigEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: UInt32(compressed).bigEndian, toByteOffset: 6, as: UInt32.self)
+        return 10 + Int(compressed)
+    }
+
+    /// Writes a frame `encodeFrame` made of `page` (the same rules as `writePage`).
+    public func writeFrame(pgno: UInt32, page: UnsafeRawBufferPointer, frame: UnsafeRawBufferPointer) throws {
+        try check(pgno: pgno, page: page)
+        guard frame.count > 10, let f = frame.baseAddress, LTXBytes.get32(f) == pgno, LTXBytes.get16(f + 4) == 1,
+            Int(LTXBytes.get32(f + 6)) == frame.count - 10
+        else {
+            failed = true
+            throw LTXError(.invalidInput, file: name, "the frame given for page \(pgno) is not one")
+        }
+        try append(pgno: pgno, page: page, frame: frame)
+    }
+
+    /// The rules every page must follow.
+    private func check(pgno: UInt32, page: UnsafeRawBufferPointer) throws {
         guard !finished else { throw LTXError(.invalidInput, file: name, "page \(pgno) written after finish()") }
         guard !failed else { throw LTXError(.invalidInput, file: name, "the encoder is unusable after an earlier error") }
-        guard page.count == Int(header.pageSize), let source = page.baseAddress else {
+        guard page.count == Int(header.pageSize), page.baseAddress != nil else {
             throw LTXError(.invalidInput, file: name, "page \(pgno) is \(page.count) bytes; the page size is \(header.pageSize)")
         }
         guard pgno != 0 else { throw LTXError(.invalidInput, file: name, "page number 0 is invalid") }
@@ -175,31 +235,22 @@ public final class LTXEncoder {
                 throw LTXError(.invalidInput, file: name, "a snapshot must hold every page: page \(pgno) after page \(previousPgno)")
             }
         }
-        guard let out = frame.baseAddress else { return }
-        let compressed = LZ4_compress_default(
-            source.assumingMemoryBound(to: CChar.self), (out + 10).assumingMemoryBound(to: CChar.self),
-            Int32(page.count), Int32(frame.count - 10))
-        guard compressed > 0 else {
-            failed = true
-            throw LTXError(.invalidInput, file: name, "LZ4 could not compress page \(pgno)")
-        }
+    }
+
+    private func append(pgno: UInt32, page: UnsafeRawBufferPointer, frame: UnsafeRawBufferPointer) throws {
         let frameStart = written
-        out.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
-        out.storeBytes(of: UInt16(1).bigEndian, toByteOffset: 4, as: UInt16.self)
-        out.storeBytes(of: UInt32(compressed).bigEndian, toByteOffset: 6, as: UInt32.self)
-        let total = 10 + Int(compressed)
         do {
-            try sink.write(UnsafeRawBufferPointer(start: out, count: total))
+            try sink.write(frame)
         } catch {
             failed = true
             throw error
         }
-        crc.update(UnsafeRawBufferPointer(start: out, count: 10))
+        crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<10]))
         crc.update(page)
-        written += Int64(total)
+        written += Int64(frame.count)
         LTXBytes.appendUvarint(&index, UInt64(pgno))
         LTXBytes.appendUvarint(&index, UInt64(frameStart))
-        LTXBytes.appendUvarint(&index, UInt64(total))
+        LTXBytes.appendUvarint(&index, UInt64(frame.count))
         previousPgno = pgno
         pageCount += 1
     }
@@ -231,6 +282,7 @@ public final class LTXEncoder {
         LTXBytes.put64(&stored, 0, checksum)
         tail.append(contentsOf: stored)
         try emit(tail, hash: false)
+        sink.finished()
         return (written, checksum)
     }
 
