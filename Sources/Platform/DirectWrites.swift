@@ -1,9 +1,11 @@
 import CLinux
 import Foundation
 
-/// Large aligned writes that go around the page cache (O_DIRECT), for files
-/// as large as the database that guardian writes once in big sequential
-/// blocks: a restore's output, a full image or snapshot in staging.
+/// Large aligned writes that go around the page cache (O_DIRECT), for a
+/// file as large as the database written once in big sequential blocks: a
+/// restore's output. (Not the staging files of full images: the shippers read
+/// them back through the page cache, and reading an uncached file cost more
+/// here than writing it buffered.)
 ///
 /// Why: on the Firecracker VM of the benchmarks (free page reporting on),
 /// every page-cache page of a new file lands on guest memory the host has

@@ -396,8 +396,7 @@ public actor Replicator {
     /// Every page as of the cursor into a staging file at `path`; nothing is
     /// left behind when that fails.
     private func stageImage(header: LTXHeader, path: String) throws {
-        // Written once, read once by the shippers: around the page cache.
-        let sink = try LTXFileSink(path: path, direct: true)
+        let sink = try LTXFileSink(path: path)
         do {
             try writeImage(header: header, sink: sink)
             try sink.close(sync: false)

@@ -222,23 +222,6 @@ import Testing
         #expect(written == Array(UnsafeRawBufferPointer(rebasing: buffer[0..<size])))
     }
 
-    /// A staged image (a direct-write sink) holds exactly the bytes written, tail included.
-    @Test func directFileSinkWritesEveryByte() throws {
-        let dir = try TestSupport.makeTempDir("codec-sink")
-        defer { TestSupport.cleanup(dir) }
-        let data = Self.randomBytes((9 << 20) + 1234)
-        let sink = try LTXFileSink(path: dir + "/image.ltx", direct: true)
-        var at = 0
-        for step in [10, 100_000, 5 << 20, 1, 4 << 20] where at < data.count {
-            let n = min(step, data.count - at)
-            try data[at..<(at + n)].withUnsafeBytes { try sink.write($0) }
-            at += n
-        }
-        try data[at...].withUnsafeBytes { try sink.write($0) }
-        try sink.close(sync: false)
-        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/image.ltx"))) == data)
-    }
-
     // MARK: Memory
 
     @Test func finishedMemoryFilesKeepNoGrowthSlack() throws {

@@ -38,66 +38,53 @@ public final class LTXMemorySink: LTXSink {
     }
 }
 
-/// Writes an LTX file to disk through a 1 MiB buffer (4 MiB with `direct`).
-/// The file is created new (mode 0600: it may hold the whole database): a
-/// leftover at its name is removed first, and the creation is exclusive and
-/// never follows a symbolic link. `direct`: full buffers go around the page
-/// cache (`DirectWrites`; full images and snapshots in staging, written once
-/// and read once). `close(sync:)` flushes (and fsyncs when asked). The caller
-/// renames it into place; `discard()` removes a half-written file.
+/// Writes an LTX file to disk through a 1 MiB buffer. The file is created
+/// new (mode 0600: it may hold the whole database): a leftover at its name is
+/// removed first, and the creation is exclusive and never follows a symbolic
+/// link. `close(sync:)` flushes (and fsyncs when asked). The caller renames it
+/// into place; `discard()` removes a half-written file.
 public final class LTXFileSink: LTXSink {
     public let path: String
     private var fd: Int32
-    private let direct: DirectWrites?
     private let buffer: UnsafeMutableRawBufferPointer
     private var used = 0
-    /// File offset of `buffer[0]`.
-    private var flushed: Int64 = 0
     /// Bytes handed to `write` so far.
     public private(set) var bytesWritten: Int64 = 0
 
-    public init(path: String, bufferSize: Int = 1 << 20, direct: Bool = false) throws {
+    public init(path: String, bufferSize: Int = 1 << 20) throws {
         self.path = path
         unlink(path)
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open", path: path) }
-        self.direct = direct ? DirectWrites(reopening: fd, path: path) : nil
-        let size = direct ? max(bufferSize, 4 << 20) : max(bufferSize, 4096)
-        buffer = .allocate(byteCount: size, alignment: DirectWrites.alignment)
+        buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
     }
 
     deinit {
         if fd >= 0 { Foundation.close(fd) }
-        direct?.close()
         buffer.deallocate()
     }
 
     public func write(_ data: UnsafeRawBufferPointer) throws {
         guard fd >= 0 else { throw SystemError("write", path: path, code: EBADF) }
-        guard var source = data.baseAddress, data.count > 0, let base = buffer.baseAddress else { return }
+        guard let source = data.baseAddress, data.count > 0, let base = buffer.baseAddress else { return }
         bytesWritten += Int64(data.count)
-        var left = data.count
-        while left > 0 {
-            if used == 0, left >= buffer.count, direct == nil {
-                // Large and buffered anyway: straight from the caller's memory.
-                try DurableFile.pwriteAll(fd: fd, source, left, at: off_t(flushed), path: path)
-                flushed += Int64(left)
-                return
-            }
-            let n = min(left, buffer.count - used)
-            (base + used).copyMemory(from: source, byteCount: n)
-            used += n
-            source += n
-            left -= n
-            if used == buffer.count { try flush() }
+        if used + data.count <= buffer.count {
+            (base + used).copyMemory(from: source, byteCount: data.count)
+            used += data.count
+            return
+        }
+        try flush()
+        if data.count >= buffer.count {
+            try Self.writeAll(fd: fd, source, data.count, path: path)
+        } else {
+            base.copyMemory(from: source, byteCount: data.count)
+            used = data.count
         }
     }
 
     private func flush() throws {
         guard used > 0, let base = buffer.baseAddress else { return }
-        let done = try direct?.write(UnsafeRawPointer(base), used, at: off_t(flushed)) ?? 0
-        if done < used { try DurableFile.pwriteAll(fd: fd, UnsafeRawPointer(base + done), used - done, at: off_t(flushed) + off_t(done), path: path) }
-        flushed += Int64(used)
+        try Self.writeAll(fd: fd, UnsafeRawPointer(base), used, path: path)
         used = 0
     }
 
@@ -107,7 +94,6 @@ public final class LTXFileSink: LTXSink {
         defer {
             Foundation.close(fd)
             fd = -1
-            direct?.close()
         }
         try flush()
         if sync, fsync(fd) != 0 { throw SystemError("fsync", path: path) }
@@ -119,9 +105,20 @@ public final class LTXFileSink: LTXSink {
             Foundation.close(fd)
             fd = -1
         }
-        direct?.close()
         used = 0
         unlink(path)
+    }
+
+    static func writeAll(fd: Int32, _ base: UnsafeRawPointer, _ count: Int, path: String) throws {
+        var offset = 0
+        while offset < count {
+            let n = Foundation.write(fd, base + offset, count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path: path)
+            }
+            offset += n
+        }
     }
 }
 
