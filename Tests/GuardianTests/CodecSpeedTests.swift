@@ -236,6 +236,23 @@ import Testing
         #expect(decoder.pageCount == 300)
     }
 
+    /// A job's captures (a payload on its way to a replica) go as soon as it
+    /// has run; the pool used to keep up to 1024 run jobs, and with them about
+    /// 10 MB of LTX files after a burst.
+    @Test func theBlockingPoolReleasesWhatARunJobCaptured() async throws {
+        final class Payload: Sendable { let bytes = [UInt8](repeating: 1, count: 1 << 20) }
+        let pool = BlockingPool(name: "codec-test", threads: 1, maxThreads: 1)
+        weak var watched: Payload?
+        do {
+            let payload = Payload()
+            watched = payload
+            let n = try await pool.run { payload.bytes.count }
+            #expect(n == 1 << 20)
+        }
+        let released = await TestSupport.waitUntil(timeout: .seconds(5)) { watched == nil }
+        #expect(released)
+    }
+
     @Test func theHeapIsTrimmedAfterABurstNotDuringIt() {
         var t = MemoryPolicy.Trimmer()
         let mb = 1 << 20
