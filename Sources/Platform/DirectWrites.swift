@@ -2,10 +2,11 @@ import CLinux
 import Foundation
 
 /// Large aligned writes that go around the page cache (O_DIRECT), for a
-/// file as large as the database written once in big sequential blocks: a
-/// restore's output. (Not the staging files of full images: the shippers read
-/// them back through the page cache, and reading an uncached file cost more
-/// here than writing it buffered.)
+/// file as large as the database written once in big sequential blocks and
+/// not read back right away: a restore's output without an integrity check.
+/// (Not the staging files of full images, nor a copy an integrity check
+/// reads next: reading an uncached file back cost more here than writing it
+/// through the page cache.)
 ///
 /// Why: on the Firecracker VM of the benchmarks (free page reporting on),
 /// every page-cache page of a new file lands on guest memory the host has
