@@ -32,6 +32,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // glibc declarations the Glibc module leaves out (pipe2, closefrom for posix_spawn).
         .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
+        // CRC-64 with carry-less multiplication (header-only, nothing linked).
+        .systemLibrary(name: "CCRC64", path: "Sources/CCRC64"),
 
         .target(
             name: "Platform",
@@ -43,7 +45,7 @@ let package = Package(
         .target(
             name: "Replication",
             dependencies: [
-                "Platform", "CSQLite", "CLZ4", "CCurl", "CSSH2", "CCrypto",
+                "Platform", "CSQLite", "CLZ4", "CCRC64", "CCurl", "CSSH2", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

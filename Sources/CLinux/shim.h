@@ -7,6 +7,7 @@
 // are glibc's own (glibc >= 2.34; Debian 12 has 2.36); the symbols come from
 // libc itself, so nothing extra is linked.
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <sys/xattr.h>  // fgetxattr/fsetxattr: POSIX ACLs kept across log rotation
@@ -25,5 +26,17 @@ struct mallinfo2 {
     size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
 };
 extern struct mallinfo2 mallinfo2(void);
+
+/// glibc's malloc tuning (<malloc.h>): MemoryPolicy caps the arenas, fixes
+/// the mmap and trim thresholds, and gives free heap pages back after a burst.
+extern int mallopt(int param, int value);
+extern int malloc_trim(size_t pad);
+static const int clinux_M_TRIM_THRESHOLD = -1;
+static const int clinux_M_MMAP_THRESHOLD = -3;
+static const int clinux_M_ARENA_MAX = -8;
+
+/// O_DIRECT (defined by <fcntl.h> only under _GNU_SOURCE; __O_DIRECT always):
+/// writes that go around the page cache (DirectWrites).
+static inline int clinux_o_direct(void) { return __O_DIRECT; }
 
 #endif

@@ -16,6 +16,7 @@ public final class BlockingPool: @unchecked Sendable {
     private let maxThreads: Int
     private var threads = 0
     private var idle = 0
+    private static let released: @Sendable () -> Void = {}
 
     public init(name: String, threads: Int, maxThreads: Int = 64) {
         self.name = name
@@ -40,6 +41,10 @@ public final class BlockingPool: @unchecked Sendable {
             while head == jobs.count { condition.wait() }
             idle -= 1
             let job = jobs[head]
+            // Release the slot's closure now: it holds what it captured (an
+            // LTX file of megabytes on its way to a replica) until then, and
+            // the array keeps up to 1024 run jobs before compacting.
+            jobs[head] = Self.released
             head += 1
             if head > 1024, head * 2 > jobs.count {
                 jobs.removeFirst(head)

@@ -64,6 +64,19 @@ public enum DurableFile {
         }
     }
 
+    /// pwrite(2) until all `count` bytes are written at `offset`.
+    public static func pwriteAll(fd: Int32, _ base: UnsafeRawPointer, _ count: Int, at offset: off_t, path: String) throws {
+        var done = 0
+        while done < count {
+            let n = pwrite(fd, base + done, count - done, offset + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pwrite", path: path)
+            }
+            done += n
+        }
+    }
+
     public static func setMTime(fd: Int32, _ date: Date, path: String) throws {
         let seconds = date.timeIntervalSince1970
         var times = [timespec](repeating: timespec(), count: 2)

@@ -406,17 +406,41 @@ public actor Replicator {
         }
     }
 
+    /// LZ4 runs on helper threads (LTXImageWriter); this thread reads runs of
+    /// pages and writes the frames.
     private func writeImage(header: LTXHeader, sink: any LTXSink) throws {
         let encoder = try LTXEncoder(header: header, sink: sink)
         var buffer = [UInt8](repeating: 0, count: Int(pageSize))
-        let lock = lockPage
-        if header.commit > 0 {
-            for p in 1...header.commit where p != lock {
-                try readPage(p, into: &buffer)
-                try encoder.writePage(pgno: p, buffer)
-            }
+        try LTXImageWriter.write(encoder: encoder) { first, count, into in
+            try readPages(first, count, into: into, scratch: &buffer)
         }
         _ = try encoder.finish()
+    }
+
+    /// Pages `first ..< first + count` as of the cursor: one pread of the
+    /// database file for the run, then the pages the WAL holds newer versions of.
+    private func readPages(_ first: UInt32, _ count: Int, into: UnsafeMutableRawPointer, scratch: inout [UInt8]) throws {
+        let size = Int(pageSize)
+        let total = count * size
+        var done = 0
+        while done < total {
+            let n = pread(dbFD, into + done, total - done, off_t(Int64(first - 1) * Int64(size)) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pread", path: config.path)
+            }
+            // Past the end of the file: pages the WAL will supply; zeros until then.
+            if n == 0 { break }
+            done += n
+        }
+        if done < total { (into + done).initializeMemory(as: UInt8.self, repeating: 0, count: total - done) }
+        guard !pageIndex.isEmpty else { return }
+        for i in 0..<count where pageIndex[first + UInt32(i)] != nil {
+            try readPage(first + UInt32(i), into: &scratch)
+            scratch.withUnsafeBytes { page in
+                if let base = page.baseAddress { (into + i * size).copyMemory(from: base, byteCount: size) }
+            }
+        }
     }
 
     /// A level-9 snapshot (`1-<txid>`) of the database as of the current

@@ -19,6 +19,8 @@ struct GuardianCommand: AsyncParsableCommand {
         // Before anything else touches OpenSSL (libcurl, libssh2): no exit-time
         // cleanup, which could free locks another thread still uses.
         _ = Crypto.disableExitCleanup
+        // Before other threads allocate: bounded arenas, memory given back after bursts.
+        MemoryPolicy.apply()
         do {
             var command = try parseAsRoot()
             if var async = command as? any AsyncParsableCommand {

@@ -1,13 +1,19 @@
+import CCRC64
+
 // CRC-64/GO-ISO, the checksum of LTX files (Go's `hash/crc64` with the ISO
 // table): polynomial x^64 + x^4 + x^3 + x + 1 (0x1B), reflected form
 // 0xD800000000000000, initial value and final xor all ones, input and
 // output reflected. Check value: "123456789" → 0xB90956C775A41001.
 //
-// Restore hashes every decompressed page, so this is on the hot path of a
-// 1 GB restore. It uses slicing-by-16: sixteen 256-entry tables, where table
-// k maps a byte to its CRC contribution when followed by k zero bytes, so
-// each step folds 16 input bytes with 16 table lookups and no data-dependent
-// branch. Bytes that do not fill a 16-byte step use table 0, one at a time.
+// Restore hashes every decompressed page and a full image every page read,
+// so this is on the hot path of a 1 GB restore or first sync. On x86-64 with
+// PCLMULQDQ (every x86-64 CPU since 2010) the bulk of each buffer is folded
+// with carry-less multiplication (CCRC64/shim.h, ~6 GB/s here, three times
+// the tables); the ends, and CPUs without it, use slicing-by-16: sixteen
+// 256-entry tables, where table k maps a byte to its CRC contribution when
+// followed by k zero bytes, so each step folds 16 input bytes with 16 table
+// lookups and no data-dependent branch. Bytes that do not fill a 16-byte step
+// use table 0, one at a time.
 
 /// An incremental CRC-64/GO-ISO.
 public struct CRC64: Sendable, Equatable {
@@ -36,13 +42,15 @@ public struct CRC64: Sendable, Equatable {
     }
 }
 
-/// The sixteen lookup tables, built once and never changed afterwards.
+/// The lookup tables and folding constants, built once and never changed afterwards.
 final class CRC64Tables: @unchecked Sendable {
     static let shared = CRC64Tables()
     static let polynomial: UInt64 = 0xD800_0000_0000_0000
 
     /// 16 × 256 entries; table k starts at k × 256.
     private let table: UnsafeMutablePointer<UInt64>
+    /// The carry-less folding constants (shim.h), nil without PCLMULQDQ.
+    private let constants: UnsafeMutablePointer<UInt64>?
 
     private init() {
         table = .allocate(capacity: 16 * 256)
@@ -57,12 +65,47 @@ final class CRC64Tables: @unchecked Sendable {
                 table[k * 256 + i] = (previous >> 8) ^ table[Int(previous & 0xff)]
             }
         }
+        if crc64_iso_clmul_available() != 0 {
+            let k = UnsafeMutablePointer<UInt64>.allocate(capacity: 8)
+            for (i, d) in [512, 384, 256, 128].enumerated() {
+                k[2 * i] = Self.xPowerModP(d + 63).bitReversed
+                k[2 * i + 1] = Self.xPowerModP(d - 1).bitReversed
+            }
+            constants = k
+        } else {
+            constants = nil
+        }
     }
 
-    deinit { table.deallocate() }
+    deinit {
+        table.deallocate()
+        constants?.deallocate()
+    }
+
+    /// x^n mod P, in the normal (not reflected) bit order: bit i is the coefficient of x^i.
+    static func xPowerModP(_ n: Int) -> UInt64 {
+        var r: UInt64 = 1
+        for _ in 0..<n { r = r >> 63 == 1 ? (r << 1) ^ 0x1B : r << 1 }
+        return r
+    }
+
+    /// Whether `fold` uses carry-less multiplication on this CPU.
+    var usesCarrylessMultiplication: Bool { constants != nil }
 
     @inline(__always)
     func fold(_ start: UInt64, _ base: UnsafeRawPointer, _ count: Int) -> UInt64 {
+        guard let k = constants, count >= 64 else { return foldTables(start, base, count) }
+        let bulk = count & ~63
+        var block: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &block) { out in
+            crc64_iso_clmul_fold(start, base, bulk, k, out.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        }
+        let crc = withUnsafeBytes(of: &block) { foldTables(0, $0.baseAddress.unsafelyUnwrapped, 16) }
+        return bulk == count ? crc : foldTables(crc, base + bulk, count - bulk)
+    }
+
+    /// The table algorithm alone (the reference; also the ends of `fold`).
+    func foldTables(_ start: UInt64, _ base: UnsafeRawPointer, _ count: Int) -> UInt64 {
         var crc = start
         var p = base
         var n = count
@@ -80,13 +123,26 @@ final class CRC64Tables: @unchecked Sendable {
                 ^ t[1 * 256 + Int((b >> 48) & 0xff)] ^ t[Int(b >> 56)]
             crc = x0 ^ x1 ^ x2 ^ x3
             p += 16
-            n -= 16
+            n &-= 16
         }
         while n > 0 {
             crc = t[Int((crc ^ UInt64(p.load(as: UInt8.self))) & 0xff)] ^ (crc >> 8)
             p += 1
-            n -= 1
+            n &-= 1
         }
         return crc
+    }
+}
+
+extension UInt64 {
+    /// The bits in reverse order (bit 0 becomes bit 63).
+    fileprivate var bitReversed: UInt64 {
+        var v = self
+        var r: UInt64 = 0
+        for _ in 0..<64 {
+            r = (r << 1) | (v & 1)
+            v >>= 1
+        }
+        return r
     }
 }

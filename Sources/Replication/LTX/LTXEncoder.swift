@@ -10,6 +10,12 @@ import Platform
 /// Where an encoder's bytes go.
 public protocol LTXSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// The encoder wrote the trailer: nothing more will come.
+    func finished()
+}
+
+extension LTXSink {
+    public func finished() {}
 }
 
 /// Collects an LTX file in memory (small files: one transaction).
@@ -20,6 +26,15 @@ public final class LTXMemorySink: LTXSink {
 
     public func write(_ data: UnsafeRawBufferPointer) throws {
         bytes.append(contentsOf: data)
+    }
+
+    /// Drops the growth slack (up to half the array): a finished file may
+    /// wait in memory until every replica has it, and a burst holds many.
+    public func finished() {
+        guard bytes.capacity - bytes.count > 4096 else { return }
+        bytes = [UInt8](unsafeUninitializedCapacity: bytes.count) { out, initialized in
+            initialized = bytes.withUnsafeBytes { $0.copyBytes(to: UnsafeMutableRawBufferPointer(out)) }
+        }
     }
 }
 
@@ -136,7 +151,7 @@ public final class LTXEncoder {
         self.header = header
         self.name = name
         self.sink = sink
-        frame = .allocate(byteCount: 10 + Int(LZ4_compressBound(Int32(header.pageSize))), alignment: 16)
+        frame = .allocate(byteCount: Self.frameCapacity(pageSize: Int(header.pageSize)), alignment: 16)
         do {
             try emit(header.encode(), hash: true)
         } catch {
@@ -155,9 +170,51 @@ public final class LTXEncoder {
     }
 
     public func writePage(pgno: UInt32, _ page: UnsafeRawBufferPointer) throws {
+        try check(pgno: pgno, page: page)
+        guard let out = frame.baseAddress else { return }
+        let total = Self.encodeFrame(pgno: pgno, page: page, into: out, capacity: frame.count)
+        guard total > 0 else {
+            failed = true
+            throw LTXError(.invalidInput, file: name, "LZ4 could not compress page \(pgno)")
+        }
+        try append(pgno: pgno, page: page, frame: UnsafeRawBufferPointer(start: out, count: total))
+    }
+
+    /// Room for the frame of one page of `pageSize` bytes (header and LZ4 block).
+    public static func frameCapacity(pageSize: Int) -> Int { 10 + Int(LZ4_compressBound(Int32(pageSize))) }
+
+    /// Encodes one page as a frame (10-byte header, raw LZ4 block) at `out`
+    /// and returns its length, 0 when LZ4 fails. Pure: full images compress
+    /// batches of pages with it on helper threads, then `writeFrame` them.
+    public static func encodeFrame(pgno: UInt32, page: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        guard let source = page.baseAddress, capacity > 10 else { return 0 }
+        let compressed = LZ4_compress_default(
+            source.assumingMemoryBound(to: CChar.self), (out + 10).assumingMemoryBound(to: CChar.self),
+            Int32(page.count), Int32(capacity - 10))
+        guard compressed > 0 else { return 0 }
+        out.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: UInt16(1).bigEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: UInt32(compressed).bigEndian, toByteOffset: 6, as: UInt32.self)
+        return 10 + Int(compressed)
+    }
+
+    /// Writes a frame `encodeFrame` made of `page` (the same rules as `writePage`).
+    public func writeFrame(pgno: UInt32, page: UnsafeRawBufferPointer, frame: UnsafeRawBufferPointer) throws {
+        try check(pgno: pgno, page: page)
+        guard frame.count > 10, let f = frame.baseAddress, LTXBytes.get32(f) == pgno, LTXBytes.get16(f + 4) == 1,
+            Int(LTXBytes.get32(f + 6)) == frame.count - 10
+        else {
+            failed = true
+            throw LTXError(.invalidInput, file: name, "the frame given for page \(pgno) is not one")
+        }
+        try append(pgno: pgno, page: page, frame: frame)
+    }
+
+    /// The rules every page must follow.
+    private func check(pgno: UInt32, page: UnsafeRawBufferPointer) throws {
         guard !finished else { throw LTXError(.invalidInput, file: name, "page \(pgno) written after finish()") }
         guard !failed else { throw LTXError(.invalidInput, file: name, "the encoder is unusable after an earlier error") }
-        guard page.count == Int(header.pageSize), let source = page.baseAddress else {
+        guard page.count == Int(header.pageSize), page.baseAddress != nil else {
             throw LTXError(.invalidInput, file: name, "page \(pgno) is \(page.count) bytes; the page size is \(header.pageSize)")
         }
         guard pgno != 0 else { throw LTXError(.invalidInput, file: name, "page number 0 is invalid") }
@@ -175,31 +232,22 @@ public final class LTXEncoder {
                 throw LTXError(.invalidInput, file: name, "a snapshot must hold every page: page \(pgno) after page \(previousPgno)")
             }
         }
-        guard let out = frame.baseAddress else { return }
-        let compressed = LZ4_compress_default(
-            source.assumingMemoryBound(to: CChar.self), (out + 10).assumingMemoryBound(to: CChar.self),
-            Int32(page.count), Int32(frame.count - 10))
-        guard compressed > 0 else {
-            failed = true
-            throw LTXError(.invalidInput, file: name, "LZ4 could not compress page \(pgno)")
-        }
+    }
+
+    private func append(pgno: UInt32, page: UnsafeRawBufferPointer, frame: UnsafeRawBufferPointer) throws {
         let frameStart = written
-        out.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
-        out.storeBytes(of: UInt16(1).bigEndian, toByteOffset: 4, as: UInt16.self)
-        out.storeBytes(of: UInt32(compressed).bigEndian, toByteOffset: 6, as: UInt32.self)
-        let total = 10 + Int(compressed)
         do {
-            try sink.write(UnsafeRawBufferPointer(start: out, count: total))
+            try sink.write(frame)
         } catch {
             failed = true
             throw error
         }
-        crc.update(UnsafeRawBufferPointer(start: out, count: 10))
+        crc.update(UnsafeRawBufferPointer(rebasing: frame[0..<10]))
         crc.update(page)
-        written += Int64(total)
+        written += Int64(frame.count)
         LTXBytes.appendUvarint(&index, UInt64(pgno))
         LTXBytes.appendUvarint(&index, UInt64(frameStart))
-        LTXBytes.appendUvarint(&index, UInt64(total))
+        LTXBytes.appendUvarint(&index, UInt64(frame.count))
         previousPgno = pgno
         pageCount += 1
     }
@@ -231,6 +279,7 @@ public final class LTXEncoder {
         LTXBytes.put64(&stored, 0, checksum)
         tail.append(contentsOf: stored)
         try emit(tail, hash: false)
+        sink.finished()
         return (written, checksum)
     }
 
