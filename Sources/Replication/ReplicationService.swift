@@ -221,9 +221,12 @@ public struct ReplicationService: Service {
             }
             if control.isPausedNow(config.path) { break }
             // A burst (more than one transaction per wake-up): let it
-            // gather for a few milliseconds before the next file.
+            // gather for a few milliseconds before the next file (not when
+            // the WAL is past half of max-wal-size: the restart is due now).
             let busy = r.lastSyncTransactions
-            if busy > 1 { try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5)) }
+            if busy > 1, r.walBytes < config.maxWALSize / 2 {
+                try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5))
+            }
             do {
                 if !watcher.takeChange(), !r.mayTakeLong, !r.checkpointUnfinished {
                     try r.idleCheck()
