@@ -220,12 +220,13 @@ public struct ReplicationService: Service {
                 lastBeat = .now
             }
             if control.isPausedNow(config.path) { break }
-            // A burst (more than one transaction per wake-up): let it
-            // gather for a few milliseconds before the next file (not when
-            // the WAL is past half of max-wal-size: the restart is due now).
-            let busy = r.lastSyncTransactions
-            if busy > 1, r.walBytes < config.maxWALSize / 2 {
-                try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5))
+            // A burst (more than 32 transactions per wake-up): let it gather
+            // for a few milliseconds before the next file (not when the WAL
+            // is past half of max-wal-size: the restart is due now). Smaller
+            // groups need no pause: what commits while a file is written is
+            // found by the next pass.
+            if r.lastSyncTransactions > Replicator.batchThreshold, r.walBytes < config.maxWALSize / 2 {
+                try? await Task.sleep(for: .milliseconds(25))
             }
             do {
                 if !watcher.takeChange(), !r.mayTakeLong, !r.checkpointUnfinished {
@@ -238,7 +239,10 @@ public struct ReplicationService: Service {
                         if r.snapshotDue { await shipSnapshot(r, shippers) }
                     }
                 } else {
-                    try r.sync()
+                    let found = try r.sync()
+                    // The shippers (on this thread) write what was found
+                    // before a checkpoint delays them.
+                    if found.files > 0, r.walBytes >= config.checkpointSize { await Task.yield() }
                     try r.checkpointIfNeeded()
                 }
                 failing = false

@@ -134,6 +134,7 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     public var watchedDirectories: Int { lock.withLock { handlers.count } }
 
     private func loop() {
+        Thread.current.name = name  // (set from the thread itself: on Linux that names the OS thread)
         let executor = asUnownedSerialExecutor()
         var fds = [pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0), pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0)]
         let count = nfds_t(inotifyFD >= 0 ? 2 : 1)
