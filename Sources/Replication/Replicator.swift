@@ -551,7 +551,7 @@ public actor Replicator {
         // Fully copied: the new pin takes read mark 0, and the application's
         // next write starts the WAL over.
         try sync()
-        logger.event(.checkpointDone, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+        logger.event(.checkpointDone, level: .debug, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
     }
 
     /// Runs one checkpoint and counts its result: ok when every WAL frame
