@@ -225,7 +225,7 @@ public struct ReplicationService: Service {
             // is past half of max-wal-size: the restart is due now). Smaller
             // groups need no pause: what commits while a file is written is
             // found by the next pass.
-            if r.lastSyncTransactions > Replicator.batchThreshold, r.walBytes < config.maxWALSize / 2 {
+            if r.lastSyncTransactions > Replicator.batchThreshold, !r.restartDue {
                 try? await Task.sleep(for: .milliseconds(25))
             }
             do {
@@ -242,7 +242,7 @@ public struct ReplicationService: Service {
                     let found = try r.sync()
                     // The shippers (on this thread) write what was found
                     // before a checkpoint delays them.
-                    if found.files > 0, r.walBytes >= config.checkpointSize { await Task.yield() }
+                    if found.files > 0, r.walBytes >= config.checkpointSize, !r.restartDue { await Task.yield() }
                     try r.checkpointIfNeeded()
                 }
                 failing = false

@@ -47,6 +47,11 @@ public actor Replicator {
     private var pageIndex: [UInt32: Int64] = [:]
     private(set) var lastCommitObserved: Date?
     private(set) var walBytes: Int64 = 0
+    /// WAL bytes the newest sync found (its growth since the sync before).
+    private(set) var walGrowth: Int64 = 0
+    /// `walBytes` when guardian's newest checkpoint copied the whole WAL:
+    /// nothing to do again until the WAL moves.
+    private var fullyCheckpointedAt: Int64 = -1
     private(set) var lastCheckpoint: CheckpointResult?
     private(set) var lastCheckpointMode: CheckpointMode = .passive
     private(set) var lastCheckpointAt: Date?
@@ -322,6 +327,7 @@ public actor Replicator {
             }
             if !txs.isEmpty { lastCommitObserved = now }
             lastSyncTransactions = txs.count
+            walGrowth = next.offset - start.offset
             walBytes = next.offset
         } else {
             // No WAL (or an empty one): the database file holds everything.
@@ -492,7 +498,13 @@ public actor Replicator {
     /// at a re-pin, so it would grow without end: from half of `maxWALSize`
     /// guardian forces the restart (`forceRestart`).
     func checkpointIfNeeded() throws {
-        guard let ckpt = checkpointer, walBytes >= config.checkpointSize else { return }
+        guard let ckpt = checkpointer, walBytes >= config.checkpointSize, walBytes != fullyCheckpointedAt else { return }
+        // Past the point where the WAL would reach max-wal-size before the
+        // next pass or two (or past half of it): straight to the forced restart.
+        if restartDue {
+            try forceRestart()
+            return
+        }
         let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .passive
@@ -502,7 +514,14 @@ public actor Replicator {
         // database the new pin reads from the database file alone, which lets
         // the application's next write start the WAL over.
         try sync()
-        if walBytes >= config.maxWALSize / 2 { try forceRestart() }
+        if !result.busy, result.checkpointedFrames >= result.logFrames { fullyCheckpointedAt = walBytes }
+        if restartDue { try forceRestart() }
+    }
+
+    /// The WAL is past half of `max-wal-size`, or would pass it within two
+    /// more passes growing like the last one.
+    var restartDue: Bool {
+        walBytes >= config.maxWALSize / 2 || walBytes + 2 * walGrowth >= config.maxWALSize
     }
 
     /// How long a forced restart tries to take the write lock, and then to
@@ -551,6 +570,7 @@ public actor Replicator {
         // Fully copied: the new pin takes read mark 0, and the application's
         // next write starts the WAL over.
         try sync()
+        if !result.busy, result.checkpointedFrames >= result.logFrames { fullyCheckpointedAt = walBytes }
         logger.event(.checkpointDone, level: .debug, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
     }
 
