@@ -518,10 +518,11 @@ public actor Replicator {
         if restartDue { try forceRestart() }
     }
 
-    /// The WAL is past half of `max-wal-size`, or would pass it within two
-    /// more passes growing like the last one.
+    /// The WAL is past half of `max-wal-size`, or would pass it within three
+    /// more passes growing like the last one (a pass includes writing the
+    /// file replica's file, whose fsync may take a while).
     var restartDue: Bool {
-        walBytes >= config.maxWALSize / 2 || walBytes + 2 * walGrowth >= config.maxWALSize
+        walBytes >= config.maxWALSize / 2 || walBytes + 3 * walGrowth >= config.maxWALSize
     }
 
     /// How long a forced restart tries to take the write lock, and then to
