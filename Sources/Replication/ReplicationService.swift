@@ -162,8 +162,8 @@ public struct ReplicationService: Service {
         // worker thread, which also receives the WAL's inotify events: a
         // commit is read, encoded and written to a file replica there,
         // without a hand-over to another thread.
-        let watcher = WALWatcher(walPath: config.path + "-wal", worker: replicator.executor)
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let watcher = WALWatcher(walPath: config.path + "-wal", worker: replicator.executor, wake: wake)
         await control.register(config.path, wake: wake)
         await withDiscardingTaskGroup { group in
             for s in shippers {
@@ -171,9 +171,6 @@ public struct ReplicationService: Service {
                 group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
             await withDiscardingTaskGroup { wakers in
-                wakers.addTask {
-                    for await _ in watcher.events { wake.yield(()) }
-                }
                 wakers.addTask {
                     for await _ in AsyncTimerSequence(interval: config.monitorInterval, clock: .continuous) {
                         wake.yield(())

@@ -8,10 +8,9 @@ import Platform
 /// databases): the event is handled on the thread that runs the replicator,
 /// with no thread of its own. Events are coalesced into a single pending
 /// wake-up. When inotify is unavailable (or the directory goes away) the
-/// stream simply never fires again, `isActive` turns false, and the
+/// watcher simply never wakes the loop again, `isActive` turns false, and the
 /// replicator's poll interval takes over.
 final class WALWatcher: @unchecked Sendable {
-    let events: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
     private let worker: ReplicationWorker
     private let lock = NSLock()
@@ -21,9 +20,11 @@ final class WALWatcher: @unchecked Sendable {
     /// happened before the watch began has not been looked at).
     private var pending = true
 
-    init(walPath: String, worker: ReplicationWorker) {
+    /// Each change yields `wake` right on the worker's thread (the loop that
+    /// consumes it runs there too: no other thread is involved).
+    init(walPath: String, worker: ReplicationWorker, wake: AsyncStream<Void>.Continuation) {
         self.worker = worker
-        (events, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        continuation = wake
         let dir = (walPath as NSString).deletingLastPathComponent
         let name = (walPath as NSString).lastPathComponent
         let w = worker.watch(directory: dir.isEmpty ? "." : dir, name: name) { [weak self, continuation] gone in
@@ -58,13 +59,12 @@ final class WALWatcher: @unchecked Sendable {
         }
     }
 
-    /// Ends the stream and drops the watch.
+    /// Drops the watch.
     func stop() {
         let w = lock.withLock { () -> ReplicationWorker.Watch? in
             defer { watch = nil; lost = true }
             return watch
         }
         if let w { worker.unwatch(w) }
-        continuation.finish()
     }
 }
