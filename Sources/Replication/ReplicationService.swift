@@ -172,7 +172,10 @@ public struct ReplicationService: Service {
             }
             await withDiscardingTaskGroup { wakers in
                 wakers.addTask {
-                    for await _ in AsyncTimerSequence(interval: config.monitorInterval, clock: .continuous) {
+                    // While inotify watches the files a tick only beats and
+                    // checks: every `idleTick` instead of `monitor-interval`.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: watcher.isActive ? max(config.monitorInterval, Self.idleTick) : config.monitorInterval)
                         wake.yield(())
                     }
                 }
@@ -257,6 +260,8 @@ public struct ReplicationService: Service {
     }
 
     static let beatInterval: Duration = .milliseconds(500)
+    /// The tick while inotify reports every change (well inside the 30 s watchdog).
+    static let idleTick: Duration = .seconds(5)
 
     /// How long the replicas get to take what is pending once guardian is
     /// stopping: one that does not answer must not hold up the stop.

@@ -14,26 +14,32 @@ final class WALWatcher: @unchecked Sendable {
     private let continuation: AsyncStream<Void>.Continuation
     private let worker: ReplicationWorker
     private let lock = NSLock()
-    private var watch: ReplicationWorker.Watch?
+    private var watches: [ReplicationWorker.Watch] = []
     private var lost = false
     /// A change was reported and not taken yet (true at first: whatever
     /// happened before the watch began has not been looked at).
     private var pending = true
 
     /// Each change yields `wake` right on the worker's thread (the loop that
-    /// consumes it runs there too: no other thread is involved).
+    /// consumes it runs there too: no other thread is involved). The
+    /// database file's own name is watched too, so a file renamed over it
+    /// is noticed at once.
     init(walPath: String, worker: ReplicationWorker, wake: AsyncStream<Void>.Continuation) {
         self.worker = worker
         continuation = wake
         let dir = (walPath as NSString).deletingLastPathComponent
         let name = (walPath as NSString).lastPathComponent
-        let w = worker.watch(directory: dir.isEmpty ? "." : dir, name: name) { [weak self, continuation] gone in
-            self?.changed(lost: gone)
-            continuation.yield(())
+        var found: [ReplicationWorker.Watch] = []
+        for watched in [name, String(name.dropLast(4))] {
+            let w = worker.watch(directory: dir.isEmpty ? "." : dir, name: watched) { [weak self, continuation] gone in
+                self?.changed(lost: gone)
+                continuation.yield(())
+            }
+            if let w { found.append(w) }
         }
         lock.withLock {
-            watch = w
-            lost = w == nil
+            watches = found
+            lost = found.count < 2
         }
     }
 
@@ -42,7 +48,7 @@ final class WALWatcher: @unchecked Sendable {
             pending = true
             if gone {
                 lost = true
-                watch = nil
+                watches = []
             }
         }
     }
@@ -61,10 +67,10 @@ final class WALWatcher: @unchecked Sendable {
 
     /// Drops the watch.
     func stop() {
-        let w = lock.withLock { () -> ReplicationWorker.Watch? in
-            defer { watch = nil; lost = true }
-            return watch
+        let ws = lock.withLock { () -> [ReplicationWorker.Watch] in
+            defer { watches = []; lost = true }
+            return watches
         }
-        if let w { worker.unwatch(w) }
+        for w in ws { worker.unwatch(w) }
     }
 }
