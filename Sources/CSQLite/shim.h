@@ -10,3 +10,19 @@ static inline int csqlite_persist_wal(sqlite3 *db, int on) {
 static inline int csqlite_no_checkpoint_on_close(sqlite3 *db) {
     return sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)0);
 }
+
+// A busy handler that tries again every 100 µs, `tries` times at most: to
+// take the write lock between two of a busy application's transactions
+// (sqlite3_busy_timeout sleeps 1, 2, 5, 10... ms between tries, and a
+// writer that commits thousands of times a second wins every one of them).
+#include <stdint.h>
+#include <time.h>
+static int csqlite_spin_busy_cb(void *arg, int count) {
+    if (count >= (int)(intptr_t)arg) return 0;
+    struct timespec ts = { 0, 100000 };
+    nanosleep(&ts, 0);
+    return 1;
+}
+static inline int csqlite_spin_busy(sqlite3 *db, int tries) {
+    return sqlite3_busy_handler(db, csqlite_spin_busy_cb, (void *)(intptr_t)tries);
+}

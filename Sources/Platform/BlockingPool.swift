@@ -6,6 +6,8 @@ import Foundation
 /// blocking work to `BlockingPool.shared.run { ... }` instead. The pool
 /// starts small and adds a thread whenever every thread is busy (up to
 /// `maxThreads`), so a slow network call never starves a quick file operation.
+/// Threads beyond the first `threads` end after `idleExit` without work (a
+/// burst of start-up work for many databases does not leave them behind).
 public final class BlockingPool: @unchecked Sendable {
     public static let shared = BlockingPool(name: "guardian-io", threads: 2, maxThreads: 64)
 
@@ -17,10 +19,13 @@ public final class BlockingPool: @unchecked Sendable {
     private var threads = 0
     private var idle = 0
     private static let released: @Sendable () -> Void = {}
+    private let baseThreads: Int
+    static let idleExit: TimeInterval = 5
 
     public init(name: String, threads: Int, maxThreads: Int = 64) {
         self.name = name
         self.maxThreads = max(threads, maxThreads)
+        baseThreads = max(1, threads)
         condition.lock()
         for _ in 0..<max(1, threads) { spawn() }
         condition.unlock()
@@ -38,7 +43,18 @@ public final class BlockingPool: @unchecked Sendable {
         while true {
             condition.lock()
             idle += 1
-            while head == jobs.count { condition.wait() }
+            while head == jobs.count {
+                if threads > baseThreads {
+                    if !condition.wait(until: Date(timeIntervalSinceNow: Self.idleExit)), head == jobs.count, threads > baseThreads {
+                        idle -= 1
+                        threads -= 1
+                        condition.unlock()
+                        return
+                    }
+                } else {
+                    condition.wait()
+                }
+            }
             idle -= 1
             let job = jobs[head]
             // Release the slot's closure now: it holds what it captured (an

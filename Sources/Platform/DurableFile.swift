@@ -23,7 +23,9 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
 /// After `write` returns, the file exists under its final name with its full
 /// content, or (if the machine died before) not at all.
 public enum DurableFile {
-    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, mtime: Date? = nil) throws {
+    /// `syncDirectory: false` leaves the directory's fsync to the caller (one
+    /// for several files written in a row); the file is not durable before it.
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, mtime: Date? = nil, syncDirectory sync: Bool = true) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = path + ".tmp"
         // A leftover (or planted) temp file is removed, never followed: a
@@ -47,7 +49,7 @@ public enum DurableFile {
             unlink(tmp)
             throw err
         }
-        try syncDirectory(dir)
+        if sync { try syncDirectory(dir) }
     }
 
     public static func writeAll(fd: Int32, _ bytes: [UInt8], path: String) throws {

@@ -40,23 +40,36 @@ public struct FileReplicaClient: ReplicaClient {
     }
 
     public func writeFile(level: Int, minTXID: UInt64, maxTXID: UInt64, contents: LTXPayload, createdAt: Date) async throws -> LTXFileInfo {
-        let dir = directory(level: level)
         let info = LTXFileInfo(level: level, minTXID: minTXID, maxTXID: maxTXID, size: try contents.size(), createdAt: createdAt)
-        let path = "\(dir)/\(info.name)"
-        try await BlockingPool.shared.run {
-            try DurableFile.makeDirectories(dir)
-            switch contents {
-            case .bytes(let bytes):
-                try DurableFile.write(bytes, to: path, mtime: createdAt)
-            case .file(let source):
-                try Self.copyDurably(from: source, to: path, mtime: createdAt)
-            }
-        }
+        try await BlockingPool.shared.run { [self] in try writeNow([(info, contents)]) }
         return info
     }
 
+    /// Writes files in place, blocking the calling thread (a replication
+    /// worker's, or the BlockingPool's): each is written to a temp file,
+    /// fsynced and renamed; each directory is fsynced once, after its last
+    /// file. None is durable before this returns.
+    public func writeNow(_ files: [(info: LTXFileInfo, contents: LTXPayload)]) throws {
+        var dirs: [String] = []
+        for (info, contents) in files {
+            let dir = directory(level: info.level)
+            if !dirs.contains(dir) {
+                if access(dir, F_OK) != 0 { try DurableFile.makeDirectories(dir) }
+                dirs.append(dir)
+            }
+            let path = "\(dir)/\(info.name)"
+            switch contents {
+            case .bytes(let bytes):
+                try DurableFile.write(bytes, to: path, mtime: info.createdAt, syncDirectory: false)
+            case .file(let source):
+                try Self.copyDurably(from: source, to: path, mtime: info.createdAt, syncDirectory: false)
+            }
+        }
+        for dir in dirs { try DurableFile.syncDirectory(dir) }
+    }
+
     /// Copies a local file into place durably.
-    static func copyDurably(from source: String, to path: String, mtime: Date) throws {
+    static func copyDurably(from source: String, to path: String, mtime: Date, syncDirectory: Bool = true) throws {
         let tmp = path + ".tmp"
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw SystemError("open", path: source) }
@@ -80,7 +93,7 @@ public struct FileReplicaClient: ReplicaClient {
         }
         close(output)
         guard rename(tmp, path) == 0 else { throw SystemError("rename", path: path) }
-        try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent)
+        if syncDirectory { try DurableFile.syncDirectory((path as NSString).deletingLastPathComponent) }
     }
 
     public func downloadFile(_ file: LTXFileInfo, to localPath: String) async throws {
@@ -137,6 +150,9 @@ public struct FileReplicaClient: ReplicaClient {
         let path = markerPath
         return try await BlockingPool.shared.run { try Self.readMarker(at: path) }
     }
+
+    /// The marker, read on the calling thread (a local read of one small file).
+    public func readMarkerNow() throws -> [UInt8]? { try Self.readMarker(at: markerPath) }
 
     static func readMarker(at path: String) throws -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)

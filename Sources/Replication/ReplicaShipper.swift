@@ -6,7 +6,13 @@ import Platform
 /// slow or failing replica never holds back the others. Failures retry with
 /// capped exponential backoff and jitter; the replica's position only moves
 /// when a file is safely stored, so nothing is ever skipped.
+///
+/// The shipper runs on its replicator's `ReplicationWorker` thread: a file
+/// replica's write and fsyncs happen right there, in the pass that found the
+/// commit (no hand-over to another thread); a remote replica's requests are
+/// awaited like before (they run elsewhere).
 actor ReplicaShipper {
+    nonisolated var unownedExecutor: UnownedSerialExecutor { replicator.unownedExecutor }
     let config: ReplicaConfig
     let client: any ReplicaClient
     let replicator: Replicator
@@ -125,7 +131,7 @@ actor ReplicaShipper {
         }
         position = best
         history = found
-        await positions.set(config.name, best)
+        positions.set(config.name, best)
         return (best, header, found)
     }
 
@@ -157,7 +163,7 @@ actor ReplicaShipper {
         let interval = ReplicaHistory.leaseInterval
         if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < interval { return }
         lastMarkerCheck = .now
-        let bytes = try await client.readMarker()
+        let bytes = try await readMarker()
         if !isFile { requests += 1 }
         let adopted = history == replicator.historyID
         guard let bytes else {
@@ -188,6 +194,13 @@ actor ReplicaShipper {
         try await client.writeMarker(ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes)))
         requests += 1
         lastRenewal = .now
+    }
+
+    /// The marker; a file replica's is read right here (this actor's thread
+    /// is a replication worker, which may block on a local read).
+    private func readMarker() async throws -> [UInt8]? {
+        if let file = client as? FileReplicaClient { return try file.readMarkerNow() }
+        return try await client.readMarker()
     }
 
     /// Keeps the lease while no commit wakes the shipper: reads the marker
@@ -393,7 +406,19 @@ actor ReplicaShipper {
             case .none:
                 return
             case .files(let files):
-                for batch in Self.batches(files.filter { $0.info.maxTXID > (position ?? 0) }, merge: config.syncInterval > .zero) {
+                let batches = Self.batches(files.filter { $0.info.maxTXID > (position ?? 0) }, merge: config.syncInterval > .zero)
+                if let file = client as? FileReplicaClient, batches.allSatisfy({ $0.count == 1 && $0[0].memoryBytes > 0 }) {
+                    // A file replica: everything found in this pass is written
+                    // here and now, one directory fsync for all of it (full
+                    // images, staged files of any size, go by the BlockingPool).
+                    let ready = batches.compactMap(\.first).map { (info: $0.info, contents: $0.payload) }
+                    try file.writeNow(ready)
+                    requests += ready.count
+                    bytesShipped += ready.reduce(0) { $0 + $1.info.size }
+                    if let last = ready.last { stored(last.info.maxTXID) }
+                    break
+                }
+                for batch in batches {
                     // (Merging decodes and re-encodes: off the cooperative pool.)
                     let (info, payload) = try batch.count == 1 ? (batch[0].info, batch[0].payload) : await BlockingPool.shared.run { try Self.merged(batch) }
                     try await store(info, payload)
@@ -404,7 +429,7 @@ actor ReplicaShipper {
                 stored(snap.info.maxTXID)
             }
             try await adoptHistory()
-            let all = await positions.set(config.name, position ?? 0)
+            let all = positions.set(config.name, position ?? 0)
             await replicator.acknowledge(allPositions: all)
         }
     }
@@ -535,12 +560,19 @@ actor ReplicaShipper {
 }
 
 /// Every replica's position, so the replicator can drop what all have.
-actor PositionBook {
+/// (A lock, not an actor: the shippers that share it run on one worker
+/// thread, and asking an actor would hop off it and back for every file.)
+final class PositionBook: @unchecked Sendable {
+    private let lock = NSLock()
     private var positions: [String: UInt64] = [:]
+
+    init() {}
 
     @discardableResult
     func set(_ name: String, _ position: UInt64) -> [UInt64] {
-        positions[name] = position
-        return Array(positions.values)
+        lock.withLock {
+            positions[name] = position
+            return Array(positions.values)
+        }
     }
 }

@@ -158,9 +158,12 @@ public struct ReplicationService: Service {
         await publishStatus(replicator, shippers)
         startup.cancel()
 
-        // 3. Run the shippers and the sync loop.
-        let watcher = WALWatcher(walPath: config.path + "-wal")
+        // 3. Run the shippers and the sync loop. Both run on the replicator's
+        // worker thread, which also receives the WAL's inotify events: a
+        // commit is read, encoded and written to a file replica there,
+        // without a hand-over to another thread.
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let watcher = WALWatcher(walPath: config.path + "-wal", worker: replicator.executor, wake: wake)
         await control.register(config.path, wake: wake)
         await withDiscardingTaskGroup { group in
             for s in shippers {
@@ -169,44 +172,17 @@ public struct ReplicationService: Service {
             }
             await withDiscardingTaskGroup { wakers in
                 wakers.addTask {
-                    for await _ in watcher.events { wake.yield(()) }
-                }
-                wakers.addTask {
-                    for await _ in AsyncTimerSequence(interval: config.monitorInterval, clock: .continuous) {
+                    // While inotify watches the files a tick only beats and
+                    // checks: every `idleTick` instead of `monitor-interval`.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: watcher.isActive ? max(config.monitorInterval, Self.idleTick) : config.monitorInterval)
                         wake.yield(())
                     }
                 }
-                var lastStatus = ContinuousClock.now - .seconds(10)
-                var failing = false
-                for await _ in wakeups.cancelOnGracefulShutdown() {
-                    if let r = await replicator.replaced {
-                        logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(r)"])
-                        break
-                    }
-                    await heartbeat()
-                    if await control.isPaused(config.path) { break }
-                    // A burst (more than one transaction per wake-up): let it
-                    // gather for a few milliseconds before the next file.
-                    let busy = await replicator.lastSyncTransactions
-                    if busy > 1 { try? await Task.sleep(for: .milliseconds(busy > Replicator.batchThreshold ? 25 : 5)) }
-                    do {
-                        // A full image or a snapshot may keep the loop busy for long.
-                        try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
-                            try await replicator.sync()
-                            try await replicator.checkpointIfNeeded()
-                            if await replicator.snapshotDue { await shipSnapshot(replicator, shippers) }
-                        }
-                        failing = false
-                    } catch is Replicator.Replaced {
-                        wake.yield(())  // ends the session at the top of the loop
-                    } catch {
-                        if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
-                        failing = true
-                    }
-                    if ContinuousClock.now - lastStatus > .milliseconds(200) {
-                        await publishStatus(replicator, shippers)
-                        lastStatus = .now
-                    }
+                await withGracefulShutdownHandler {
+                    await replicator.isolated { [shippers] r in await loop(r, wakeups: wakeups, wake: wake, watcher: watcher, shippers: shippers) }
+                } onGracefulShutdown: {
+                    wake.finish()
                 }
                 // Final sync; the shippers then drain what is pending and stop.
                 do { try await replicator.sync() } catch is Replicator.Replaced {} catch {
@@ -222,6 +198,70 @@ public struct ReplicationService: Service {
         await replicator.closeConnections()
         return await replicator.replaced != nil
     }
+
+    /// The session's loop, on the replicator's thread: every wake-up (a WAL
+    /// change from inotify, a tick of the poll interval, a pause) syncs,
+    /// checkpoints and snapshots as needed. While inotify reports the WAL's
+    /// changes a tick without one only checks that the files are still the
+    /// database's (no read transaction, no read of the WAL).
+    private func loop(_ r: isolated Replicator, wakeups: AsyncStream<Void>, wake: AsyncStream<Void>.Continuation, watcher: WALWatcher, shippers: [ReplicaShipper]) async {
+        var lastStatus = ContinuousClock.now - .seconds(10)
+        var lastBeat = ContinuousClock.now - .seconds(10)
+        var failing = false
+        for await _ in wakeups {
+            if Task.isShuttingDownGracefully { break }
+            if let replaced = r.replaced {
+                logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(replaced)"])
+                break
+            }
+            // (A beat per wake-up would be a hop per commit: one every half second is plenty.)
+            if ContinuousClock.now - lastBeat >= Self.beatInterval {
+                await heartbeat()
+                lastBeat = .now
+            }
+            if control.isPausedNow(config.path) { break }
+            // A burst (more than 32 transactions per wake-up): let it gather
+            // for a few milliseconds before the next file (not when the WAL
+            // is past half of max-wal-size: the restart is due now). Smaller
+            // groups need no pause: what commits while a file is written is
+            // found by the next pass.
+            if r.lastSyncTransactions > Replicator.batchThreshold, !r.restartDue {
+                try? await Task.sleep(for: .milliseconds(25))
+            }
+            do {
+                if !watcher.takeChange(), !r.mayTakeLong, !r.checkpointUnfinished {
+                    try r.idleCheck()
+                } else if r.mayTakeLong {
+                    // A full image or a snapshot may keep the loop busy for long.
+                    try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
+                        try r.sync()
+                        try r.checkpointIfNeeded()
+                        if r.snapshotDue { await shipSnapshot(r, shippers) }
+                    }
+                } else {
+                    let found = try r.sync()
+                    // The shippers (on this thread) write what was found
+                    // before a checkpoint delays them.
+                    if found.files > 0, r.walBytes >= config.checkpointSize, !r.restartDue { await Task.yield() }
+                    try r.checkpointIfNeeded()
+                }
+                failing = false
+            } catch is Replicator.Replaced {
+                wake.yield(())  // ends the session at the top of the loop
+            } catch {
+                if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
+                failing = true
+            }
+            if ContinuousClock.now - lastStatus > .milliseconds(200) {
+                await publishStatus(r, shippers)
+                lastStatus = .now
+            }
+        }
+    }
+
+    static let beatInterval: Duration = .milliseconds(500)
+    /// The tick while inotify reports every change (well inside the 30 s watchdog).
+    static let idleTick: Duration = .seconds(5)
 
     /// How long the replicas get to take what is pending once guardian is
     /// stopping: one that does not answer must not hold up the stop.
@@ -279,11 +319,26 @@ public struct ReplicationService: Service {
     }
 }
 
+/// A value behind a lock.
+final class LockedValue<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+}
+
 /// Lets remediation pause a database's replication while it moves the
 /// database file away and swaps a restored copy in, and resume afterwards
 /// (replication then starts over from the replicas' position with a full image).
 public actor ReplicationControl {
-    private var paused: Set<String> = []
+    private var paused: Set<String> = [] {
+        didSet { pausedNow.withLock { $0 = paused } }
+    }
+    /// The same set, for a check from the replication loop without a hop.
+    private nonisolated let pausedNow = LockedValue<Set<String>>([])
+
+    /// Whether `path` is paused, from any thread.
+    public nonisolated func isPausedNow(_ path: String) -> Bool { pausedNow.withLock { $0.contains(path) } }
     private var wakes: [String: AsyncStream<Void>.Continuation] = [:]
     private var pauseWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
     private var resumeWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]

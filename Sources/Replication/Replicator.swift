@@ -18,11 +18,12 @@ import Platform
 /// other change (guardian was not running, an outside TRUNCATE while guardian
 /// was down) cannot be proven complete, so guardian writes a full image.
 ///
-/// The actor runs on its own thread (`ThreadExecutor`): its sqlite3 and pread
-/// calls block that thread only, never the cooperative pool.
+/// The actor runs on one of the shared `ReplicationWorker` threads (with the
+/// other databases that worker serves): its sqlite3 and pread calls block
+/// that thread only, never the cooperative pool.
 public actor Replicator {
     public nonisolated let config: DatabaseConfig
-    nonisolated let executor: ThreadExecutor
+    nonisolated let executor: ReplicationWorker
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     let logger: Logger
     let walPath: String
@@ -46,6 +47,11 @@ public actor Replicator {
     private var pageIndex: [UInt32: Int64] = [:]
     private(set) var lastCommitObserved: Date?
     private(set) var walBytes: Int64 = 0
+    /// WAL bytes the newest sync found (its growth since the sync before).
+    private(set) var walGrowth: Int64 = 0
+    /// `walBytes` when guardian's newest checkpoint copied the whole WAL:
+    /// nothing to do again until the WAL moves.
+    private var fullyCheckpointedAt: Int64 = -1
     private(set) var lastCheckpoint: CheckpointResult?
     private(set) var lastCheckpointMode: CheckpointMode = .passive
     private(set) var lastCheckpointAt: Date?
@@ -82,9 +88,37 @@ public actor Replicator {
         self.config = config
         self.stagingDir = stagingDir
         self.logger = logger
-        executor = ThreadExecutor(name: "guardian-repl")
+        executor = ReplicationWorker.acquire()
         walPath = config.path + "-wal"
         wal = WALFile(path: config.path + "-wal")
+    }
+
+    deinit { ReplicationWorker.release(executor) }
+
+    /// Runs `body` on the replicator's thread: the replicator's methods are
+    /// then plain calls (no hop per call).
+    func isolated<T: Sendable>(_ body: @Sendable (isolated Replicator) async throws -> T) async rethrows -> T {
+        try await body(self)
+    }
+
+    /// Whether the next sync may take long (a full image, a snapshot due):
+    /// the loop then keeps its heartbeat going while it works.
+    var mayTakeLong: Bool { needsFullImage || snapshotDue }
+
+    /// The WAL is past `checkpointSize` and guardian's last checkpoint did
+    /// not copy all of it: a tick tries again even without a WAL change.
+    var checkpointUnfinished: Bool {
+        guard walBytes >= config.checkpointSize else { return false }
+        guard let last = lastCheckpoint else { return true }
+        return last.busy || last.checkpointedFrames < last.logFrames
+    }
+
+    /// What a tick of the poll interval does while inotify reports every
+    /// change to the WAL: only notice a replaced file (a rename over the
+    /// database's path is not a change to the WAL). No read transaction,
+    /// no read of the WAL.
+    func idleCheck() throws {
+        try checkFilesAreTheDatabase()
     }
 
     // MARK: - Opening
@@ -293,6 +327,7 @@ public actor Replicator {
             }
             if !txs.isEmpty { lastCommitObserved = now }
             lastSyncTransactions = txs.count
+            walGrowth = next.offset - start.offset
             walBytes = next.offset
         } else {
             // No WAL (or an empty one): the database file holds everything.
@@ -483,8 +518,17 @@ public actor Replicator {
     /// Keeps the WAL small: once it holds `checkpointSize` bytes guardian runs
     /// a PASSIVE checkpoint (everything up to its pin is already copied) and
     /// re-pins so that the next writer can restart the WAL from the start.
+    /// A writer that commits back to back never leaves the WAL fully copied
+    /// at a re-pin, so it would grow without end: from half of `maxWALSize`
+    /// guardian forces the restart (`forceRestart`).
     func checkpointIfNeeded() throws {
-        guard let ckpt = checkpointer, walBytes >= config.checkpointSize else { return }
+        guard let ckpt = checkpointer, walBytes >= config.checkpointSize, walBytes != fullyCheckpointedAt else { return }
+        // Past the point where the WAL would reach max-wal-size before the
+        // next pass or two (or past half of it): straight to the forced restart.
+        if restartDue {
+            try forceRestart()
+            return
+        }
         let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .passive
@@ -494,33 +538,65 @@ public actor Replicator {
         // database the new pin reads from the database file alone, which lets
         // the application's next write start the WAL over.
         try sync()
-        if walBytes >= config.maxWALSize { try forceRestart() }
+        if !result.busy, result.checkpointedFrames >= result.logFrames { fullyCheckpointedAt = walBytes }
+        if restartDue { try forceRestart() }
     }
 
-    /// Above `max-wal-size` (writers kept the WAL busy through every PASSIVE
-    /// checkpoint) guardian briefly takes the write lock: it copies the sealed
-    /// WAL, checkpoints it completely and re-pins, so the next write restarts
-    /// the WAL. Writers wait (their busy_timeout) for the length of one
-    /// checkpoint of at most `max-wal-size` bytes.
+    /// The WAL is past half of `max-wal-size`, or would pass it within three
+    /// more passes growing like the last one (a pass includes writing the
+    /// file replica's file, whose fsync may take a while).
+    var restartDue: Bool {
+        walBytes >= config.maxWALSize / 2 || walBytes + 3 * walGrowth >= config.maxWALSize
+    }
+
+    /// How long a forced restart tries to take the write lock, and then to
+    /// get a complete checkpoint (the application's own checkpoint may hold
+    /// the checkpoint lock for a moment).
+    static let restartLockWait: Duration = .milliseconds(20)
+
+    /// Above half of `max-wal-size` (writers kept the WAL busy through every
+    /// PASSIVE checkpoint) guardian briefly takes the write lock between two
+    /// of the application's transactions (retrying every 100 µs for
+    /// `restartLockWait`), copies the rest of the WAL, checkpoints it
+    /// completely (retried while the application's own checkpoint holds the
+    /// checkpoint lock) and re-pins on the fully copied WAL, so the next write
+    /// restarts the WAL. Writers wait for the length of one checkpoint of
+    /// what was written since the PASSIVE one just before.
     private func forceRestart() throws {
         guard let ckpt = checkpointer else { return }
         if writer == nil {
-            let w = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .milliseconds(200))
+            let w = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .zero)
             try w.execute("PRAGMA wal_autocheckpoint=0")
             w.persistWAL()
             _ = try w.scalar("SELECT count(*) FROM sqlite_schema")
+            w.retryBusyQuickly(for: Self.restartLockWait)
             writer = w
         }
         guard let w = writer else { return }
-        do { try w.execute("BEGIN IMMEDIATE") } catch let e as SQLiteError where e.isBusy { return }
+        do { try w.execute("BEGIN IMMEDIATE") } catch let e as SQLiteError where e.isBusy {
+            checkpointCounts.busy += 1
+            logger.event(.checkpointDone, level: .debug, ["db": "\(config.path)", "mode": "forced", "busy": "true", "reason": "the write lock stayed taken"])
+            return
+        }
         defer { try? w.execute("ROLLBACK") }
+        // Nobody can commit now: copy the rest; the new pin is at the WAL's end.
         try sync()
-        let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
+        let deadline = ContinuousClock.now + Self.restartLockWait
+        var result = try ckpt.checkpoint(.passive)
+        while result.busy || result.checkpointedFrames < result.logFrames, ContinuousClock.now < deadline {
+            usleep(100)
+            result = try ckpt.checkpoint(.passive)
+        }
+        let final = result
+        _ = try countCheckpoint { final }
         lastCheckpoint = result
         lastCheckpointMode = .truncate
         lastCheckpointAt = Date()
+        // Fully copied: the new pin takes read mark 0, and the application's
+        // next write starts the WAL over.
         try sync()
-        logger.event(.checkpointDone, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
+        if !result.busy, result.checkpointedFrames >= result.logFrames { fullyCheckpointedAt = walBytes }
+        logger.event(.checkpointDone, level: .debug, ["db": "\(config.path)", "mode": "forced", "busy": "\(result.busy)", "log": "\(result.logFrames)", "checkpointed": "\(result.checkpointedFrames)"])
     }
 
     /// Runs one checkpoint and counts its result: ok when every WAL frame

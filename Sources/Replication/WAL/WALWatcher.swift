@@ -3,66 +3,74 @@ import Platform
 
 /// Wakes the replicator within milliseconds of a write to the `-wal` file:
 /// inotify on the database's directory (the WAL may not exist yet, and may be
-/// replaced), filtered to the WAL's name. A dedicated thread blocks in
-/// read(2); events are coalesced into a single pending wake-up. When inotify
-/// is unavailable the stream simply never fires and the replicator's poll
-/// interval takes over.
+/// replaced), filtered to the WAL's name. The watch lives on the database's
+/// `ReplicationWorker` (one inotify descriptor per worker, shared by all its
+/// databases): the event is handled on the thread that runs the replicator,
+/// with no thread of its own. Events are coalesced into a single pending
+/// wake-up. When inotify is unavailable (or the directory goes away) the
+/// watcher simply never wakes the loop again, `isActive` turns false, and the
+/// replicator's poll interval takes over.
 final class WALWatcher: @unchecked Sendable {
-    let events: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
-    private let fd: Int32
+    private let worker: ReplicationWorker
     private let lock = NSLock()
-    private var stopped = false
+    private var watches: [ReplicationWorker.Watch] = []
+    private var lost = false
+    /// A change was reported and not taken yet (true at first: whatever
+    /// happened before the watch began has not been looked at).
+    private var pending = true
 
-    init(walPath: String) {
-        (events, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    /// Each change yields `wake` right on the worker's thread (the loop that
+    /// consumes it runs there too: no other thread is involved). The
+    /// database file's own name is watched too, so a file renamed over it
+    /// is noticed at once.
+    init(walPath: String, worker: ReplicationWorker, wake: AsyncStream<Void>.Continuation) {
+        self.worker = worker
+        continuation = wake
         let dir = (walPath as NSString).deletingLastPathComponent
         let name = (walPath as NSString).lastPathComponent
-        fd = inotify_init1(Int32(IN_CLOEXEC))
-        guard fd >= 0 else { return }
-        let mask = UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE)
-        guard inotify_add_watch(fd, dir, mask) >= 0 else {
-            close(fd)
-            return
-        }
-        let thread = Thread { [fd, continuation, weak self] in
-            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-            let headerSize = MemoryLayout<inotify_event>.size
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            while true {
-                // Wake up now and then to notice stop().
-                let ready = poll(&p, 1, 250)
-                guard let self, !self.isStopped else { break }
-                if ready <= 0 { continue }
-                let n = read(fd, &buffer, buffer.count)
-                if n < 0 { if errno == EINTR { continue }; break }
-                if n == 0 { break }
-                var offset = 0
-                var relevant = false
-                while offset + headerSize <= n {
-                    let len = buffer.withUnsafeBytes { Int($0.load(fromByteOffset: offset + 12, as: UInt32.self)) }
-                    let nameBytes = buffer[(offset + headerSize)..<min(n, offset + headerSize + len)]
-                    let eventName = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)
-                    if eventName == name { relevant = true }
-                    offset += headerSize + len
-                }
-                if relevant { continuation.yield(()) }
+        var found: [ReplicationWorker.Watch] = []
+        for watched in [name, String(name.dropLast(4))] {
+            let w = worker.watch(directory: dir.isEmpty ? "." : dir, name: watched) { [weak self, continuation] gone in
+                self?.changed(lost: gone)
+                continuation.yield(())
             }
-            continuation.finish()
-            close(fd)
+            if let w { found.append(w) }
         }
-        thread.name = "guardian-inotify"
-        thread.start()
+        lock.withLock {
+            watches = found
+            lost = found.count < 2
+        }
     }
 
-    private var isStopped: Bool { lock.withLock { stopped } }
-
-    /// Ends the stream; the thread notices within 250 ms and closes the descriptor.
-    func stop() {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
+    private func changed(lost gone: Bool) {
+        lock.withLock {
+            pending = true
+            if gone {
+                lost = true
+                watches = []
+            }
         }
-        if first { continuation.finish() }
+    }
+
+    /// True while inotify reports this WAL's changes.
+    var isActive: Bool { lock.withLock { !lost } }
+
+    /// Whether a change was reported since the last call (always true while
+    /// inotify does not watch the file: then every tick has to look).
+    func takeChange() -> Bool {
+        lock.withLock {
+            defer { pending = false }
+            return pending || lost
+        }
+    }
+
+    /// Drops the watch.
+    func stop() {
+        let ws = lock.withLock { () -> [ReplicationWorker.Watch] in
+            defer { watches = []; lost = true }
+            return watches
+        }
+        for w in ws { worker.unwatch(w) }
     }
 }
