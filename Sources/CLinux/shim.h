@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <sys/xattr.h>  // fgetxattr/fsetxattr: POSIX ACLs kept across log rotation
 
 /// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
@@ -38,5 +39,9 @@ static const int clinux_M_ARENA_MAX = -8;
 /// O_DIRECT (defined by <fcntl.h> only under _GNU_SOURCE; __O_DIRECT always):
 /// writes that go around the page cache (DirectWrites).
 static inline int clinux_o_direct(void) { return __O_DIRECT; }
+
+/// copy_file_range(2) (<unistd.h> under _GNU_SOURCE): copies between two
+/// files in the kernel (DurableFile.copyAll).
+extern ssize_t copy_file_range(int infd, __off64_t *pinoff, int outfd, __off64_t *poutoff, size_t len, unsigned int flags);
 
 #endif

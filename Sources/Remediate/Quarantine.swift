@@ -119,16 +119,7 @@ public enum Quarantine {
             close(output)
             if !ok { unlink(target) }
         }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", path: source)
-            }
-            if n == 0 { break }
-            try DurableFile.writeAll(fd: output, Array(buffer[0..<n]), path: target)
-        }
+        try DurableFile.copyAll(from: input, source: source, to: output, target: target)
         guard fsync(output) == 0 else { throw SystemError("fsync", path: target) }
         ok = true
     }

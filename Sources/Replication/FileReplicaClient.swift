@@ -77,13 +77,7 @@ public struct FileReplicaClient: ReplicaClient {
         let output = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard output >= 0 else { throw SystemError("open", path: tmp) }
         do {
-            var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            while true {
-                let n = read(input, &buffer, buffer.count)
-                if n < 0 { if errno == EINTR { continue }; throw SystemError("read", path: source) }
-                if n == 0 { break }
-                try DurableFile.writeAll(fd: output, Array(buffer[0..<n]), path: tmp)
-            }
+            try DurableFile.copyAll(from: input, source: source, to: output, target: tmp)
             guard fsync(output) == 0 else { throw SystemError("fsync", path: tmp) }
             try DurableFile.setMTime(fd: output, mtime, path: tmp)
         } catch {

@@ -320,10 +320,10 @@ extension GuardianConfig {
         var target: ReplicaTarget
         if let url {
             do { target = try ReplicaTarget.parse(url: url) } catch let e as ReplicaURLError {
-                throw m.optional("url")!.error(e.description)
+                throw (m.optional("url") ?? node).error(e.description)
             }
             if let type, type != target.typeName {
-                throw m.optional("type")!.error("type \(type) does not match the URL's scheme \(target.typeName)")
+                throw (m.optional("type") ?? node).error("type \(type) does not match the URL's scheme \(target.typeName)")
             }
         } else {
             switch type ?? "file" {
@@ -347,7 +347,7 @@ extension GuardianConfig {
                 }
                 target = .sftp(SFTPLocation(host: host, port: port, user: try m.required("user").string(), path: try m.required("path").string()))
             default:
-                throw m.optional("type")!.error("\"\(type ?? "")\" must be one of file, s3, sftp")
+                throw (m.optional("type") ?? node).error("\"\(type ?? "")\" must be one of file, s3, sftp")
             }
         }
         switch target {
