@@ -41,6 +41,9 @@ struct GuardianConfig: Sendable, Equatable {
     var stateDir = "/var/lib/guardian"
     /// `exec:` — the application to run as guardian's child (see `ExecChild`).
     var exec: [String]?
+    /// Per `disk.logs` rule: the logrotate stanza it was imported from
+    /// (`file:line`), nil for a rule written in YAML.
+    var logOrigins: [String?] = []
 }
 
 extension GuardianConfig {
@@ -86,7 +89,7 @@ extension GuardianConfig {
                 config.dbs.append(try parseDatabase(db, environment: environment, drillDefaults: drillDefaults))
             }
         }
-        if let disk = top.optional("disk") { config.disk = try parseDisk(disk) }
+        if let disk = top.optional("disk") { config.disk = try parseDisk(disk, logOrigins: &config.logOrigins) }
         if let alerts = top.optional("alerts") {
             config.alerts = try alerts.sequence().map(parseAlert)
         }
@@ -372,7 +375,7 @@ extension GuardianConfig {
         return ReplicaConfig(name: name, target: target, syncInterval: sync, retention: retention)
     }
 
-    static func parseDisk(_ node: ConfigNode) throws -> DiskConfig {
+    static func parseDisk(_ node: ConfigNode, logOrigins: inout [String?]) throws -> DiskConfig {
         let m = try node.mapping()
         var d = DiskConfig()
         func positive(_ n: ConfigNode) throws -> Duration {
@@ -400,7 +403,11 @@ extension GuardianConfig {
             d.ballast = BallastConfig(path: try bm.required("path").absolutePath(), size: size)
             try bm.finish()
         }
-        if let logs = m.optional("logs") { d.logs = try logs.sequence().map(parseLogRotation) }
+        if let logs = m.optional("logs") {
+            let entries = try parseLogEntries(logs)
+            d.logs = entries.map(\.rule)
+            logOrigins = entries.map(\.origin)
+        }
         if let cleanup = m.optional("cleanup") {
             d.cleanup = try cleanup.sequence().map { n in
                 let cm = try n.mapping()
@@ -476,22 +483,7 @@ extension GuardianConfig {
         }
         if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
         if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
-        if let n = m.optional("emergency-truncate") {
-            // `keep 1MB` or `off` (`auto`: keep 1 MiB on a database's filesystem).
-            let text = try n.string().trimmingCharacters(in: .whitespaces)
-            let words = text.split(separator: " ", maxSplits: 1).map(String.init)
-            switch words.first?.lowercased() {
-            case "off", "false", "no": r.emergencyTruncate = .off
-            case "auto": r.emergencyTruncate = .automatic
-            case "keep" where words.count == 2:
-                guard let bytes = Units.bytes(words[1]), bytes > 0 else {
-                    throw n.error("must be \"keep SIZE\" with a size above 0 (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
-                }
-                r.emergencyTruncate = .keep(bytes)
-            default:
-                throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
-            }
-        }
+        if let v = try m.optional("emergency-truncate", parseEmergencyTruncate) { r.emergencyTruncate = v }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")
         }
@@ -500,6 +492,24 @@ extension GuardianConfig {
         }
         try m.finish()
         return r
+    }
+
+    /// `emergency-truncate:` of a log rule: `keep 1MB` or `off` (`auto`:
+    /// keep 1 MiB on a database's filesystem).
+    static func parseEmergencyTruncate(_ n: ConfigNode) throws -> LogRotationConfig.EmergencyTruncate {
+        let text = try n.string().trimmingCharacters(in: .whitespaces)
+        let words = text.split(separator: " ", maxSplits: 1).map(String.init)
+        switch words.first?.lowercased() {
+        case "off", "false", "no": return .off
+        case "auto": return .automatic
+        case "keep" where words.count == 2:
+            guard let bytes = Units.bytes(words[1]), bytes > 0 else {
+                throw n.error("must be \"keep SIZE\" with a size above 0 (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+            }
+            return .keep(bytes)
+        default:
+            throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+        }
     }
 
     static func parseAlert(_ node: ConfigNode) throws -> AlertConfig {

@@ -1,0 +1,426 @@
+import Foundation
+import Testing
+@testable import DiskWatch
+@testable import guardian
+@testable import Platform
+
+/// The Debian packages' /etc/logrotate.d files under Tests/Fixtures (see its README).
+private enum LogrotateFixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/logrotate.d/etc").path
+    static var directory: String { root + "/logrotate.d" }
+    static var conf: String { root + "/logrotate.conf" }
+    static let names = [
+        "alternatives", "apache2", "apt", "btmp", "cups-daemon", "dpkg", "exim4-base", "exim4-paniclog", "mariadb", "nginx",
+        "postgresql-common", "rsyslog", "samba", "ufw", "unattended-upgrades", "wtmp",
+    ]
+
+    static func text(_ name: String) throws -> String {
+        try String(contentsOfFile: directory + "/" + name, encoding: .utf8)
+    }
+}
+
+private func importError(_ text: String, file: String = "/etc/logrotate.d/app") -> String? {
+    do {
+        _ = try LogrotateImport.parse(text, file: file)
+        return nil
+    } catch let e as ConfigError {
+        return e.description
+    } catch {
+        return "\(error)"
+    }
+}
+
+private func rules(_ text: String) throws -> [LogRotationConfig] {
+    try LogrotateImport.parse(text, file: "/etc/logrotate.d/app").map(\.rule)
+}
+
+@Suite struct DiskLogrotateImportTests {
+    // MARK: - The Debian packages' files
+
+    @Test(arguments: LogrotateFixtures.names)
+    func everyDebianFixtureImports(name: String) throws {
+        let imported = try LogrotateImport.read(path: LogrotateFixtures.directory + "/" + name)
+        #expect(!imported.isEmpty)
+        for i in imported {
+            #expect(i.file == LogrotateFixtures.directory + "/" + name)
+            #expect(i.rule.paths.allSatisfy { $0.hasPrefix("/var/") })
+            // logrotate's default is nosharedscripts; guardian's YAML default is sharedscripts.
+            #expect(i.rule.sharedScripts == (try LogrotateFixtures.text(name)).contains("sharedscripts"))
+        }
+    }
+
+    @Test func nginxMapsEveryDirective() throws {
+        let imported = try LogrotateImport.read(path: LogrotateFixtures.directory + "/nginx")
+        let r = try #require(imported.first?.rule)
+        #expect(imported.count == 1 && imported[0].line == 1)
+        #expect(r.paths == ["/var/log/nginx/*.log"])
+        #expect(r.frequency == .daily && r.size == nil)
+        #expect(r.rotate == 14)
+        #expect(r.compress && r.delayCompress && r.missingOK && r.notIfEmpty && r.sharedScripts)
+        #expect(r.create && r.createMode == 0o640 && r.createOwner == "www-data" && r.createGroup == "adm")
+        guard case .shell(let pre) = r.preRotate else {
+            Issue.record("prerotate is \(String(describing: r.preRotate))")
+            return
+        }
+        // The text between the keyword and the endscript line, as logrotate keeps it.
+        #expect(pre == "\n\t\tif [ -d /etc/logrotate.d/httpd-prerotate ]; then \\\n\t\t\trun-parts /etc/logrotate.d/httpd-prerotate; \\\n\t\tfi \\\n")
+        #expect(r.postRotate.last == "\n\t\tinvoke-rc.d nginx rotate >/dev/null 2>&1\n")
+    }
+
+    @Test func debianFixturesMapTheirCriteriaAndOptions() throws {
+        func one(_ name: String) throws -> [LogRotationConfig] {
+            try LogrotateImport.read(path: LogrotateFixtures.directory + "/" + name).map(\.rule)
+        }
+        // postgresql-common: su root root, copytruncate (create has no effect with it).
+        let pg = try #require(try one("postgresql-common").first)
+        #expect(pg.suRoot && pg.copyTruncate && !pg.create && pg.frequency == .weekly && pg.rotate == 10)
+        // rsyslog: six paths over six lines, then `{` alone.
+        let rs = try #require(try one("rsyslog").first)
+        #expect(rs.paths == ["/var/log/syslog", "/var/log/mail.log", "/var/log/kern.log", "/var/log/auth.log", "/var/log/user.log", "/var/log/cron.log"])
+        #expect(rs.rotate == 4 && !rs.create)
+        // mariadb: comments everywhere, minsize/maxsize with M.
+        let db = try #require(try one("mariadb").first)
+        #expect(db.paths == ["/var/lib/mysql/mysqld.log", "/var/lib/mysql/mariadb.log", "/var/log/mysql/*.log"])
+        #expect(db.minSize == 50 << 20 && db.maxSize == 500 << 20 && db.frequency == .monthly && db.rotate == 6)
+        // exim4-paniclog: size 10M is the criterion; nocreate.
+        let panic = try #require(try one("exim4-paniclog").first)
+        #expect(panic.size == 10 << 20 && panic.frequency == nil && !panic.create)
+        // samba: three stanzas, per-log scripts (nosharedscripts).
+        let samba = try one("samba")
+        #expect(samba.count == 3 && samba.allSatisfy { !$0.sharedScripts && $0.postRotate.count == 3 })
+        // wtmp: create 0664 root utmp, minsize 1M.
+        let wtmp = try #require(try one("wtmp").first)
+        #expect(wtmp.createMode == 0o664 && wtmp.createGroup == "utmp" && wtmp.minSize == 1 << 20 && wtmp.rotate == 1)
+        // alternatives: `create 644 root root` is octal like logrotate's %ho.
+        #expect(try one("alternatives").first?.createMode == 0o644)
+    }
+
+    @Test func theWholeDirectoryImportsSkippingTabooNames() throws {
+        let dir = try DiskKit.tempDir("lrdir")
+        defer { DiskKit.remove(dir) }
+        for name in LogrotateFixtures.names {
+            DiskKit.write(dir + "/" + name, try LogrotateFixtures.text(name))
+        }
+        // What dpkg and editors leave behind: logrotate skips these names, so
+        // their refused directives must not stop the import.
+        for taboo in ["nginx.dpkg-old", "nginx.dpkg-dist", "app~", "app.bak", "app.rpmsave", "app.ucf-old", "app.swp"] {
+            DiskKit.write(dir + "/" + taboo, "/var/log/other.log {\n  mail root@example.com\n}\n")
+        }
+        mkdir(dir + "/subdir", 0o755)
+        let all = try LogrotateImport.read(path: dir)
+        let single = try LogrotateFixtures.names.flatMap { try LogrotateImport.read(path: LogrotateFixtures.directory + "/" + $0) }
+        #expect(all.map(\.rule) == single.map(\.rule))
+        // In logrotate's order: byte order of the names.
+        #expect(all.first?.file == dir + "/alternatives" && all.last?.file == dir + "/wtmp")
+        // A name logrotate does read (a dot file is not taboo) is read.
+        DiskKit.write(dir + "/.hidden", "/var/log/hidden.log {\n  yearly\n}\n")
+        #expect(throws: ConfigError.self) { try LogrotateImport.read(path: dir) }
+    }
+
+    @Test func debianDefaultsComeFromLogrotateConf() throws {
+        // Without defaults: logrotate's built-in ones (rotate 0, no create), as `logrotate FILE`.
+        let bare = try #require(try LogrotateImport.read(path: LogrotateFixtures.directory + "/apt").first?.rule)
+        #expect(bare.rotate == 12 && !bare.create)
+        let dir = try DiskKit.tempDir("lrconf")
+        defer { DiskKit.remove(dir) }
+        DiskKit.write(dir + "/app", "/var/log/app.log {\n  missingok\n}\n")
+        let plain = try #require(try LogrotateImport.read(path: dir + "/app").first?.rule)
+        #expect(plain.rotate == 0 && !plain.create && plain.frequency == nil)
+        // With Debian's /etc/logrotate.conf: weekly, rotate 4, create (its include is not followed).
+        let debian = try #require(try LogrotateImport.read(path: dir + "/app", defaults: LogrotateFixtures.conf).first?.rule)
+        #expect(debian.rotate == 4 && debian.create && debian.frequency == .weekly && debian.missingOK)
+    }
+
+    // MARK: - Syntax
+
+    @Test func globalDirectivesApplyToLaterStanzasAndFiles() throws {
+        let dir = try DiskKit.tempDir("lrglobal")
+        defer { DiskKit.remove(dir) }
+        DiskKit.write(dir + "/a", "/var/log/before.log {\n}\ncompress\nrotate 5\n/var/log/a.log {\n  nocompress\n}\n/var/log/a2.log {\n}\n")
+        // Like logrotate, a later file of the same directory inherits a's globals.
+        DiskKit.write(dir + "/b", "/var/log/b.log {\n}\n")
+        let r = try LogrotateImport.read(path: dir).map(\.rule)
+        #expect(r.map(\.paths) == [["/var/log/before.log"], ["/var/log/a.log"], ["/var/log/a2.log"], ["/var/log/b.log"]])
+        #expect(r.map(\.compress) == [false, false, true, true])
+        #expect(r.map(\.rotate) == [0, 5, 5, 5])
+    }
+
+    @Test func syntaxVariantsParseLikeLogrotate() throws {
+        let r = try rules("""
+            # comment
+            "/var/log/my app.log" /var/log/x/*.log
+            # a comment line inside the path list
+            '/var/log/q.log' {
+                rotate = 3
+                compress delaycompress   missingok
+                size 100k
+                create root adm
+                weekly 0
+                dateext
+                dateformat -%Y-%m-%d
+                olddir /var/log/old
+                createolddir 0750 root adm
+                start 0
+                extension .log
+                minage 2
+                maxage 30
+                copy
+                compresscmd /usr/bin/zstd
+                compressoptions -T0 --long
+                su 0 0
+                firstaction
+                    echo first
+                endscript
+                lastaction echo last
+                endscript
+            }
+            /var/log/one.log { daily }
+            /var/log/two.log {
+                size 0x10
+                rotate -1
+                size 1G
+            }
+            """)
+        #expect(r.count == 3)
+        let a = r[0]
+        #expect(a.paths == ["/var/log/my app.log", "/var/log/x/*.log", "/var/log/q.log"])
+        #expect(a.rotate == 3 && a.compress && a.delayCompress && a.missingOK)
+        // size, then weekly: the last criterion wins (logrotate's set_criterium).
+        #expect(a.frequency == .weekly && a.size == nil)
+        // create is read (owner and group only: the mode stays), but has no effect with copy.
+        #expect(a.createOwner == nil && a.createMode == nil)
+        let created = try #require(try rules("/var/log/a.log {\n  create 0600 nobody nogroup\n  create root adm\n}\n").first)
+        #expect(created.createMode == 0o600 && created.createOwner == "root" && created.createGroup == "adm" && created.create)
+        #expect(a.dateExt && a.dateFormat == "-%Y-%m-%d" && a.oldDir == "/var/log/old")
+        #expect(a.createOldDir == LogRotationConfig.FileCreation(mode: 0o750, owner: "root", group: "adm"))
+        #expect(a.start == 0 && a.fileExtension == ".log" && a.minAge == .seconds(2 * 86400) && a.maxAge == .seconds(30 * 86400))
+        #expect(a.copy && !a.create)
+        #expect(a.compressCommand == "/usr/bin/zstd" && a.compressExt == ".zst" && a.compressOptions == ["-T0", "--long"])
+        #expect(a.suRoot)
+        #expect(a.firstAction == .shell("\n        echo first\n"))
+        #expect(a.lastAction == .shell(" echo last\n"))
+        #expect(r[1].paths == ["/var/log/one.log"] && r[1].frequency == .daily)
+        #expect(r[2].size == 1 << 30 && r[2].rotate == -1)
+        #expect(try rules("/var/log/a.log {\nsize 0x10\n}\n").first?.size == 16)
+        #expect(try rules("/var/log/a.log {\nsize 010\n}\n").first?.size == 8)
+        #expect(try rules("/var/log/a.log {\nsize 100\n}\n").first?.size == 100)
+    }
+
+    // MARK: - Refusals name file:line: directive
+
+    @Test(arguments: [
+        ("mail root@example.com", "mail"), ("mailfirst", "mailfirst"), ("yearly", "yearly"), ("renamecopy", "renamecopy"),
+        ("shred", "shred"), ("shredcycles 3", "shredcycles"), ("addextension .log", "addextension"), ("datehourago", "datehourago"),
+        ("ignoreduplicates", "ignoreduplicates"), ("weekly 3", "weekly"), ("su www-data adm", "su"), ("frobnicate", "frobnicate"),
+        ("size 10m", "size"), ("rotate -2", "rotate"), ("rotate 5 # five", "rotate"), ("create 0640 root adm extra", "create"),
+        ("dateformat -%Y%b", "dateformat"), ("include /etc/logrotate.d/other", "include"), ("olddir ~/old", "olddir"),
+        ("preremove\n  rm -f $1\nendscript", "preremove"), ("su root", "su"),
+    ])
+    func unsupportedDirectivesAreRefusedWithFileAndLine(directive: String, key: String) throws {
+        let message = try #require(importError("# app\n/var/log/app.log {\n  rotate 2\n  \(directive)\n}\n"))
+        #expect(message.hasPrefix("/etc/logrotate.d/app:4: \(key): "), "\(message)")
+    }
+
+    @Test func topLevelOnlyDirectivesAndBrokenSyntaxAreRefused() throws {
+        #expect(importError("tabooext + .foo\n/var/log/a.log {\n}\n")?.hasPrefix("/etc/logrotate.d/app:1: tabooext: not supported") == true)
+        #expect(importError("taboopat *.x\n")?.hasPrefix("/etc/logrotate.d/app:1: taboopat: ") == true)
+        #expect(importError("include etc/other\n")?.hasPrefix("/etc/logrotate.d/app:1: include: ") == true)
+        #expect(importError("/var/log/a.log {\n  postrotate\n    kill -HUP 1\n}\n")?.hasPrefix("/etc/logrotate.d/app:2: postrotate: no endscript") == true)
+        #expect(importError("compress\n}\n")?.hasPrefix("/etc/logrotate.d/app:2: unexpected }") == true)
+        #expect(importError("/var/log/a.log {\n} daily\n")?.hasPrefix("/etc/logrotate.d/app:2: unexpected text after }") == true)
+        #expect(importError("/var/log/a.log {\n  /var/log/b.log {\n}\n")?.hasPrefix("/etc/logrotate.d/app:2: unexpected log filename") == true)
+        #expect(importError("var/log/a.log {\n}\n")?.hasPrefix("/etc/logrotate.d/app:1: var: keyword not properly separated") == true)
+        #expect(importError("\"var/log/a.log\" {\n}\n")?.hasPrefix("/etc/logrotate.d/app:1: \"var/log/a.log\": guardian needs absolute") == true)
+        #expect(importError("/var/log/a.log\n")?.hasPrefix("/etc/logrotate.d/app:1: { expected") == true)
+        #expect(importError("/var/log/a.log {\n  daily\n")?.hasPrefix("/etc/logrotate.d/app:1: this log's { has no closing }") == true)
+        #expect(importError("/var/log/a.log {\n}\n\n/var/log/a.log {\n}\n")?.hasPrefix("/etc/logrotate.d/app:4: duplicate log entry for /var/log/a.log") == true)
+        #expect(importError("/var/log/a.log {\n  rotate\n}\n")?.hasPrefix("/etc/logrotate.d/app:2: rotate: argument expected") == true)
+        #expect(importError("/var/log/a.log {\n  compress=yes\n}\n")?.hasPrefix("/etc/logrotate.d/app:2: lines must begin") == true)
+    }
+
+    @Test func anIncludedFileReportsItsOwnLineAndAWritableFileIsRefused() throws {
+        let dir = try DiskKit.tempDir("lrinc")
+        defer { DiskKit.remove(dir) }
+        DiskKit.write(dir + "/main", "compress\ninclude \(dir)/d\n")
+        mkdir(dir + "/d", 0o755)
+        DiskKit.write(dir + "/d/app", "/var/log/app.log {\n  daily\n  mail x@y\n}\n")
+        #expect(throws: ConfigError(file: dir + "/d/app", line: 3, key: "mail", message: "not supported by guardian (guardian mails no logs); remove it or keep this log with logrotate")) {
+            try LogrotateImport.read(path: dir + "/main")
+        }
+        DiskKit.write(dir + "/d/app", "/var/log/app.log {\n  daily\n}\n")
+        #expect(try LogrotateImport.read(path: dir + "/main").first?.rule.compress == true)
+        // logrotate (as root) ignores a group-writable file: importing it would rotate what logrotate does not.
+        chmod(dir + "/d/app", 0o664)
+        #expect(throws: ConfigError.self) { try LogrotateImport.read(path: dir + "/main") }
+    }
+
+    // MARK: - guardian.yml and check-config
+
+    @Test func aLogrotateEntryInGuardianYmlAndCheckConfig() throws {
+        let nginx = LogrotateFixtures.directory + "/nginx"
+        let config = try GuardianConfig.parse(text: """
+            disk:
+              logs:
+                - paths: [/var/log/app/*.log]
+                  rotate: 3
+                - logrotate: \(nginx)
+                  emergency-truncate: off
+            """, file: "g.yml", environment: [:])
+        #expect(config.disk.logs.count == 2)
+        #expect(config.logOrigins == [nil, "\(nginx):1"])
+        #expect(config.disk.logs[1].emergencyTruncate == .off && config.disk.logs[1].rotate == 14)
+        let text = config.effectiveDescription
+        #expect(text.contains("    # imported from logrotate \(nginx):1\n    - paths: [\"/var/log/nginx/*.log\"]\n      rotate: 14\n"))
+        #expect(text.contains("      create: \"0640 www-data adm\"\n"))
+        #expect(text.contains("      prerotate: \"if [ -d /etc/logrotate.d/httpd-prerotate ]; then"))
+        #expect(text.contains("      sharedscripts: true") == false)  // guardian's default: not printed
+        #expect(text.contains("      notifempty: true\n"))
+
+        func error(_ yml: String) -> String? {
+            do {
+                _ = try GuardianConfig.parse(text: yml, file: "g.yml", environment: [:])
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        let extra = error("disk:\n  logs:\n    - logrotate: \(nginx)\n      rotate: 3\n")
+        #expect(extra?.hasPrefix("g.yml:4: disk.logs[0].rotate: a logrotate: entry takes its rules from the logrotate file") == true, "\(extra ?? "")")
+        let dir = try DiskKit.tempDir("lryml")
+        defer { DiskKit.remove(dir) }
+        DiskKit.write(dir + "/app", "/var/log/app.log {\n  yearly\n}\n")
+        let refused = error("disk:\n  logs:\n    - logrotate: \(dir)/app\n")
+        #expect(refused?.hasPrefix("\(dir)/app:2: yearly: not supported by guardian") == true, "\(refused ?? "")")
+        #expect(refused?.contains("(imported by g.yml:") == true)
+    }
+}
+
+/// One Debian fixture run twice on the same files: by the real logrotate
+/// (paths rewritten under `lr`) and by guardian's rules imported from the
+/// same text (paths under `g`). Scripts are replaced by one that records
+/// its name and `$1`, so nothing of the host runs.
+private final class FixtureTwin {
+    let root: String
+    let lr: String
+    let g: String
+    let logs: [String]
+    let rules: [LogRotationConfig]
+    let lrConf: String
+
+    init(_ name: String) throws {
+        root = try DiskKit.tempDir("lrtwin")
+        lr = root + "/lr"
+        g = root + "/g"
+        mkdir(lr, 0o755)
+        mkdir(g, 0o755)
+        let text = try LogrotateFixtures.text(name)
+        lrConf = Self.rewrite(text, under: lr, scripts: root + "/lr-scripts.log")
+        let gConf = root + "/g-" + name
+        DiskKit.write(gConf, Self.rewrite(text, under: g, scripts: root + "/g-scripts.log"))
+        rules = try LogrotateImport.read(path: gConf).map(\.rule)
+        // The logs the stanzas name (a glob gets two matches).
+        var logs: [String] = []
+        for pattern in rules.flatMap(\.paths) {
+            let relative = String(pattern.dropFirst(g.count))
+            let variants = relative.contains("*") ? ["access", "error"].map { relative.replacingOccurrences(of: "*", with: $0) } : [relative]
+            logs += variants
+        }
+        self.logs = logs
+        for side in [lr, g] {
+            for log in logs {
+                _ = try? DiskKit.run(["mkdir", "-p", side + (log as NSString).deletingLastPathComponent])
+            }
+        }
+    }
+
+    deinit { DiskKit.remove(root) }
+
+    static func rewrite(_ text: String, under side: String, scripts: String) -> String {
+        var out: [String] = []
+        var inScript = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let word = line.drop { $0 == " " || $0 == "\t" }.prefix { $0.isLetter }
+            if inScript {
+                if word == "endscript" {
+                    inScript = false
+                    out.append(String(line))
+                }
+                continue
+            }
+            if ["prerotate", "postrotate", "firstaction", "lastaction"].contains(word) {
+                inScript = true
+                out.append(String(line))
+                out.append("\techo \"\(word) $1\" >> \(scripts)")
+                continue
+            }
+            out.append(line.replacingOccurrences(of: "/var/", with: side + "/var/"))
+        }
+        return out.joined(separator: "\n")
+    }
+
+    /// Appends to every log (the second one of each stanza only on odd rounds, so empty logs occur).
+    func write(round: Int) {
+        for (i, log) in logs.enumerated() where i % 2 == 0 || round % 2 == 1 {
+            for side in [lr, g] {
+                DiskKit.append(side + log, (1...3).map { "round \(round) line \($0) of \(log)\n" }.joined())
+            }
+        }
+    }
+
+    func rotate(force: Bool) throws -> ProcessOutcome {
+        let outcome = try DiskKit.logrotate(lrConf, in: root, force: force)
+        let rotator = DiskKit.rotator(rules, state: root + "/guardian-state.json")
+        rotator.runScheduled(force: force)
+        return outcome
+    }
+
+    struct Entry: Equatable, CustomStringConvertible {
+        var mode: mode_t
+        var uid: uid_t
+        var gid: gid_t
+        var content: String
+        var description: String { String(format: "%o %d:%d %@", mode, uid, gid, content.debugDescription) }
+    }
+
+    /// Every file under `side`, by relative path: mode, owner, (decompressed) content.
+    func tree(_ side: String) throws -> [String: Entry] {
+        var out: [String: Entry] = [:]
+        let walker = FileManager.default.enumerator(atPath: side)
+        while let relative = walker?.nextObject() as? String {
+            var st = stat()
+            guard lstat(side + "/" + relative, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            out[relative] = Entry(mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid, content: try DiskKit.content(side + "/" + relative))
+        }
+        return out
+    }
+
+    /// The scripts each tool ran, in order, with the side's prefix taken out.
+    func scriptRuns(_ side: String) -> [String] {
+        let file = root + (side == lr ? "/lr-scripts.log" : "/g-scripts.log")
+        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        return text.replacingOccurrences(of: side, with: "ROOT").split(separator: "\n").map(String.init)
+    }
+}
+
+@Suite(.serialized) struct DiskLogrotateFixtureComparisonTests {
+    /// Four forced rounds (logrotate -f and guardian's forced pass) with
+    /// writes between, then one scheduled round: the same files, modes,
+    /// owners and contents on both sides after every round.
+    @Test(arguments: LogrotateFixtures.names)
+    func debianFixtureRotatesLikeLogrotate(name: String) throws {
+        let t = try FixtureTwin(name)
+        for round in 1...5 {
+            t.write(round: round)
+            let outcome = try t.rotate(force: round <= 4)
+            #expect(outcome.succeeded, "round \(round): logrotate \(outcome.summary)")
+            let a = try t.tree(t.lr)
+            let b = try t.tree(t.g)
+            #expect(a.keys.sorted() == b.keys.sorted(), "\(name) round \(round): names")
+            for (path, x) in a.sorted(by: { $0.key < $1.key }) {
+                guard let y = b[path] else { continue }
+                #expect(x == y, "\(name) round \(round): \(path)")
+            }
+        }
+    }
+}
