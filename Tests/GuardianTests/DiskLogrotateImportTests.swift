@@ -410,6 +410,7 @@ private final class FixtureTwin {
     @Test(arguments: LogrotateFixtures.names)
     func debianFixtureRotatesLikeLogrotate(name: String) throws {
         let t = try FixtureTwin(name)
+        #expect(!t.logs.isEmpty && t.rules.allSatisfy { $0.paths.allSatisfy { $0.hasPrefix(t.g + "/var/") } })
         for round in 1...5 {
             t.write(round: round)
             let outcome = try t.rotate(force: round <= 4)
@@ -417,6 +418,8 @@ private final class FixtureTwin {
             let a = try t.tree(t.lr)
             let b = try t.tree(t.g)
             #expect(a.keys.sorted() == b.keys.sorted(), "\(name) round \(round): names")
+            // Not vacuous: the forced rounds made archives.
+            if round >= 2 { #expect(a.keys.contains { $0.hasSuffix(".1") || $0.hasSuffix(".1.gz") }, "\(name): \(a.keys.sorted())") }
             for (path, x) in a.sorted(by: { $0.key < $1.key }) {
                 guard let y = b[path] else { continue }
                 #expect(x == y, "\(name) round \(round): \(path)")
