@@ -308,17 +308,30 @@ private final class FixtureTwin {
     let rules: [LogRotationConfig]
     let lrConf: String
 
-    init(_ name: String) throws {
+    convenience init(_ name: String) throws {
+        try self.init(files: [(name, try LogrotateFixtures.text(name))])
+    }
+
+    /// Several files are read as a directory (logrotate: through `include`).
+    init(files: [(name: String, text: String)]) throws {
         root = try DiskKit.tempDir("lrtwin")
         lr = root + "/lr"
         g = root + "/g"
         mkdir(lr, 0o755)
         mkdir(g, 0o755)
-        let text = try LogrotateFixtures.text(name)
-        lrConf = Self.rewrite(text, under: lr, scripts: root + "/lr-scripts.log")
-        let gConf = root + "/g-" + name
-        DiskKit.write(gConf, Self.rewrite(text, under: g, scripts: root + "/g-scripts.log"))
-        rules = try LogrotateImport.read(path: gConf).map(\.rule)
+        mkdir(root + "/lr.d", 0o755)
+        mkdir(root + "/g.d", 0o755)
+        for (name, text) in files {
+            DiskKit.write(root + "/lr.d/" + name, Self.rewrite(text, under: lr, scripts: root + "/lr-scripts.log"))
+            DiskKit.write(root + "/g.d/" + name, Self.rewrite(text, under: g, scripts: root + "/g-scripts.log"))
+        }
+        if files.count == 1 {
+            lrConf = Self.rewrite(files[0].text, under: lr, scripts: root + "/lr-scripts.log")
+            rules = try LogrotateImport.read(path: root + "/g.d/" + files[0].name).map(\.rule)
+        } else {
+            lrConf = "include \(root)/lr.d\n"
+            rules = try LogrotateImport.read(path: root + "/g.d").map(\.rule)
+        }
         // The logs the stanzas name (a glob gets two matches).
         var logs: [String] = []
         for pattern in rules.flatMap(\.paths) {
@@ -415,15 +428,41 @@ private final class FixtureTwin {
             t.write(round: round)
             let outcome = try t.rotate(force: round <= 4)
             #expect(outcome.succeeded, "round \(round): logrotate \(outcome.summary)")
-            let a = try t.tree(t.lr)
-            let b = try t.tree(t.g)
-            #expect(a.keys.sorted() == b.keys.sorted(), "\(name) round \(round): names")
+            try t.expectSame("\(name) round \(round)")
             // Not vacuous: the forced rounds made archives.
-            if round >= 2 { #expect(a.keys.contains { $0.hasSuffix(".1") || $0.hasSuffix(".1.gz") }, "\(name): \(a.keys.sorted())") }
-            for (path, x) in a.sorted(by: { $0.key < $1.key }) {
-                guard let y = b[path] else { continue }
-                #expect(x == y, "\(name) round \(round): \(path)")
-            }
+            if round >= 2 { #expect(try t.tree(t.lr).keys.contains { $0.hasSuffix(".1") || $0.hasSuffix(".1.gz") }, "\(name)") }
+        }
+    }
+
+    /// Directives at the top of a file apply to the stanzas after it and,
+    /// logrotate's way, to the files read after it from the same directory.
+    @Test func globalDirectivesAcrossFilesRotateLikeLogrotate() throws {
+        let t = try FixtureTwin(files: [
+            ("a-first", "/var/log/a/before.log {\n  rotate 1\n}\ncompress\nrotate 2\ncreate 0600\n/var/log/a/after.log {\n}\n"),
+            ("b-second", "/var/log/b/one.log /var/log/b/two.log {\n  nocompress\n}\n/var/log/b/three.log {\n  rotate 1\n}\n"),
+            ("b-second.dpkg-old", "/var/log/b/old.log {\n  mail root\n}\n"),
+        ])
+        #expect(t.rules.count == 4)
+        for round in 1...4 {
+            t.write(round: round)
+            let outcome = try t.rotate(force: true)
+            #expect(outcome.succeeded, "round \(round): logrotate \(outcome.summary)")
+            try t.expectSame("round \(round)")
+        }
+        #expect(try t.tree(t.g).keys.contains("var/log/b/three.log.1.gz"))
+        #expect(try t.tree(t.g)["var/log/a/after.log"]?.mode == 0o600)
+    }
+}
+
+extension FixtureTwin {
+    /// The same relative names, modes, owners and (decompressed) contents on both sides.
+    func expectSame(_ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let a = try tree(lr)
+        let b = try tree(g)
+        #expect(a.keys.sorted() == b.keys.sorted(), "\(what): names", sourceLocation: sourceLocation)
+        for (path, x) in a.sorted(by: { $0.key < $1.key }) {
+            guard let y = b[path] else { continue }
+            #expect(x == y, "\(what): \(path)", sourceLocation: sourceLocation)
         }
     }
 }
