@@ -205,6 +205,9 @@ private func rules(_ text: String) throws -> [LogRotationConfig] {
         #expect(try rules("/var/log/a.log {\nsize 0x10\n}\n").first?.size == 16)
         #expect(try rules("/var/log/a.log {\nsize 010\n}\n").first?.size == 8)
         #expect(try rules("/var/log/a.log {\nsize 100\n}\n").first?.size == 100)
+        // CRLF line ends (logrotate splits at \n; \r is a blank).
+        let crlf = try #require(try rules("/var/log/a.log\r\n{\r\n  rotate 3\r\n  compress\r\n  weekly\r\n}\r\n").first)
+        #expect(crlf.paths == ["/var/log/a.log"] && crlf.rotate == 3 && crlf.compress && crlf.frequency == .weekly)
     }
 
     // MARK: - Refusals name file:line: directive

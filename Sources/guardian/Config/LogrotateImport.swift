@@ -166,7 +166,8 @@ struct LogrotateImport {
     private enum ScriptKind: String { case prerotate, postrotate, firstaction, lastaction, preremove }
 
     private mutating func parse(_ text: String, file: String) throws {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0.unicodeScalars) }
+        // By scalars: "\r\n" is one Character, and logrotate splits at "\n" only.
+        let lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { Array($0) }
         var stanza: Open?
         // A path list runs until `{`, over several lines if need be.
         var pathText: String?
@@ -211,7 +212,7 @@ struct LogrotateImport {
                         i += 1
                         if c == "}" { throw error(lineNo, "", "unexpected } (missing previous '{')") }
                         if c == "{" { found = true; break }
-                        p.unicodeScalars.append(c)
+                        p.unicodeScalars.append(c == "\r" ? " " : c)
                     }
                     if !found {
                         pathText = p + "\n"
@@ -249,7 +250,7 @@ struct LogrotateImport {
                     }
                     i = j
                     // The rest of the line, as logrotate's isolateLine (no `=`) and isolateValue (`=` allowed, a value required).
-                    let rest = String(String.UnicodeScalarView(chars[i...])).trimmingCharacters(in: .whitespaces)
+                    let rest = String(String.UnicodeScalarView(chars[i...])).trimmingCharacters(in: .whitespacesAndNewlines)
                     func value() throws -> String {
                         var v = Substring(rest)
                         if v.hasPrefix("=") { v = v.dropFirst().drop { $0 == " " || $0 == "\t" } }
