@@ -46,7 +46,15 @@ extension DiskConfig {
             }
             if log.compress, !Compressor.gzipAvailable { error("logs[\(i)].compress", "gzip is not installed (apt install gzip)") }
             if log.delayCompress, !log.compress { warning("logs[\(i)].delaycompress", "has no effect without compress") }
-            if !log.copyTruncate, log.create, log.postRotate.isEmpty {
+            if let format = log.dateFormat {
+                if let problem = LogRotationConfig.dateFormatProblem(format) { error("logs[\(i)].dateformat", "\"\(format)\" \(problem)") }
+                if !log.dateExt { warning("logs[\(i)].dateformat", "has no effect without dateext") }
+            }
+            if let owner = log.createOldDir?.owner, Accounts.uid(owner) == nil { error("logs[\(i)].createolddir", "no such user \"\(owner)\"") }
+            if let group = log.createOldDir?.group, Accounts.gid(group) == nil { error("logs[\(i)].createolddir", "no such group \"\(group)\"") }
+            if log.rotate < -1 { error("logs[\(i)].rotate", "must be -1 (keep every archive) or more") }
+            if log.start < 0 { error("logs[\(i)].start", "must be 0 or more") }
+            if !log.copyTruncate, !log.copy, log.create, log.postRotate.isEmpty {
                 warning("logs[\(i)].postrotate", "without a postrotate command to make the writer reopen its log, it keeps writing into the archive; add one (e.g. [systemctl, kill, -s, HUP, app.service]) or use copytruncate")
             }
         }

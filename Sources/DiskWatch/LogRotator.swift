@@ -177,9 +177,9 @@ final class LogRotator {
         let now = options.now()
         for (index, rule) in rules.enumerated() {
             for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
-                let archives = Archive.list(of: log.name, in: log.dir)
+                let archives = Archive.list(log.naming, in: log.archiveDir)
                 for a in archives where isBeyondPolicy(a, among: archives, rule: rule, now: now) {
-                    freed += delete(a.name, in: log.dir, reason: "beyond policy", expected: a.stat)
+                    freed += delete(a.name, in: log.archiveDir, reason: "beyond policy", expected: a.stat)
                 }
             }
         }
@@ -195,8 +195,8 @@ final class LogRotator {
         var out: [(SafeDirectory, String, stat)] = []
         for (index, _) in rules.enumerated() {
             for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
-                let archives = Archive.list(of: log.name, in: log.dir).sorted(by: Archive.newestFirst)
-                for a in archives.dropFirst() { out.append((log.dir, a.name, a.stat)) }
+                let archives = Archive.list(log.naming, in: log.archiveDir).sorted(by: Archive.newestFirst)
+                for a in archives.dropFirst() { out.append((log.archiveDir, a.name, a.stat)) }
             }
         }
         return out.sorted { $0.2.modificationDate < $1.2.modificationDate }
@@ -294,6 +294,9 @@ final class LogRotator {
         var name: String
         var path: String
         var stat: stat
+        /// Where its archives are: `olddir`, or `dir`.
+        var archiveDir: SafeDirectory
+        var naming: ArchiveNaming
     }
 
     private func refuse(_ path: String, reason: String) {
@@ -308,6 +311,7 @@ final class LogRotator {
     func expand(_ index: Int, seen: inout Set<String>, reportMissing: Bool = true) -> [LogFile] {
         let rule = rules[index]
         var dirs: [String: SafeDirectory] = [:]
+        var oldDirs: [String: SafeDirectory] = [:]
         var out: [LogFile] = []
         for pattern in rule.paths {
             if pattern.split(separator: "/").contains("..") {
@@ -339,7 +343,7 @@ final class LogRotator {
                 // An archive of another match (app.log.1 next to app.log) is not a log.
                 if names.contains(where: { other in
                     other != path && (other as NSString).deletingLastPathComponent == dirPath
-                        && Archive.parse(name, base: (other as NSString).lastPathComponent) != nil
+                        && ArchiveNaming(log: (other as NSString).lastPathComponent, rule: rule).parse(name) != nil
                 }) { continue }
                 guard !seen.contains(path) else { continue }
                 if let link = Self.linkedComponent(of: dirPath, pattern: pattern) {
@@ -363,6 +367,8 @@ final class LogRotator {
                     refuse(path, reason: "a symbolic link; rotating it could reach outside the configured paths")
                     continue
                 }
+                // A wildcard matching a directory (an olddir beside the logs, say) is no log; logrotate skips it too.
+                if st.isDirectory { continue }
                 guard st.isRegular else {
                     refuse(path, reason: "not a regular file")
                     continue
@@ -382,11 +388,99 @@ final class LogRotator {
                     }
                     continue
                 }
+                guard let archiveDir = archiveDirectory(rule: rule, logPath: path, dir: dir, cache: &oldDirs) else { continue }
                 seen.insert(path)
-                out.append(LogFile(dir: dir, name: name, path: path, stat: st))
+                out.append(LogFile(dir: dir, name: name, path: path, stat: st, archiveDir: archiveDir, naming: ArchiveNaming(log: name, rule: rule)))
             }
         }
         return out
+    }
+
+    /// The directory of a log's archives: its own, or `olddir` (absolute, or
+    /// relative to the log's directory), created with `createolddir` when
+    /// missing, like logrotate 3.21: without it a missing olddir is an
+    /// error, and so is one on another filesystem unless the log is copied
+    /// (`copy`, `copytruncate`). nil (reported): the log is not rotated.
+    private func archiveDirectory(rule: LogRotationConfig, logPath: String, dir: SafeDirectory, cache: inout [String: SafeDirectory]) -> SafeDirectory? {
+        guard let oldDir = rule.oldDir else { return dir }
+        let path = oldDir.hasPrefix("/") ? oldDir : dir.child(oldDir)
+        func problem(_ message: String) -> SafeDirectory? {
+            actions.append(RotationAction(kind: .fail, path: logPath, detail: "(\(message); nothing was changed)", dryRun: dryRun))
+            if refusedReported.insert(logPath + "\u{0}olddir\u{0}" + message).inserted {
+                events.append(DiskEvent(.logRotationFailed, level: .error, ["log": logPath, "olddir": path, "error": message]))
+            }
+            return nil
+        }
+        let archiveDir: SafeDirectory
+        if let cached = cache[path] {
+            archiveDir = cached
+        } else {
+            var st = stat()
+            if Self.followedStat(path, &st) != 0 {
+                let code = errno
+                guard code == ENOENT, let creation = rule.createOldDir else {
+                    return problem("olddir \(path): \(String(cString: strerror(code)))\(code == ENOENT ? " (set createolddir to create it)" : "")")
+                }
+                actions.append(RotationAction(
+                    kind: .create, path: path,
+                    detail: String(format: "(directory, mode %04o)", creation.mode.map { Int($0) } ?? 0o755), dryRun: dryRun))
+                if dryRun {
+                    actions.append(RotationAction(kind: .skip, path: logPath, detail: "(its olddir is created first)", dryRun: true))
+                    return nil
+                }
+                if let error = Self.makeDirectories(path, creation) { return problem("createolddir \(path): \(error)") }
+            }
+            do { archiveDir = try SafeDirectory(path) } catch { return problem("olddir: \(error)") }
+            cache[path] = archiveDir
+        }
+        var logDir = stat()
+        var old = stat()
+        guard fstat(dir.fd, &logDir) == 0, fstat(archiveDir.fd, &old) == 0, old.isDirectory else {
+            return problem("olddir \(path) is not a directory")
+        }
+        if logDir.st_dev != old.st_dev, !rule.copy, !rule.copyTruncate {
+            return problem("olddir \(path) is on another filesystem than the log; logrotate allows that only with copy or copytruncate")
+        }
+        return archiveDir
+    }
+
+    /// stat(2), following symbolic links (logrotate's olddir may be one).
+    static func followedStat(_ path: String, _ st: inout stat) -> Int32 {
+        fstatat(AT_FDCWD, path, &st, 0)
+    }
+
+    /// logrotate's mkpath for `createolddir`: every missing directory of
+    /// `path` is made with the given mode, owner and group (guardian's
+    /// default mode is 0755; logrotate's, without one, is 07777).
+    static func makeDirectories(_ path: String, _ creation: LogRotationConfig.FileCreation) -> String? {
+        let mode = mode_t(creation.mode ?? 0o755)
+        var uid = uid_t.max
+        var gid = gid_t.max
+        if let owner = creation.owner {
+            guard let id = Accounts.uid(owner) else { return "no such user \(owner)" }
+            uid = id
+        }
+        if let group = creation.group {
+            guard let id = Accounts.gid(group) else { return "no such group \(group)" }
+            gid = id
+        }
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) == 0 {
+                let fd = open(current, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { return "\(SystemError("open", path: current))" }
+                defer { close(fd) }
+                if fchown(fd, uid, gid) != 0 { return "\(SystemError("chown", path: current))" }
+                if fchmod(fd, mode) != 0 { return "\(SystemError("chmod", path: current))" }
+            } else if errno == EEXIST {
+                var st = stat()
+                guard Self.followedStat(current, &st) == 0, st.isDirectory else { return "\(current) exists and is not a directory" }
+            } else {
+                return "\(SystemError("mkdir", path: current))"
+            }
+        }
+        return nil
     }
 
     /// Why rotating in `dir` as root is unsafe (logrotate 3.21's check: a
@@ -457,6 +551,9 @@ final class LogRotator {
                 reason = "last rotation is in the future"
             } else if Self.isDue(frequency, last: last, now: now) {
                 reason = frequency.rawValue
+                // logrotate's minage: only on this path (not forced, not
+                // maxsize, not size): a log changed within minage waits.
+                if let minAge = rule.minAge, minAge.seconds >= now.timeIntervalSince(log.stat.modificationDate) { reason = nil }
             }
             if reason != nil, let minSize = rule.minSize, size < minSize { reason = nil }
         }
@@ -492,13 +589,16 @@ final class LogRotator {
 
     /// Rotates one log: prune, shift, move (or copy and truncate), create.
     func rotate(_ log: LogFile, rule: LogRotationConfig, trigger: RotationTrigger, reason: String) -> Rotated? {
-        let dir = log.dir
-        if let problem = dir.writeProblem() {
-            fail(log.path, "its directory cannot be written: \(problem); nothing was changed")
-            return nil
+        let dir = log.archiveDir
+        let naming = log.naming
+        for d in log.dir === dir ? [dir] : [log.dir, dir] {
+            if let problem = d.writeProblem() {
+                fail(log.path, "its directory cannot be written: \(problem); nothing was changed")
+                return nil
+            }
         }
         let now = options.now()
-        var archives = Archive.list(of: log.name, in: dir)
+        var archives = Archive.list(naming, in: dir)
 
         // Archives to delete once postrotate succeeded (logrotate deletes the
         // oldest only after its scripts ran; a failing script keeps them).
@@ -512,14 +612,13 @@ final class LogRotator {
 
         let finalName: String
         if rule.dateExt {
-            let hourly = rule.frequency == .hourly
-            var name = log.name + Self.dateStamp(now, format: hourly ? "-%Y%m%d%H" : "-%Y%m%d")
+            var name = naming.dated(naming.format.stamp(now, yesterday: rule.dateYesterday))
             if exists(name, in: dir) || exists(name + ".gz", in: dir) {
-                guard trigger == .pressure else {
-                    fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation (dateext rotates once per \(hourly ? "hour" : "day"))")
+                guard trigger == .pressure, !naming.format.isCustom else {
+                    fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation (dateext makes one archive name per \(rule.dateFormat == nil ? (rule.frequency == .hourly ? "hour" : "day") : "date format value"))")
                     return nil
                 }
-                name = log.name + Self.dateStamp(now, format: "-%Y%m%d%H%M%S")
+                name = naming.dated(Self.dateStamp(now, format: "-%Y%m%d%H%M%S"))
                 if exists(name, in: dir) || exists(name + ".gz", in: dir) {
                     fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation")
                     return nil
@@ -528,33 +627,44 @@ final class LogRotator {
             // Keep the newest rotate-1 archives; the new one makes rotate.
             let dated = archives.filter { if case .dated = $0.kind { return true } else { return false } }
                 .sorted(by: Archive.newestFirst)
-            for a in dated.dropFirst(max(rule.rotate - 1, 0)) {
+            // rotate -1: every archive is kept (maxage aside).
+            for a in rule.rotate < 0 ? [] : dated.dropFirst(max(rule.rotate - 1, 0)) {
                 dispose.append(Disposal(name: a.name, stat: a.stat, reason: "rotate \(rule.rotate)"))
             }
             finalName = name
         } else {
-            let keep = max(rule.rotate, 1)
+            // Archive numbers run from `start` (logrotate's default 1).
+            // rotate -1 keeps every archive: all are shifted, none disposed
+            // (logrotate 3.21 shifts one too few with start 0 and overwrites
+            // the oldest; guardian keeps it).
+            let first = rule.start
+            let numbers = Archive.list(naming, in: dir).compactMap { a -> Int? in
+                if case .numbered(let i, _) = a.kind, i >= first { return i }
+                return nil
+            }
+            let keep = rule.rotate < 0 ? (numbers.max().map { $0 - first + 1 } ?? 0) : max(rule.rotate, 1)
+            let last = first + keep - 1
             // Beyond `keep` already (left by a failed postrotate or a smaller
             // `rotate`): logrotate's shift overwrites them.
-            for a in Archive.list(of: log.name, in: dir) {
-                if case .numbered(let i, _) = a.kind, i > keep {
+            for a in Archive.list(naming, in: dir) where rule.rotate >= 0 {
+                if case .numbered(let i, _) = a.kind, i > last {
                     dispose.removeAll { $0.name == a.name }
                     _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
                 }
             }
-            // Shift `keep` too: it becomes keep+1, deleted after postrotate.
-            for i in stride(from: keep, through: 1, by: -1) {
-                for suffix in ["", ".gz"] {
-                    let from = "\(log.name).\(i)\(suffix)"
+            // Shift `last` too: it becomes last+1, deleted after postrotate.
+            for i in stride(from: last, through: first, by: -1) {
+                for compressed in [false, true] {
+                    let from = naming.numbered(i, compressed: compressed)
                     guard let st = dir.lstat(from), st.isRegular else { continue }
-                    let to = "\(log.name).\(i + 1)\(suffix)"
+                    let to = naming.numbered(i + 1, compressed: compressed)
                     if !dryRun {
                         do { try dir.rename(from, to) } catch {
                             fail(log.path, "\(error)")
                             return nil
                         }
                     }
-                    if i == keep {
+                    if i == last, rule.rotate >= 0 {
                         dispose.removeAll { $0.name == from }
                         dispose.append(Disposal(name: dryRun ? from : to, stat: st, reason: "rotate \(rule.rotate)"))
                     } else if let d = dispose.firstIndex(where: { $0.name == from }) {
@@ -563,14 +673,17 @@ final class LogRotator {
                     }
                 }
             }
-            finalName = "\(log.name).1"
+            finalName = naming.numbered(first)
         }
 
         let size = Int64(log.stat.st_size)
         // copytruncate + compress streams the log into the .gz: the space it
         // needs is the .gz's, not a full copy of the log (delaycompress keeps
         // the newest archive plain, except under disk pressure).
-        let streamed = rule.copyTruncate && rule.compress && rule.rotate > 0 && (!rule.delayCompress || trigger == .pressure)
+        // `copy` (without copytruncate) copies and leaves the log untouched.
+        let copies = rule.copy || rule.copyTruncate
+        let truncates = rule.copyTruncate
+        let streamed = copies && rule.compress && rule.rotate != 0 && (!rule.delayCompress || trigger == .pressure)
         var archiveName = finalName
         var extra: [String: String] = [:]
         if streamed {
@@ -579,35 +692,39 @@ final class LogRotator {
                 fail(log.path, "destination \(dir.child(archiveName)) already exists; skipping rotation")
                 return nil
             }
-            actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(archiveName))", dryRun: dryRun))
+            actions.append(RotationAction(kind: truncates ? .truncate : .copy, path: log.path, detail: "-> \(dir.child(archiveName))", dryRun: dryRun))
             if !dryRun {
                 do {
-                    let r = try LogTruncation.copyTruncateCompressed(dir: dir, name: log.name, to: archiveName, stop: options.stop)
+                    let r = try LogTruncation.copyTruncateCompressed(
+                        dir: log.dir, name: log.name, into: dir, to: archiveName, truncate: truncates, stop: options.stop)
                     extra = ["bytes_copied": "\(r.copied)", "bytes_after": "\(r.compressed)"]
                 } catch {
-                    fail(log.path, "copytruncate: \(error); the log was left as it was")
+                    fail(log.path, "\(truncates ? "copytruncate" : "copy"): \(error); the log was left as it was")
                     return nil
                 }
             }
-        } else if rule.copyTruncate {
-            actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
+        } else if copies {
+            actions.append(RotationAction(kind: truncates ? .truncate : .copy, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
             if !dryRun {
-                do { try Self.copyTruncate(dir: dir, name: log.name, to: finalName) } catch {
-                    fail(log.path, "copytruncate: \(error); the log was left as it was")
+                do { try Self.copyTruncate(dir: log.dir, name: log.name, into: dir, to: finalName, truncate: truncates) } catch {
+                    fail(log.path, "\(truncates ? "copytruncate" : "copy"): \(error); the log was left as it was")
                     return nil
                 }
             }
         } else {
             actions.append(RotationAction(kind: .rotate, path: log.path, detail: "-> \(dir.child(finalName))", dryRun: dryRun))
             if !dryRun {
-                do { try dir.rename(log.name, finalName) } catch {
+                do { try log.dir.rename(log.name, into: dir, finalName) } catch {
                     fail(log.path, "\(error)")
                     return nil
                 }
             }
             if rule.create { createLog(log, rule: rule, archive: finalName) }
         }
-        if !dryRun { dir.sync() }
+        if !dryRun {
+            dir.sync()
+            if log.dir !== dir { log.dir.sync() }
+        }
         openFiles.removeAll()
         state.logs[log.path] = RotationState.Entry(now)
         stateDirty = true
@@ -617,7 +734,7 @@ final class LogRotator {
             events.append(DiskEvent(.logRotated, [
                 "log": log.path, "archive": dir.child(archiveName), "size_bytes": "\(size)",
                 "reason": reason, "trigger": trigger.rawValue,
-                "method": streamed ? "copytruncate+gzip" : rule.copyTruncate ? "copytruncate" : "create",
+                "method": (truncates ? "copytruncate" : rule.copy ? "copy" : "create") + (streamed ? "+gzip" : ""),
             ].merging(extra) { $1 }))
         }
         return Rotated(log: log, archive: archiveName, dispose: dispose)
@@ -641,7 +758,7 @@ final class LogRotator {
             defer { close(fd) }
             if fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
             if fchmod(fd, mode) != 0 { fail(log.path, "\(SystemError("chmod", path: log.path))") }
-            if let (old, _) = try? log.dir.openRegular(archive, flags: O_RDONLY) {
+            if let (old, _) = try? log.archiveDir.openRegular(archive, flags: O_RDONLY) {
                 defer { close(old) }
                 if let e = FileACL.copy(from: old, to: fd, path: log.path) { fail(log.path, "create: \(e)") }
             }
@@ -659,8 +776,11 @@ final class LogRotator {
     /// Copies the log into `to` and truncates it, leaving the smallest
     /// window: bulk copy and fsync first, then copy what was appended
     /// meanwhile and truncate immediately.
-    static func copyTruncate(dir: SafeDirectory, name: String, to: String) throws {
-        let (src, st) = try dir.openRegular(name, flags: O_RDWR)
+    /// With `into`, the copy goes there (`olddir`); without `truncate`
+    /// (logrotate's `copy`) the log is only read.
+    static func copyTruncate(dir logDir: SafeDirectory, name: String, into: SafeDirectory? = nil, to: String, truncate: Bool = true) throws {
+        let dir = into ?? logDir
+        let (src, st) = try logDir.openRegular(name, flags: truncate ? O_RDWR : O_RDONLY)
         defer { close(src) }
         // Never interleaved with an emergency truncate of the same log.
         _ = flock(src, LOCK_EX)
@@ -700,7 +820,7 @@ final class LogRotator {
                     let n = buffer.withUnsafeMutableBytes { pread(src, $0.baseAddress, want, at) }
                     if n < 0 {
                         if errno == EINTR { continue }
-                        throw SystemError("read", path: dir.child(name))
+                        throw SystemError("read", path: logDir.child(name))
                     }
                     if n == 0 { break }
                     try DurableFile.writeAll(fd: dst, Array(buffer[0..<n]), path: dir.child(to))
@@ -715,7 +835,9 @@ final class LogRotator {
         guard fsync(dst) == 0 else { throw SystemError("fsync", path: dir.child(to)) }
         // The window: what the writer appended since, then truncate at once.
         try drain()
-        guard ftruncate(src, 0) == 0 else { throw SystemError("truncate", path: dir.child(name)) }
+        if truncate {
+            guard ftruncate(src, 0) == 0 else { throw SystemError("truncate", path: logDir.child(name)) }
+        }
         ok = true
         _ = fsync(dst)
     }
@@ -754,21 +876,21 @@ final class LogRotator {
         }
         for r in rotated {
             for d in r.dispose {
-                _ = delete(d.name, in: r.log.dir, reason: d.reason, expected: d.stat)
+                _ = delete(d.name, in: r.log.archiveDir, reason: d.reason, expected: d.stat)
             }
             if rule.rotate == 0 {
                 // rotate 0: no archive is kept.
                 if dryRun {
-                    actions.append(RotationAction(kind: .delete, path: r.log.dir.child(r.archive), detail: "(rotate 0)", dryRun: true))
+                    actions.append(RotationAction(kind: .delete, path: r.log.archiveDir.child(r.archive), detail: "(rotate 0)", dryRun: true))
                 } else {
-                    _ = delete(r.archive, in: r.log.dir, reason: "rotate 0", expected: nil)
+                    _ = delete(r.archive, in: r.log.archiveDir, reason: "rotate 0", expected: nil)
                 }
                 continue
             }
             if rule.compress {
                 if dryRun {
                     // Nothing was moved, so the archives on disk are not yet the ones to compress.
-                    let target = rule.delayCompress ? "the previous archive of \(r.log.path)" : r.log.dir.child(r.archive)
+                    let target = rule.delayCompress ? "the previous archive of \(r.log.path)" : r.log.archiveDir.child(r.archive)
                     actions.append(RotationAction(kind: .compress, path: target, detail: "", dryRun: true))
                 } else {
                     _ = compressArchives(of: r.log, rule: rule, keepNewestPlain: rule.delayCompress)
@@ -786,7 +908,7 @@ final class LogRotator {
     /// with `dateext`, numbered without), like logrotate, which never
     /// touches archives of the other naming.
     func compressArchives(of log: LogFile, rule: LogRotationConfig, keepNewestPlain: Bool, ofRuleOnly: Bool = true) -> Int64 {
-        let archives = Archive.list(of: log.name, in: log.dir).sorted(by: Archive.newestFirst)
+        let archives = Archive.list(log.naming, in: log.archiveDir).sorted(by: Archive.newestFirst)
             .filter { !ofRuleOnly || $0.isDated == rule.dateExt }
         var candidates = archives.filter { !$0.kind.isCompressed }
         if keepNewestPlain, let newest = archives.first, !newest.kind.isCompressed {
@@ -796,26 +918,26 @@ final class LogRotator {
         var postponed = false
         for a in candidates {
             if options.stop.isStopped { break }
-            if protected.contains(path: log.dir.child(a.name), stat: a.stat) {
-                refuse(log.dir.child(a.name), reason: "a database file; guardian never touches it")
+            if protected.contains(path: log.archiveDir.child(a.name), stat: a.stat) {
+                refuse(log.archiveDir.child(a.name), reason: "a database file; guardian never touches it")
                 continue
             }
-            if exists(a.name + ".gz", in: log.dir), !moveAside(a.name + ".gz", in: log.dir, log: log) { continue }
-            actions.append(RotationAction(kind: .compress, path: log.dir.child(a.name), detail: "-> \(a.name).gz", dryRun: dryRun))
+            if exists(a.name + ".gz", in: log.archiveDir), !moveAside(a.name + ".gz", in: log.archiveDir, log: log) { continue }
+            actions.append(RotationAction(kind: .compress, path: log.archiveDir.child(a.name), detail: "-> \(a.name).gz", dryRun: dryRun))
             guard !dryRun else { continue }
-            switch Compressor.compress(dir: log.dir, name: a.name, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop, isOpen: isOpen) {
+            switch Compressor.compress(dir: log.archiveDir, name: a.name, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop, isOpen: isOpen) {
             case .compressed(let before, let after):
                 freed += max(0, before - after)
                 events.append(DiskEvent(.logCompressed, [
-                    "path": log.dir.child(a.name) + ".gz", "bytes_before": "\(before)", "bytes_after": "\(after)",
+                    "path": log.archiveDir.child(a.name) + ".gz", "bytes_before": "\(before)", "bytes_after": "\(after)",
                     "bytes_freed": "\(max(0, before - after))",
                 ]))
             case .postponed(let why):
                 postponed = true
-                actions.append(RotationAction(kind: .postpone, path: log.dir.child(a.name), detail: "(\(why))", dryRun: dryRun))
-                events.append(DiskEvent(.logCompressPostponed, level: .notice, ["path": log.dir.child(a.name), "reason": why]))
+                actions.append(RotationAction(kind: .postpone, path: log.archiveDir.child(a.name), detail: "(\(why))", dryRun: dryRun))
+                events.append(DiskEvent(.logCompressPostponed, level: .notice, ["path": log.archiveDir.child(a.name), "reason": why]))
             case .failed(let error):
-                fail(log.path, "compress \(log.dir.child(a.name)): \(error); the archive was kept as it was")
+                fail(log.path, "compress \(log.archiveDir.child(a.name)): \(error); the archive was kept as it was")
             }
         }
         if postponed { pendingCompress.insert(log.path) }
@@ -851,9 +973,11 @@ final class LogRotator {
 
     private func isBeyondPolicy(_ a: Archive, among all: [Archive], rule: LogRotationConfig, now: Date) -> Bool {
         if let maxAge = rule.maxAge, now.timeIntervalSince(a.stat.modificationDate) > maxAge.seconds { return true }
+        // rotate -1: kept, however many.
+        guard rule.rotate >= 0 else { return false }
         switch a.kind {
         case .numbered(let i, _):
-            return i > max(rule.rotate, 0)
+            return i >= rule.start + rule.rotate
         case .dated:
             let dated = all.filter { if case .dated = $0.kind { return true } else { return false } }
                 .sorted(by: Archive.newestFirst)

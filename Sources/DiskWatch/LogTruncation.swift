@@ -33,8 +33,13 @@ enum LogTruncation {
     /// to the `.gz` as a second gzip member (stored, not compressed: it is
     /// small). The free space needed is the size of the `.gz`, never the log's.
     /// On any failure (ENOSPC included) the `.gz` goes and the log stays.
-    static func copyTruncateCompressed(dir: SafeDirectory, name: String, to gzName: String, stop: StopSignal) throws -> Streamed {
-        let (src, st) = try dir.openRegular(name, flags: O_RDWR)
+    /// With `into`, the `.gz` goes there (`olddir`); without `truncate`
+    /// (logrotate's `copy`) the log is only read.
+    static func copyTruncateCompressed(
+        dir logDir: SafeDirectory, name: String, into: SafeDirectory? = nil, to gzName: String, truncate: Bool = true, stop: StopSignal
+    ) throws -> Streamed {
+        let dir = into ?? logDir
+        let (src, st) = try logDir.openRegular(name, flags: truncate ? O_RDWR : O_RDONLY)
         defer { close(src) }
         _ = flock(src, LOCK_EX)
         let plainName = gzName.hasSuffix(".gz") ? String(gzName.dropLast(3)) : gzName
@@ -49,7 +54,7 @@ enum LogTruncation {
         _ = fchown(out, st.st_uid, st.st_gid)
         _ = fchmod(out, st.st_mode & 0o7777)
         FileACL.copy(from: src, to: out, path: dir.child(gzName))
-        guard lseek(src, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: dir.child(name)) }
+        guard lseek(src, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: logDir.child(name)) }
 
         // gzip passes while much is left (the writer may be fast); then the
         // rest in memory, and the truncate right after the read that found the end.
@@ -57,14 +62,14 @@ enum LogTruncation {
         while true {
             let offset = lseek(src, 0, SEEK_CUR)
             var now = stat()
-            guard offset >= 0, fstat(src, &now) == 0 else { throw SystemError("fstat", path: dir.child(name)) }
+            guard offset >= 0, fstat(src, &now) == 0 else { throw SystemError("fstat", path: logDir.child(name)) }
             let remaining = Int64(now.st_size) - Int64(offset)
             if remaining <= 64 << 10 || passes >= 4 { break }
             passes += 1
             let timeout = Duration.seconds(60 + remaining / 5_000_000)
             let outcome = try Subprocess.runBlocking([Compressor.gzipPath, "-c"], stdin: src, stdout: out, timeout: timeout, handle: stop.child)
             guard outcome.succeeded else {
-                throw SystemError(stop.isStopped ? "gzip (guardian is stopping)" : "gzip \(outcome.summary)", path: dir.child(name), code: EIO)
+                throw SystemError(stop.isStopped ? "gzip (guardian is stopping)" : "gzip \(outcome.summary)", path: logDir.child(name), code: EIO)
             }
         }
         let start = lseek(src, 0, SEEK_CUR)
@@ -74,12 +79,14 @@ enum LogTruncation {
             let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw SystemError("read", path: dir.child(name))
+                throw SystemError("read", path: logDir.child(name))
             }
             if n == 0 { break }
             rest += buffer[0..<n]
         }
-        guard ftruncate(src, 0) == 0 else { throw SystemError("truncate", path: dir.child(name)) }
+        if truncate {
+            guard ftruncate(src, 0) == 0 else { throw SystemError("truncate", path: logDir.child(name)) }
+        }
         // From here on the lines are only in `rest` and the temporary file: keep it whatever happens.
         keep = true
         var problem: Error?

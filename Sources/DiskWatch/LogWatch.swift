@@ -28,7 +28,7 @@ enum LogWatch {
                     if name.hasSuffix(".gz") || name.hasSuffix(Compressor.tempSuffix) { continue }
                     if names.contains(where: { other in
                         other != path && (other as NSString).deletingLastPathComponent == dir
-                            && Archive.parse(name, base: (other as NSString).lastPathComponent) != nil
+                            && ArchiveNaming(log: (other as NSString).lastPathComponent, rule: rule).parse(name) != nil
                     }) { continue }
                     var st = stat()
                     guard lstat(path, &st) == 0, st.isRegular, !protected.contains(path: path, stat: st) else { continue }

@@ -17,6 +17,8 @@ enum RotationTrigger: String, Sendable {
 public struct RotationAction: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable {
         case rotate, create, truncate, compress, delete, postrotate, postpone, skip, refuse, fail
+        /// `copy`: copied, the log left as it was.
+        case copy
     }
 
     public var kind: Kind
@@ -30,6 +32,7 @@ public struct RotationAction: Sendable, Equatable, CustomStringConvertible {
         case .rotate: verb = dryRun ? "would rotate" : "rotated"
         case .create: verb = dryRun ? "would create" : "created"
         case .truncate: verb = dryRun ? "would copy and truncate" : "copied and truncated"
+        case .copy: verb = dryRun ? "would copy" : "copied"
         case .compress: verb = dryRun ? "would compress" : "compressed"
         case .delete: verb = dryRun ? "would delete" : "deleted"
         case .postrotate: verb = dryRun ? "would run postrotate" : "ran postrotate"

@@ -71,6 +71,11 @@ final class SafeDirectory {
         guard renameat(fd, from, fd, to) == 0 else { throw SystemError("rename \(from) to", path: child(to)) }
     }
 
+    /// Renames an entry into another directory (`olddir`), by both descriptors.
+    func rename(_ from: String, into other: SafeDirectory, _ to: String) throws {
+        guard renameat(fd, from, other.fd, to) == 0 else { throw SystemError("rename \(child(from)) to", path: other.child(to)) }
+    }
+
     func unlink(_ name: String) throws {
         guard unlinkat(fd, name, 0) == 0 else { throw SystemError("unlink", path: child(name)) }
     }

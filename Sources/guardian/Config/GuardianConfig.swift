@@ -439,7 +439,8 @@ extension GuardianConfig {
             throw pathsNode.error("\"\(p)\" must not contain .. components")
         }
         var r = LogRotationConfig(paths: paths)
-        if let v = try m.optional("rotate", { try $0.int(in: 0...10000) }) { r.rotate = v }
+        // -1: keep every archive (logrotate's `rotate -1`).
+        if let v = try m.optional("rotate", { try $0.int(in: -1...10000) }) { r.rotate = v }
         r.size = try m.optional("size") { try $0.bytes() }
         r.minSize = try m.optional("minsize") { try $0.bytes() }
         r.maxSize = try m.optional("maxsize") { try $0.bytes() }
@@ -481,11 +482,49 @@ extension GuardianConfig {
                 r.createGroup = parts.count > 2 ? parts[2] : nil
             }
         }
+        if let n = m.optional("dateformat") {
+            let text = try n.string()
+            if let problem = LogRotationConfig.dateFormatProblem(text) { throw n.error("\"\(text)\" \(problem)") }
+            r.dateFormat = text
+        }
+        if let v = try m.optional("dateyesterday", { try $0.bool() }) { r.dateYesterday = v }
+        if let n = m.optional("olddir") {
+            let text = try n.string()
+            try n.noControlCharacters(text)
+            r.oldDir = text
+        }
+        if let n = m.optional("createolddir") {
+            // "0750 app adm" like create (mode, then optional owner and group), or true/false.
+            let text = try n.string()
+            switch text.lowercased() {
+            case "true", "yes", "on": r.createOldDir = LogRotationConfig.FileCreation()
+            case "false", "no", "off": r.createOldDir = nil
+            default:
+                let parts = text.split(separator: " ").map(String.init)
+                guard let first = parts.first, let mode = UInt16(first, radix: 8), mode <= 0o7777, parts.count <= 3 else {
+                    throw n.error("must be \"MODE [OWNER [GROUP]]\", e.g. \"0750 app adm\", or true/false")
+                }
+                r.createOldDir = LogRotationConfig.FileCreation(mode: mode, owner: parts.count > 1 ? parts[1] : nil, group: parts.count > 2 ? parts[2] : nil)
+            }
+            if r.createOldDir != nil, r.oldDir == nil { throw n.error("needs olddir (the directory to create)") }
+        }
+        if let v = try m.optional("start", { try $0.int(in: 0...1_000_000) }) { r.start = v }
+        if let n = m.optional("extension") {
+            let text = try n.string()
+            guard !text.contains("/") else { throw n.error("must not contain /") }
+            try n.noControlCharacters(text)
+            r.fileExtension = text
+        }
+        r.minAge = try m.optional("minage") { try $0.duration() }
+        if let v = try m.optional("copy", { try $0.bool() }) { r.copy = v }
         if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
         if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
         if let v = try m.optional("emergency-truncate", parseEmergencyTruncate) { r.emergencyTruncate = v }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")
+        }
+        if r.copy, r.createMode != nil {
+            throw node.error("copy and create exclude each other (copy leaves the log as it is)")
         }
         if let min = r.minSize, let max = r.maxSize, min > max {
             throw node.error("minsize (\(min)) must not be above maxsize (\(max))")
