@@ -1,7 +1,8 @@
 import Foundation
 import Platform
 
-/// A rotated copy of a log: `name.N[.gz]` or `name-YYYYMMDD[HH[MMSS]][.gz]`.
+/// A rotated copy of a log: `name.N[.gz]` or `name-YYYYMMDD[HH[MMSS]][.gz]`
+/// (compressed with any extension of `CompressProgram.recognised`).
 struct Archive {
     enum Kind: Equatable {
         case numbered(Int, compressed: Bool)
@@ -18,11 +19,12 @@ struct Archive {
     var kind: Kind
     var stat: stat
 
-    static func parse(_ entry: String, base: String) -> Kind? {
+    static func parse(_ entry: String, base: String, exts: [String] = CompressProgram.knownExtensions) -> Kind? {
         guard entry.hasPrefix(base), entry.count > base.count + 1 else { return nil }
         var rest = Substring(entry.dropFirst(base.count))
-        let compressed = rest.hasSuffix(".gz")
-        if compressed { rest = rest.dropLast(3) }
+        let ext = exts.first { !$0.isEmpty && rest.hasSuffix($0) }
+        let compressed = ext != nil
+        if let ext { rest = rest.dropLast(ext.count) }
         guard let first = rest.first else { return nil }
         let digits = rest.dropFirst()
         guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
@@ -32,11 +34,11 @@ struct Archive {
     }
 
     /// The regular-file archives of `base` in `dir` (symbolic links are not archives).
-    static func list(of base: String, in dir: SafeDirectory) -> [Archive] {
+    static func list(of base: String, in dir: SafeDirectory, exts: [String] = CompressProgram.knownExtensions) -> [Archive] {
         guard let entries = try? dir.entries() else { return [] }
         var out: [Archive] = []
         for entry in entries {
-            guard let kind = parse(entry, base: base), let st = dir.lstat(entry), st.isRegular else { continue }
+            guard let kind = parse(entry, base: base, exts: exts), let st = dir.lstat(entry), st.isRegular else { continue }
             out.append(Archive(name: entry, kind: kind, stat: st))
         }
         return out
@@ -72,6 +74,15 @@ enum Accounts {
         var buffer = [CChar](repeating: 0, count: 16 * 1024)
         guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
         return entry.pw_uid
+    }
+
+    /// The primary group of a user (`su USER` without a group).
+    static func primaryGroup(_ uid: uid_t) -> gid_t? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.pw_gid
     }
 
     static func gid(_ name: String) -> gid_t? {

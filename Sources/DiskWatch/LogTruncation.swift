@@ -46,7 +46,7 @@ enum LogTruncation {
             close(out)
             if !keep { try? dir.unlink(tmpName) }
         }
-        _ = fchown(out, st.st_uid, st.st_gid)
+        if ThreadCredentials.current.uid == 0 { _ = fchown(out, st.st_uid, st.st_gid) }
         _ = fchmod(out, st.st_mode & 0o7777)
         FileACL.copy(from: src, to: out, path: dir.child(gzName))
         guard lseek(src, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: dir.child(name)) }
