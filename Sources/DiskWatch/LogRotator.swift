@@ -29,9 +29,17 @@ import Synchronization
 /// all or by a non-root group is refused (logrotate's check without `su`);
 /// copies keep holes and ACLs.
 ///
-/// Differences, on purpose: postrotate runs once per rule after all its logs
-/// rotated (logrotate's `sharedscripts`), as an argv without a shell; a
-/// pattern never rotates a file that is an archive of another match (no
+/// Scripts (`firstaction`, `prerotate`, `postrotate`, `lastaction`) run in
+/// logrotate's order with its failure semantics (see `rotateRule`), once
+/// per rule (`sharedscripts`, guardian's default) or per log; a YAML list
+/// is an argv without a shell, a string shell text with logrotate's
+/// arguments. `compresscmd` replaces gzip (`CompressProgram`); `su` runs a
+/// rule's file work with the user's filesystem credentials on this thread
+/// (`ThreadCredentials`).
+///
+/// Differences, on purpose: with `sharedscripts`, postrotate runs even when
+/// one log of the rule failed to rotate (the others' writers must reopen;
+/// logrotate skips it); a pattern never rotates a file that is an archive of another match (no
 /// `app.log.1.1`); an archive is compressed only once no process holds it
 /// open (else it is postponed and retried), so the writer's last lines reach
 /// the `.gz`; symbolic links are never rotated, followed or compressed.
@@ -589,7 +597,7 @@ final class LogRotator {
             actions.append(RotationAction(kind: .truncate, path: log.path, detail: "-> \(dir.child(archiveName))", dryRun: dryRun))
             if !dryRun {
                 do {
-                    let r = try LogTruncation.copyTruncateCompressed(dir: dir, name: log.name, to: archiveName, stop: options.stop)
+                    let r = try LogTruncation.copyTruncateCompressed(dir: dir, name: log.name, to: archiveName, stop: options.stop, runAs: suActive?.user)
                     extra = ["bytes_copied": "\(r.copied)", "bytes_after": "\(r.compressed)"]
                 } catch {
                     fail(log.path, "copytruncate: \(error); the log was left as it was")

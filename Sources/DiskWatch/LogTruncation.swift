@@ -33,7 +33,8 @@ enum LogTruncation {
     /// to the `.gz` as a second gzip member (stored, not compressed: it is
     /// small). The free space needed is the size of the `.gz`, never the log's.
     /// On any failure (ENOSPC included) the `.gz` goes and the log stays.
-    static func copyTruncateCompressed(dir: SafeDirectory, name: String, to gzName: String, stop: StopSignal) throws -> Streamed {
+    /// `runAs`: under `su`, the user gzip runs as (`Compressor.dropPrivileges`).
+    static func copyTruncateCompressed(dir: SafeDirectory, name: String, to gzName: String, stop: StopSignal, runAs: ThreadCredentials? = nil) throws -> Streamed {
         let (src, st) = try dir.openRegular(name, flags: O_RDWR)
         defer { close(src) }
         _ = flock(src, LOCK_EX)
@@ -62,7 +63,8 @@ enum LogTruncation {
             if remaining <= 64 << 10 || passes >= 4 { break }
             passes += 1
             let timeout = Duration.seconds(60 + remaining / 5_000_000)
-            let outcome = try Subprocess.runBlocking([Compressor.gzipPath, "-c"], stdin: src, stdout: out, timeout: timeout, handle: stop.child)
+            let outcome = try Subprocess.runBlocking(
+                Compressor.dropPrivileges([Compressor.gzipPath, "-c"], to: runAs), stdin: src, stdout: out, timeout: timeout, handle: stop.child)
             guard outcome.succeeded else {
                 throw SystemError(stop.isStopped ? "gzip (guardian is stopping)" : "gzip \(outcome.summary)", path: dir.child(name), code: EIO)
             }

@@ -343,6 +343,32 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         #expect(ThreadCredentials.current == ThreadCredentials(uid: 0, gid: 0))
     }
 
+    @Test func suWithStreamedCopytruncateCompressMatchesLogrotate() throws {
+        let t = try ScriptTwin()
+        let nobody = try #require(Accounts.uid("nobody"))
+        let nogroup = try #require(Accounts.gid("nogroup"))
+        t.each { chown($0, nobody, nogroup); chmod($0, 0o777) }
+        for round in 1...2 {
+            t.writeRound(round)
+            t.each { chmod($0 + "/app.log", 0o666) }
+            #expect(try t.logrotate("rotate 2\ncompress\ncopytruncate\nsu nobody nogroup").succeeded)
+            var rule = LogRotationConfig(paths: [], rotate: 2, compress: true, copyTruncate: true)
+            rule.suUser = "nobody"
+            rule.suGroup = "nogroup"
+            let g = t.guardian(rule)
+            #expect(!g.events.contains { $0.level >= .error }, "\(g.events)")
+            t.expectSameNames("after round \(round)")
+            for name in DiskKit.names(t.g) {
+                let a = owner("\(t.lr)/\(name)")
+                let b = owner("\(t.g)/\(name)")
+                #expect(a?.uid == b?.uid && a?.gid == b?.gid, "owner of \(name)")
+                #expect(try decompressed("\(t.lr)/\(name)") == (try decompressed("\(t.g)/\(name)")), "content of \(name)")
+            }
+        }
+        #expect(owner(t.g + "/app.log.1.gz")?.uid == nobody)
+        #expect(owner(t.g + "/app.log")?.uid == 0)
+    }
+
     @Test func suWithoutWritePermissionFailsAndLosesNothing() throws {
         let t = try ScriptTwin()
         t.writeRound(1)
@@ -394,6 +420,18 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
 
     // MARK: - Configuration
 
+    @Test func checkConfigReportsAMissingCompressCommandAndAnUnknownSuUser() {
+        var rule = LogRotationConfig(paths: ["/var/log/app.log"], compress: true)
+        rule.compressCommand = "/no/such/zstd"
+        rule.suUser = "no-such-user-here"
+        rule.postRotate = .shell("kill -HUP $(cat /run/app.pid)")
+        let problems = DiskConfig(logs: [rule]).problems(protectedPaths: [])
+        #expect(problems.contains { $0.isError && $0.key == "logs[0].compresscmd" })
+        #expect(problems.contains { $0.isError && $0.key == "logs[0].su" && $0.message.contains("no-such-user-here") })
+        // A shell script is not looked up as a program.
+        #expect(!problems.contains { $0.key == "logs[0].postrotate" })
+    }
+
     @Test func yamlScriptsCompressionAndSu() throws {
         let c = try GuardianConfig.parse(text: """
             disk:
@@ -433,5 +471,7 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         var other = LogRotationConfig(paths: [])
         other.compressCommand = "/opt/bin/mycompress"
         #expect(CompressProgram(other).ext == ".gz")
+        #expect(DiskConfigTests.error("disk:\n  logs:\n    - paths: [/a.log]\n      prerotate: []\n")
+            == "/etc/guardian/guardian.yml:4: disk.logs[0].prerotate: must not be an empty list")
     }
 }
