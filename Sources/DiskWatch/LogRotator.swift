@@ -855,7 +855,7 @@ final class LogRotator {
             fail(path, "su \(rule.suUser ?? ""): \(error); nothing was changed")
             return nil
         }
-        guard let user else { return body() }
+        guard let user, user != ThreadCredentials.current else { return body() }
         do {
             let original = ThreadCredentials.current
             return try ThreadCredentials.with(user) {
