@@ -10,6 +10,9 @@
 #include <spawn.h>
 #include <stddef.h>
 #include <sys/xattr.h>  // fgetxattr/fsetxattr: POSIX ACLs kept across log rotation
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 /// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
 /// fork/exec could inherit the pipe.
@@ -25,5 +28,15 @@ struct mallinfo2 {
     size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
 };
 extern struct mallinfo2 mallinfo2(void);
+
+/// The calling thread's own filesystem credentials, by raw system calls:
+/// glibc's setgroups() (like setuid/setgid) changes every thread of the
+/// process; the kernel calls change only the calling one. setfsuid and
+/// setfsgid return the previous id (pass (uid_t)-1 to only read it).
+static inline long guardian_thread_setfsuid(uid_t uid) { return syscall(SYS_setfsuid, uid); }
+static inline long guardian_thread_setfsgid(gid_t gid) { return syscall(SYS_setfsgid, gid); }
+static inline long guardian_thread_setgroups(size_t count, const gid_t *list) {
+    return syscall(SYS_setgroups, count, list);
+}
 
 #endif

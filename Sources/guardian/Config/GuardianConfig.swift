@@ -454,13 +454,14 @@ extension GuardianConfig {
         if let v = try m.optional("copytruncate", { try $0.bool() }) { r.copyTruncate = v }
         if let v = try m.optional("allowhardlink", { try $0.bool() }) { r.allowHardLink = v }
         if let su = m.optional("su") {
-            // logrotate's `su USER GROUP`: rotate in a directory writable by
-            // others. guardian rotates as root only, so only `root root`.
-            let parts = try su.string().split(separator: " ").map(String.init)
-            guard parts.count == 2, ["root", "0"].contains(parts[0]), ["root", "0"].contains(parts[1]) else {
-                throw su.error("only \"root root\" is supported (guardian rotates as root; rotating as another user is not implemented)")
+            // logrotate's `su USER [GROUP]`: the rule's files are rotated,
+            // created and compressed as that user (see ThreadCredentials).
+            let parts = try su.string().split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard (1...2).contains(parts.count) else {
+                throw su.error("must be \"USER GROUP\" (e.g. \"www-data adm\")")
             }
-            r.suRoot = true
+            r.suUser = parts[0]
+            r.suGroup = parts.count > 1 ? parts[1] : nil
         }
         if let create = m.optional("create") {
             // "0640 app adm", like logrotate's `create` directive; `true`
@@ -517,8 +518,37 @@ extension GuardianConfig {
         }
         r.minAge = try m.optional("minage") { try $0.duration() }
         if let v = try m.optional("copy", { try $0.bool() }) { r.copy = v }
-        if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
+        // A YAML list: an argv run without a shell. A string: shell text run
+        // by `/bin/sh -c TEXT logrotate_script $1 [$2]`, like logrotate.
+        func script(_ n: ConfigNode) throws -> LogRotationConfig.RotationScript {
+            if case .scalar = n.node { return .shell(try n.string()) }
+            let argv = try n.sequence().map { try $0.string() }
+            guard !argv.isEmpty else { throw n.error("must not be an empty list") }
+            return .argv(argv)
+        }
+        r.preRotate = try m.optional("prerotate", script)
+        r.postRotate = try m.optional("postrotate", script)
+        r.firstAction = try m.optional("firstaction", script)
+        r.lastAction = try m.optional("lastaction", script)
+        if let v = try m.optional("sharedscripts", { try $0.bool() }) { r.sharedScripts = v }
         if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
+        r.compressCommand = try m.optional("compresscmd") { n -> String in
+            let cmd = try n.string()
+            try n.noControlCharacters(cmd)
+            return cmd
+        }
+        r.compressOptions = try m.optional("compressoptions") { n -> [String] in
+            if case .scalar = n.node {
+                return try n.scalar().split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            }
+            return try n.sequence().map { try $0.string() }
+        }
+        r.compressExt = try m.optional("compressext") { n -> String in
+            let ext = try n.string()
+            guard !ext.contains("/") else { throw n.error("\"\(ext)\" must not contain /") }
+            try n.noControlCharacters(ext)
+            return ext
+        }
         if let v = try m.optional("emergency-truncate", parseEmergencyTruncate) { r.emergencyTruncate = v }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")

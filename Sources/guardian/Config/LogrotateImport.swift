@@ -62,10 +62,6 @@ struct LogrotateImport {
         ",v", ".bak", ".cfsaved", ".disabled", ".dpkg-bak", ".dpkg-del", ".dpkg-dist", ".dpkg-new", ".dpkg-old",
         ".dpkg-tmp", ".rhn-cfg-tmp-*", ".rpmnew", ".rpmorig", ".rpmsave", ".swp", ".ucf-dist", ".ucf-new", ".ucf-old", "~",
     ]
-    /// `compresscmd` programs whose extension logrotate knows.
-    static let compressExtensions = ["gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst", "compress": ".Z", "zip": "zip"]
-    /// The `dateformat` specifiers logrotate 3.21 accepts.
-    static let dateSpecifiers: Set<Character> = ["Y", "m", "d", "H", "M", "S", "V", "s"]
 
     private(set) var imported: [Imported] = []
     private var defaults = Settings.logrotateDefaults
@@ -306,7 +302,7 @@ struct LogrotateImport {
         let script = LogRotationConfig.RotationScript.shell(text)
         switch kind {
         case .prerotate: r.preRotate = script
-        case .postrotate: r.postRotate = ["/bin/sh", "-c", text]
+        case .postrotate: r.postRotate = script
         case .firstaction: r.firstAction = script
         case .lastaction: r.lastAction = script
         case .preremove:
@@ -407,22 +403,12 @@ struct LogrotateImport {
             guard !words.isEmpty else { throw error("no user for su") }
             guard words.count >= 2 else { throw error("no group for su") }
             guard words.count == 2 else { throw error("extra arguments for su") }
-            guard ["root", "0"].contains(words[0]), ["root", "0"].contains(words[1]) else {
-                throw refuse("su to a user other than root: guardian rotates as root")
-            }
-            s.rule.suRoot = true
             s.rule.suUser = words[0]
             s.rule.suGroup = words[1]
             return true
         case "dateformat":
             let v = try value()
-            var it = v.makeIterator()
-            while let ch = it.next() {
-                guard ch == "%" else { continue }
-                guard let spec = it.next(), Self.dateSpecifiers.contains(spec) else {
-                    throw error("\"\(v)\": logrotate allows only %Y %m %d %H %M %S %V %s")
-                }
-            }
+            if let problem = LogRotationConfig.dateFormatProblem(v) { throw error("\"\(v)\" \(problem)") }
             s.rule.dateFormat = v
             return true
         case "olddir":
@@ -437,7 +423,9 @@ struct LogrotateImport {
         case "compresscmd":
             let v = try path(try value(), key: key, error: error)
             s.rule.compressCommand = v
-            if let ext = Self.compressExtensions[(v as NSString).lastPathComponent] { s.rule.compressExt = ext }
+            // Like logrotate: a known program sets its extension (over an
+            // earlier compressext), another keeps the previous one.
+            if let ext = LogRotationConfig.compressExtension(ofCommand: v) { s.rule.compressExt = ext }
             return true
         case "compressext":
             s.rule.compressExt = try path(try value(), key: key, error: error)
@@ -484,6 +472,8 @@ struct LogrotateImport {
             r.size = nil
             r.frequency = f
         }
+        // createolddir acts only with an olddir (logrotate ignores it otherwise).
+        if r.oldDir == nil { r.createOldDir = nil }
         // copy and copytruncate leave the log in place: logrotate creates nothing then.
         if r.copy || r.copyTruncate {
             r.create = false
@@ -642,7 +632,7 @@ extension GuardianConfig {
                 out += "      create: \(q([mode, l.createOwner, l.createGroup].compactMap { $0 }.joined(separator: " ")))\n"
             }
         }
-        if let u = l.suUser { out += "      su: \(q("\(u) \(l.suGroup ?? "")"))\n" } else if l.suRoot { out += "      su: \"root root\"\n" }
+        if let u = l.suUser { out += "      su: \(q([u, l.suGroup].compactMap { $0 }.joined(separator: " ")))\n" }
         if let v = l.compressCommand { out += "      compresscmd: \(q(v))\n" }
         if let v = l.compressOptions { out += "      compressoptions: [\(v.map(q).joined(separator: ", "))]\n" }
         if let v = l.compressExt { out += "      compressext: \(q(v))\n" }
@@ -655,7 +645,7 @@ extension GuardianConfig {
         }
         script("firstaction", l.firstAction)
         script("prerotate", l.preRotate)
-        if !l.postRotate.isEmpty { out += "      postrotate: [\(l.postRotate.map(q).joined(separator: ", "))]\n" }
+        script("postrotate", l.postRotate)
         script("lastaction", l.lastAction)
         if l.postRotateTimeout != base.postRotateTimeout { out += "      postrotate-timeout: \(d(l.postRotateTimeout))\n" }
         switch l.emergencyTruncate {
