@@ -152,6 +152,10 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// `sharedscripts` (guardian's default, scripts once per rule) or
     /// `nosharedscripts` (false: pre/postrotate once per rotated log, with that log as $1).
     public var sharedScripts = true
+    /// `$1` of shared scripts: a logrotate stanza's path list as written
+    /// before its `{` (set by the logrotate import, so a script sees what it
+    /// saw under logrotate); nil: the paths joined by spaces, then a space.
+    public var scriptPattern: String?
     /// `compresscmd`, `compressoptions`, `compressext` (nil: the built-in gzip, ".gz").
     public var compressCommand: String?
     public var compressOptions: [String]?

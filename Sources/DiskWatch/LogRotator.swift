@@ -873,7 +873,7 @@ final class LogRotator {
     private func rotateRule(_ rule: LogRotationConfig, due: [(log: LogFile, reason: String)], trigger: RotationTrigger) -> Int {
         guard !due.isEmpty else { return 0 }
         // As logrotate passes them: the text before `{`, its space included.
-        let patterns = rule.paths.joined(separator: " ") + " "
+        let patterns = rule.scriptPattern ?? (rule.paths.joined(separator: " ") + " ")
         func skipAll(_ why: String) {
             for d in due { actions.append(RotationAction(kind: .skip, path: d.log.path, detail: "(\(why))", dryRun: dryRun)) }
         }

@@ -434,6 +434,7 @@ private final class FixtureTwin {
             let outcome = try t.rotate(force: round <= 4)
             #expect(outcome.succeeded, "round \(round): logrotate \(outcome.summary)")
             try t.expectSame("\(name) round \(round)")
+            #expect(t.scriptRuns(t.lr) == t.scriptRuns(t.g), "\(name) round \(round): scripts run")
             // Not vacuous: the forced rounds made archives.
             if round >= 2 { #expect(try t.tree(t.lr).keys.contains { $0.hasSuffix(".1") || $0.hasSuffix(".1.gz") }, "\(name)") }
         }

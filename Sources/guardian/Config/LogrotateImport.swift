@@ -155,6 +155,8 @@ struct LogrotateImport {
     private struct Open {
         var settings: Settings
         var patterns: [String]
+        /// The path list as written (`$1` of shared scripts).
+        var text: String
         var line: Int
         var open = false  // `{` seen
     }
@@ -201,21 +203,25 @@ struct LogrotateImport {
                     // Inside a path list: comments are whole lines (from a `#` at a line's start).
                     var k = i
                     while k < chars.count, chars[k] == " " || chars[k] == "\t" { k += 1 }
-                    if k < chars.count, chars[k] == "#", p.last == "\n" || p.isEmpty { break }
+                    if k < chars.count, chars[k] == "#", p.last == "\n" || p.isEmpty {
+                        // A comment line: skipped, its line end kept (logrotate's parseGlobString).
+                        pathText = p + "\n"
+                        break
+                    }
                     var found = false
                     while i < chars.count {
                         let c = chars[i]
                         i += 1
                         if c == "}" { throw error(lineNo, "", "unexpected } (missing previous '{')") }
                         if c == "{" { found = true; break }
-                        p.unicodeScalars.append(c == "\r" ? " " : c)
+                        p.unicodeScalars.append(c)
                     }
                     if !found {
                         pathText = p + "\n"
                         break
                     }
                     pathText = nil
-                    guard let patterns = try? ShellWords.split(p) else {
+                    guard let patterns = try? ShellWords.split(p.replacingOccurrences(of: "\r", with: " ")) else {
                         throw error(pathLine, "", "error parsing filename (an unterminated quote)")
                     }
                     guard !patterns.isEmpty else { throw error(pathLine, "", "{ expected after log file name(s)") }
@@ -230,7 +236,7 @@ struct LogrotateImport {
                             throw error(pathLine, "", "\"\(pattern)\" must not contain .. components")
                         }
                     }
-                    stanza = Open(settings: defaults, patterns: patterns, line: pathLine, open: true)
+                    stanza = Open(settings: defaults, patterns: patterns, text: p, line: pathLine, open: true)
                     continue
                 }
                 skipBlanks()
@@ -464,6 +470,7 @@ struct LogrotateImport {
     private mutating func finish(_ s: Open, file: String) throws {
         var r = s.settings.rule
         r.paths = s.patterns
+        r.scriptPattern = s.text
         switch s.settings.criterion {
         case .size(let n):
             r.size = n == 1 << 20 ? nil : n
