@@ -515,6 +515,38 @@ private final class FixtureTwin {
         #expect(t.scriptRuns(t.g).contains("firstaction ROOT/var/log/d/*.log "))
     }
 
+    /// Dated names: dateext, dateformat, dateyesterday, extension, and
+    /// maxage deleting a 40-day-old archive (one forced round: a second one
+    /// the same day would make the same name).
+    @Test func datedArchivesAndMaxageLikeLogrotate() throws {
+        let t = try FixtureTwin(files: [("dated", """
+            /var/log/f/app.log {
+                dateext
+                dateformat -%Y-%m-%d
+                dateyesterday
+                extension .log
+                maxage 30
+                rotate 5
+                compress
+            }
+            """)])
+        t.write(round: 1)
+        for side in [t.lr, t.g] {
+            for (day, age) in [("01", 40.0), ("02", 20.0)] {
+                let plain = side + "/var/log/f/app-2020-01-\(day).log"
+                DiskKit.write(plain, "archive of day \(day)\n")
+                try DiskKit.run(["gzip", plain])
+                DiskKit.setMTime(plain + ".gz", daysAgo: age)
+            }
+        }
+        let outcome = try t.rotate(force: true)
+        #expect(outcome.succeeded, "logrotate \(outcome.summary)")
+        try t.expectSame("dated")
+        let yesterday = LogRotator.dateStamp(Date().addingTimeInterval(-86400), format: "-%Y-%m-%d")
+        // No create: the log is gone until its writer makes it again (logrotate's default).
+        #expect(try t.tree(t.g).keys.sorted() == ["var/log/f/app-2020-01-02.log.gz", "var/log/f/app\(yesterday).log.gz"])
+    }
+
     /// Directives at the top of a file apply to the stanzas after it and,
     /// logrotate's way, to the files read after it from the same directory.
     @Test func globalDirectivesAcrossFilesRotateLikeLogrotate() throws {
