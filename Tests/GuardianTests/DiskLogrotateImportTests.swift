@@ -292,6 +292,13 @@ private func rules(_ text: String) throws -> [LogRotationConfig] {
         }
         let extra = error("disk:\n  logs:\n    - logrotate: \(nginx)\n      rotate: 3\n")
         #expect(extra?.hasPrefix("g.yml:4: disk.logs[0].rotate: a logrotate: entry takes its rules from the logrotate file") == true, "\(extra ?? "")")
+        let dup = error("disk:\n  logs:\n    - paths: [/var/log/nginx/*.log]\n    - logrotate: \(nginx)\n")
+        #expect(dup?.hasPrefix("g.yml:4: disk.logs[1]: /var/log/nginx/*.log (from \(nginx):1) is already rotated by a YAML rule") == true, "\(dup ?? "")")
+        let debian = try GuardianConfig.parse(
+            text: "disk:\n  logs:\n    - logrotate: \(LogrotateFixtures.directory)/btmp\n      defaults: \(LogrotateFixtures.conf)\n",
+            file: "g.yml", environment: [:])
+        // btmp says monthly and rotate 1; create comes from logrotate.conf's defaults.
+        #expect(debian.disk.logs.first?.frequency == .monthly && debian.disk.logs.first?.create == true)
         let dir = try DiskKit.tempDir("lryml")
         defer { DiskKit.remove(dir) }
         DiskKit.write(dir + "/app", "/var/log/app.log {\n  yearly\n}\n")

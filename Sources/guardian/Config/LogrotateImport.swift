@@ -555,11 +555,24 @@ extension GuardianConfig {
     static func parseLogEntries(_ node: ConfigNode) throws -> [(rule: LogRotationConfig, origin: String?)] {
         var out: [(rule: LogRotationConfig, origin: String?)] = []
         for entry in try node.sequence() {
+            let rules: [(rule: LogRotationConfig, origin: String?)]
             if case .mapping = entry.node, try entry.mapping().has("logrotate") {
-                out += try parseLogrotateEntry(entry).map { ($0.rule, "\($0.file):\($0.line)") }
+                rules = try parseLogrotateEntry(entry).map { ($0.rule, "\($0.file):\($0.line)") }
             } else {
-                out.append((try parseLogRotation(entry), nil))
+                rules = [(try parseLogRotation(entry), nil)]
             }
+            // Like logrotate's "duplicate log entry": an imported pattern in
+            // one rule only (also written as a YAML rule, or imported twice).
+            for r in rules {
+                for pattern in r.rule.paths {
+                    if let other = out.first(where: { $0.rule.paths.contains(pattern) && ($0.origin != nil || r.origin != nil) }) {
+                        let here = r.origin.map { " (from \($0))" } ?? ""
+                        let there = other.origin.map { "logrotate \($0)" } ?? "a YAML rule"
+                        throw entry.error("\(pattern)\(here) is already rotated by \(there); give each log one rule")
+                    }
+                }
+            }
+            out += rules
         }
         return out
     }
