@@ -140,8 +140,12 @@ struct LogrotateImport {
                 throw ConfigError(file: file, line: 0, key: "", message: "is not owned by root, so logrotate ignores it; chown root to import it")
             }
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw ConfigError(file: file, line: 0, key: "", message: "cannot read the file (\(String(cString: strerror(errno))))")
+        // From the descriptor checked above (no second lookup of the name).
+        let data: Data
+        do {
+            data = try FileHandle(fileDescriptor: fd, closeOnDealloc: false).readToEnd() ?? Data()
+        } catch {
+            throw ConfigError(file: file, line: 0, key: "", message: "cannot read the file (\(error.localizedDescription))")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(file: file, line: 0, key: "", message: "the file is not UTF-8 text")
@@ -158,7 +162,6 @@ struct LogrotateImport {
         /// The path list as written (`$1` of shared scripts).
         var text: String
         var line: Int
-        var open = false  // `{` seen
     }
 
     private enum ScriptKind: String { case prerotate, postrotate, firstaction, lastaction, preremove }
@@ -236,7 +239,7 @@ struct LogrotateImport {
                             throw error(pathLine, "", "\"\(pattern)\" must not contain .. components")
                         }
                     }
-                    stanza = Open(settings: defaults, patterns: patterns, text: p, line: pathLine, open: true)
+                    stanza = Open(settings: defaults, patterns: patterns, text: p, line: pathLine)
                     continue
                 }
                 skipBlanks()
