@@ -23,12 +23,6 @@ struct Archive {
     /// sorts dated archives by it); nil: sorted by name.
     var time: Int?
 
-    /// An archive of the log `base` under guardian's default naming
-    /// (compressed with any of `exts`).
-    static func parse(_ entry: String, base: String, exts: [String] = CompressProgram.knownExtensions) -> Kind? {
-        ArchiveNaming(stem: base, exts: exts).parse(entry)
-    }
-
     /// The regular-file archives of a log in `dir` (symbolic links are not archives).
     static func list(_ naming: ArchiveNaming, in dir: SafeDirectory) -> [Archive] {
         guard let entries = try? dir.entries() else { return [] }

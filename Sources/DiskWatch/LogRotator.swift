@@ -27,7 +27,13 @@ import Synchronization
 /// `.gz` is moved aside as `NAME-YYYYMMDDHH.backup`; a log with other hard
 /// links is skipped unless `allowhardlink`; a log in a directory writable by
 /// all or by a non-root group is refused (logrotate's check without `su`);
-/// copies keep holes and ACLs.
+/// copies keep holes and ACLs. Archive names follow the rule's `start`,
+/// `extension` and `dateformat` (+ `dateyesterday`; dated archives are
+/// ordered by the date they stand for), in `olddir` when set (created with
+/// `createolddir`; on another filesystem only with `copy`/`copytruncate`);
+/// `rotate -1` keeps every archive; `minage` holds back a time-based
+/// rotation of a recently written log; `copy` copies and leaves the log as
+/// it was (see `ArchiveNaming`).
 ///
 /// Scripts (`firstaction`, `prerotate`, `postrotate`, `lastaction`) run in
 /// logrotate's order with its failure semantics (see `rotateRule`), once
@@ -422,7 +428,7 @@ final class LogRotator {
             archiveDir = cached
         } else {
             var st = stat()
-            if Self.followedStat(path, &st) != 0 {
+            if fstatat(AT_FDCWD, path, &st, 0) != 0 {  // following links, like logrotate
                 let code = errno
                 guard code == ENOENT, let creation = rule.createOldDir else {
                     return problem("olddir \(path): \(String(cString: strerror(code)))\(code == ENOENT ? " (set createolddir to create it)" : "")")
@@ -448,11 +454,6 @@ final class LogRotator {
             return problem("olddir \(path) is on another filesystem than the log; logrotate allows that only with copy or copytruncate")
         }
         return archiveDir
-    }
-
-    /// stat(2), following symbolic links (logrotate's olddir may be one).
-    static func followedStat(_ path: String, _ st: inout stat) -> Int32 {
-        fstatat(AT_FDCWD, path, &st, 0)
     }
 
     /// logrotate's mkpath for `createolddir`: every missing directory of
@@ -481,7 +482,7 @@ final class LogRotator {
                 if fchmod(fd, mode) != 0 { return "\(SystemError("chmod", path: current))" }
             } else if errno == EEXIST {
                 var st = stat()
-                guard Self.followedStat(current, &st) == 0, st.isDirectory else { return "\(current) exists and is not a directory" }
+                guard fstatat(AT_FDCWD, current, &st, 0) == 0, st.isDirectory else { return "\(current) exists and is not a directory" }
             } else {
                 return "\(SystemError("mkdir", path: current))"
             }

@@ -244,6 +244,23 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         #expect(t.names("/archives") == ["app.log" + LogRotator.dateStamp(Date(), format: "-%Y%m%d") + ".gz"])
     }
 
+    @Test func aDryRunDoesNotCreateTheOlddir() throws {
+        let t = try TreeTwin()
+        t.writeRound(1)
+        var r = LogRotationConfig(paths: [t.g + "/app.log"], rotate: 2)
+        r.oldDir = "old"
+        r.createOldDir = .init(mode: 0o700)
+        let rotator = DiskKit.rotator([r], state: nil)
+        var options = rotator.options
+        options.dryRun = true
+        let dry = LogRotator(rules: [r], protected: ProtectedFiles([]), options: options)
+        dry.runScheduled(force: true)
+        let actions = dry.takeActions()
+        #expect(actions.contains { $0.kind == .create && $0.path == t.g + "/old" && $0.dryRun })
+        #expect(actions.contains { $0.kind == .skip && $0.path == t.g + "/app.log" })
+        #expect(t.names() == ["app.log"])
+    }
+
     @Test func missingOlddirWithoutCreateolddirFailsAndChangesNothing() throws {
         let t = try TreeTwin()
         t.writeRound(1)
@@ -440,6 +457,14 @@ private func rule(_ configure: (inout LogRotationConfig) -> Void) -> (String) ->
         t.guardian(rule { $0.rotate = 1; $0.frequency = .daily; $0.minAge = .seconds(2 * 86400); $0.maxSize = 200 }, pattern: "*.log", force: false)
         try t.expectSame()
         #expect(t.names() == ["big.log", "big.log.1", "edge.log", "old.log", "old.log.1", "young.log"])
+
+        // With `size` (no frequency) minage does not apply either.
+        let s = try TreeTwin()
+        s.each { DiskKit.write($0 + "/app.log", String(repeating: "y", count: 100)) }
+        try s.logrotate({ _ in "rotate 1\nsize 50\nminage 2\ncreate" }, force: false)
+        s.guardian(rule { $0.rotate = 1; $0.size = 50; $0.minAge = .seconds(2 * 86400) }, force: false)
+        try s.expectSame()
+        #expect(s.names() == ["app.log", "app.log.1"])
     }
 
     @Test func copyLeavesTheLogAsItWasLikeLogrotate() throws {

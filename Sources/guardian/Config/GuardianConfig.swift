@@ -473,14 +473,13 @@ extension GuardianConfig {
             case "false", "no", "off":
                 r.create = false
             default:
-                let parts = text.split(separator: " ").map(String.init)
-                guard let first = parts.first, let mode = UInt16(first, radix: 8), mode <= 0o7777, parts.count <= 3 else {
+                guard let c = fileCreation(text) else {
                     throw create.error("must be \"MODE [OWNER [GROUP]]\", e.g. \"0640 app adm\", or true/false")
                 }
                 r.create = true
-                r.createMode = mode
-                r.createOwner = parts.count > 1 ? parts[1] : nil
-                r.createGroup = parts.count > 2 ? parts[2] : nil
+                r.createMode = c.mode
+                r.createOwner = c.owner
+                r.createGroup = c.group
             }
         }
         if let n = m.optional("dateformat") {
@@ -501,11 +500,10 @@ extension GuardianConfig {
             case "true", "yes", "on": r.createOldDir = LogRotationConfig.FileCreation()
             case "false", "no", "off": r.createOldDir = nil
             default:
-                let parts = text.split(separator: " ").map(String.init)
-                guard let first = parts.first, let mode = UInt16(first, radix: 8), mode <= 0o7777, parts.count <= 3 else {
+                guard let c = fileCreation(text) else {
                     throw n.error("must be \"MODE [OWNER [GROUP]]\", e.g. \"0750 app adm\", or true/false")
                 }
-                r.createOldDir = LogRotationConfig.FileCreation(mode: mode, owner: parts.count > 1 ? parts[1] : nil, group: parts.count > 2 ? parts[2] : nil)
+                r.createOldDir = c
             }
             if r.createOldDir != nil, r.oldDir == nil { throw n.error("needs olddir (the directory to create)") }
         }
@@ -579,6 +577,13 @@ extension GuardianConfig {
         default:
             throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
         }
+    }
+
+    /// "MODE [OWNER [GROUP]]" of `create` and `createolddir` (mode in octal), or nil.
+    static func fileCreation(_ text: String) -> LogRotationConfig.FileCreation? {
+        let parts = text.split(separator: " ").map(String.init)
+        guard let first = parts.first, let mode = UInt16(first, radix: 8), mode <= 0o7777, parts.count <= 3 else { return nil }
+        return LogRotationConfig.FileCreation(mode: mode, owner: parts.count > 1 ? parts[1] : nil, group: parts.count > 2 ? parts[2] : nil)
     }
 
     static func parseAlert(_ node: ConfigNode) throws -> AlertConfig {
