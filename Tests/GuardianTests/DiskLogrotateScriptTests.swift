@@ -444,6 +444,35 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         #expect(owner(t.g + "/app.log")?.uid == 0)
     }
 
+    @Test func suRunsTheCompressCommandAsTheUserLikeLogrotate() throws {
+        let t = try ScriptTwin()
+        let nobody = try #require(Accounts.uid("nobody"))
+        let nogroup = try #require(Accounts.gid("nogroup"))
+        t.each { chown($0, nobody, nogroup); chmod($0, 0o755) }
+        // A custom command: records who runs it and the file it compresses.
+        let cmd = t.root + "/mycompress"
+        DiskKit.write(cmd, "#!/bin/sh\necho \"$(id -u) $(id -g) $(id -G) $LOGROTATE_COMPRESSED_FILENAME\" >> \(t.root)/who\nexec gzip -c\n", mode: 0o755)
+        chmod(cmd, 0o755)
+        DiskKit.write(t.root + "/who", "", mode: 0o666)
+        chmod(t.root + "/who", 0o666)
+        t.writeRound(1)
+        t.each { chmod($0 + "/app.log", 0o644) }
+        #expect(try t.logrotate("rotate 1\ncreate\ncompress\ncompresscmd \(cmd)\nsu nobody nogroup").succeeded)
+        var rule = LogRotationConfig(paths: [], rotate: 1, compress: true)
+        rule.compressCommand = cmd
+        rule.suUser = "nobody"
+        rule.suGroup = "nogroup"
+        let g = t.guardian(rule)
+        #expect(!g.events.contains { $0.level >= .error }, "\(g.events)")
+        t.expectSameNames()
+        let who = try DiskKit.content(t.root + "/who").replacingOccurrences(of: t.lr, with: "DIR").replacingOccurrences(of: t.g, with: "DIR")
+        let lines = who.split(separator: "\n").map(String.init)
+        #expect(lines.count == 2)
+        #expect(lines.first == lines.last, "logrotate's vs guardian's: \(lines)")
+        #expect(lines.last?.hasPrefix("\(nobody) \(nogroup)") == true)
+        #expect(lines.last?.hasSuffix("DIR/app.log.1") == true)
+    }
+
     @Test func suWithoutWritePermissionFailsAndLosesNothing() throws {
         let t = try ScriptTwin()
         t.writeRound(1)
