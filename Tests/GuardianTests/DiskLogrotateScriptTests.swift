@@ -338,7 +338,7 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         #expect(try decompressed("\(t.g)/app.log.2\(ext)").contains("round 3 app.log line 50"))
     }
 
-    @Test func compressextAndDelaycompressWithCopytruncateMatchLogrotate() throws {
+    @Test func compressextWithCopytruncateMatchesLogrotate() throws {
         let t = try ScriptTwin()
         for round in 1...3 {
             t.writeRound(round)
