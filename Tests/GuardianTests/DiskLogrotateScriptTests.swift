@@ -258,6 +258,51 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         #expect(t.traceLines(t.g).isEmpty)
     }
 
+    @Test func severalPatternsArePassedAsLogrotatePassesThem() throws {
+        let t = try ScriptTwin()
+        t.writeRound(1, files: ["a.log", "b.log"])
+        let conf = "\(t.lr)/a.log \(t.lr)/b.log {\nrotate 1\ncreate\nsharedscripts\n" + ScriptTwin.block("postrotate", t.script("postrotate", dir: t.lr)) + "\n}\n"
+        #expect(try DiskKit.logrotate(conf, in: t.root, force: true).succeeded)
+        var rule = LogRotationConfig(paths: [t.g + "/a.log", t.g + "/b.log"], rotate: 1)
+        rule.postRotate = .shell(t.script("postrotate", dir: t.g))
+        let r = DiskKit.rotator([rule], state: t.root + "/guardian-state.json")
+        r.runScheduled(force: true)
+        t.expectSameNames()
+        t.expectSameTrace()
+        #expect(t.traceLines(t.g) == ["postrotate DIR/a.log DIR/b.log  "])
+    }
+
+    @Test func aPlainPathAsAStringStillRuns() throws {
+        let t = try ScriptTwin()
+        t.writeRound(1)
+        let script = t.root + "/reopen.sh"
+        DiskKit.write(script, "#!/bin/sh\necho reopened >> \(t.root)/reopened\n", mode: 0o755)
+        chmod(script, 0o755)
+        var rule = LogRotationConfig(paths: [], rotate: 1)
+        rule.postRotate = .shell(script)
+        let r = t.guardian(rule)
+        #expect(!r.events.contains { $0.level >= .error })
+        #expect(try DiskKit.content(t.root + "/reopened") == "reopened\n")
+    }
+
+    @Test func aDryRunRunsNoScript() throws {
+        let t = try ScriptTwin()
+        t.writeRound(1)
+        var rule = LogRotationConfig(paths: [t.g + "/app.log"], rotate: 1)
+        rule.firstAction = .shell(t.script("firstaction", dir: t.g))
+        rule.preRotate = .shell(t.script("prerotate", dir: t.g))
+        rule.postRotate = .shell(t.script("postrotate", dir: t.g))
+        var options = LogRotator.Options()
+        options.dryRun = true
+        let r = LogRotator(rules: [rule], protected: ProtectedFiles([]), options: options)
+        r.runScheduled(force: true)
+        let actions = r.takeActions()
+        #expect(actions.map(\.kind) == [.firstaction, .prerotate, .rotate, .create, .postrotate])
+        #expect(actions.first?.description.hasPrefix("would run firstaction sh -c") == true)
+        #expect(t.traceLines(t.g).isEmpty)
+        #expect(DiskKit.names(t.g) == ["app.log"])
+    }
+
     @Test func aListScriptIsAnArgvWithoutShell() throws {
         let t = try ScriptTwin()
         t.writeRound(1)
@@ -293,7 +338,7 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         #expect(try decompressed("\(t.g)/app.log.2\(ext)").contains("round 3 app.log line 50"))
     }
 
-    @Test func compressextAndDelaycompressWithCopytruncateMatchLogrotate() throws {
+    @Test func compressextWithCopytruncateMatchesLogrotate() throws {
         let t = try ScriptTwin()
         for round in 1...3 {
             t.writeRound(round)
@@ -346,14 +391,19 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         for round in 1...3 {
             t.writeRound(round)
             t.each { chmod($0 + "/app.log", 0o644) }
-            let r = try t.logrotate("rotate 2\ncompress\ndelaycompress\ncreate 0640 root root\nsu nobody nogroup")
+            let post = { (dir: String) in "id -u >> \(t.trace(dir))" }
+            let r = try t.logrotate("rotate 2\ncompress\ndelaycompress\ncreate 0640 root root\nsu nobody nogroup\n" + ScriptTwin.block("postrotate", post(t.lr)))
             #expect(r.succeeded, "logrotate: \(r.summary)")
             var rule = LogRotationConfig(paths: [], rotate: 2, compress: true, delayCompress: true, createMode: 0o640, createOwner: "root", createGroup: "root")
             rule.suUser = "nobody"
             rule.suGroup = "nogroup"
+            rule.postRotate = .shell(post(t.g))
             let g = t.guardian(rule)
             #expect(!g.events.contains { $0.level >= .error }, "\(g.events)")
             t.expectSameNames("after round \(round)")
+            // Scripts run as the rotating program itself (root), not as the su user.
+            t.expectSameTrace()
+            #expect(t.traceLines(t.g).last == "0")
             for name in DiskKit.names(t.g) {
                 let a = owner("\(t.lr)/\(name)")
                 let b = owner("\(t.g)/\(name)")
@@ -392,6 +442,35 @@ private func owner(_ path: String) -> (uid: uid_t, gid: gid_t, mode: mode_t)? {
         }
         #expect(owner(t.g + "/app.log.1.gz")?.uid == nobody)
         #expect(owner(t.g + "/app.log")?.uid == 0)
+    }
+
+    @Test func suRunsTheCompressCommandAsTheUserLikeLogrotate() throws {
+        let t = try ScriptTwin()
+        let nobody = try #require(Accounts.uid("nobody"))
+        let nogroup = try #require(Accounts.gid("nogroup"))
+        t.each { chown($0, nobody, nogroup); chmod($0, 0o755) }
+        // A custom command: records who runs it and the file it compresses.
+        let cmd = t.root + "/mycompress"
+        DiskKit.write(cmd, "#!/bin/sh\necho \"$(id -u) $(id -g) $(id -G) $LOGROTATE_COMPRESSED_FILENAME\" >> \(t.root)/who\nexec gzip -c\n", mode: 0o755)
+        chmod(cmd, 0o755)
+        DiskKit.write(t.root + "/who", "", mode: 0o666)
+        chmod(t.root + "/who", 0o666)
+        t.writeRound(1)
+        t.each { chmod($0 + "/app.log", 0o644) }
+        #expect(try t.logrotate("rotate 1\ncreate\ncompress\ncompresscmd \(cmd)\nsu nobody nogroup").succeeded)
+        var rule = LogRotationConfig(paths: [], rotate: 1, compress: true)
+        rule.compressCommand = cmd
+        rule.suUser = "nobody"
+        rule.suGroup = "nogroup"
+        let g = t.guardian(rule)
+        #expect(!g.events.contains { $0.level >= .error }, "\(g.events)")
+        t.expectSameNames()
+        let who = try DiskKit.content(t.root + "/who").replacingOccurrences(of: t.lr, with: "DIR").replacingOccurrences(of: t.g, with: "DIR")
+        let lines = who.split(separator: "\n").map(String.init)
+        #expect(lines.count == 2)
+        #expect(lines.first == lines.last, "logrotate's vs guardian's: \(lines)")
+        #expect(lines.last?.hasPrefix("\(nobody) \(nogroup)") == true)
+        #expect(lines.last?.hasSuffix("DIR/app.log.1") == true)
     }
 
     @Test func suWithoutWritePermissionFailsAndLosesNothing() throws {
