@@ -10,8 +10,10 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stddef.h>
-#include <sys/types.h>
 #include <sys/xattr.h>  // fgetxattr/fsetxattr: POSIX ACLs kept across log rotation
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 /// pipe(2) with flags (O_CLOEXEC): no window in which another thread's
 /// fork/exec could inherit the pipe.
@@ -43,5 +45,15 @@ static inline int clinux_o_direct(void) { return __O_DIRECT; }
 /// copy_file_range(2) (<unistd.h> under _GNU_SOURCE): copies between two
 /// files in the kernel (DurableFile.copyAll).
 extern ssize_t copy_file_range(int infd, __off64_t *pinoff, int outfd, __off64_t *poutoff, size_t len, unsigned int flags);
+
+/// The calling thread's own filesystem credentials, by raw system calls:
+/// glibc's setgroups() (like setuid/setgid) changes every thread of the
+/// process; the kernel calls change only the calling one. setfsuid and
+/// setfsgid return the previous id (pass (uid_t)-1 to only read it).
+static inline long guardian_thread_setfsuid(uid_t uid) { return syscall(SYS_setfsuid, uid); }
+static inline long guardian_thread_setfsgid(gid_t gid) { return syscall(SYS_setfsgid, gid); }
+static inline long guardian_thread_setgroups(size_t count, const gid_t *list) {
+    return syscall(SYS_setgroups, count, list);
+}
 
 #endif

@@ -2,8 +2,8 @@ import Foundation
 import Platform
 
 /// A rotated copy of a log: `name.N[.gz]` or `name-YYYYMMDD[HH[MMSS]][.gz]`
-/// (the rule's `start`, `extension` and `dateformat` change these; see
-/// `ArchiveNaming`).
+/// (the rule's `start`, `extension`, `dateformat` and compression
+/// extension change these; see `ArchiveNaming`).
 struct Archive {
     enum Kind: Equatable {
         case numbered(Int, compressed: Bool)
@@ -63,8 +63,9 @@ struct Archive {
 
 /// How a rule names the archives of one log, like logrotate 3.21's
 /// prerotateSingleLog: `STEM.N EXT` (N from `start`) or `STEM DATE EXT`,
-/// then `.gz`; STEM is the log's name without `extension` when it ends
-/// with it (`app.log` with `extension: .log` → `app.1.log`, `app.1.log.gz`).
+/// then the compression extension (`.gz`, or the rule's `compressext`);
+/// STEM is the log's name without `extension` when it ends with it
+/// (`app.log` with `extension: .log` → `app.1.log`, `app.1.log.gz`).
 struct ArchiveNaming {
     let stem: String
     let ext: String
@@ -72,13 +73,22 @@ struct ArchiveNaming {
     let format: ArchiveDateFormat
     /// With `dateext`, a name that reads both ways (`.%Y%m%d`) is dated.
     let datedFirst: Bool
+    /// What compressed archives end with: the rule's extension (`compressed`
+    /// names get it) and every one guardian recognises.
+    let compressExt: String
+    let exts: [String]
 
-    init(stem: String, ext: String = "", start: Int = 1, format: ArchiveDateFormat = .standard(hourly: false), datedFirst: Bool = false) {
+    init(
+        stem: String, ext: String = "", start: Int = 1, format: ArchiveDateFormat = .standard(hourly: false), datedFirst: Bool = false,
+        compressExt: String = ".gz", exts: [String] = CompressProgram.knownExtensions
+    ) {
         self.stem = stem
         self.ext = ext
         self.start = start
         self.format = format
         self.datedFirst = datedFirst
+        self.compressExt = compressExt
+        self.exts = exts
     }
 
     init(log name: String, rule: LogRotationConfig) {
@@ -89,11 +99,12 @@ struct ArchiveNaming {
             ext = e
         }
         let format = rule.dateFormat.flatMap { try? ArchiveDateFormat(custom: $0) } ?? .standard(hourly: rule.frequency == .hourly)
-        self.init(stem: stem, ext: ext, start: rule.start, format: format, datedFirst: rule.dateExt)
+        let program = CompressProgram(rule)
+        self.init(stem: stem, ext: ext, start: rule.start, format: format, datedFirst: rule.dateExt, compressExt: program.ext, exts: program.recognised)
     }
 
     func numbered(_ i: Int, compressed: Bool = false) -> String {
-        "\(stem).\(i)\(ext)" + (compressed ? ".gz" : "")
+        "\(stem).\(i)\(ext)" + (compressed ? compressExt : "")
     }
 
     func dated(_ stamp: String) -> String { stem + stamp + ext }
@@ -101,8 +112,9 @@ struct ArchiveNaming {
     func parse(_ entry: String) -> Archive.Kind? {
         guard entry.hasPrefix(stem), entry.count > stem.count + 1 else { return nil }
         var rest = Substring(entry.dropFirst(stem.count))
-        let compressed = rest.hasSuffix(".gz")
-        if compressed { rest = rest.dropLast(3) }
+        let compression = exts.first { !$0.isEmpty && rest.hasSuffix($0) }
+        let compressed = compression != nil
+        if let compression { rest = rest.dropLast(compression.count) }
         guard rest.hasSuffix(ext) else { return nil }
         rest = rest.dropLast(ext.count)
         if datedFirst, let d = format.match(rest) { return .dated(d, compressed: compressed) }
@@ -292,6 +304,15 @@ enum Accounts {
         var buffer = [CChar](repeating: 0, count: 16 * 1024)
         guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
         return entry.pw_uid
+    }
+
+    /// The primary group of a user (`su USER` without a group).
+    static func primaryGroup(_ uid: uid_t) -> gid_t? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return entry.pw_gid
     }
 
     static func gid(_ name: String) -> gid_t? {

@@ -100,9 +100,16 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// Rotate a log that has other hard links (logrotate's `allowhardlink`);
     /// by default such a log is skipped with a warning.
     public var allowHardLink = false
-    /// `su: root root`: rotate (as root) even in a directory writable by all
-    /// or by a non-root group, which is otherwise refused like logrotate does.
-    public var suRoot = false
+    /// `su` names a user (`suUser`): rotating in a directory writable by all
+    /// or by a non-root group is then allowed, which is otherwise refused
+    /// like logrotate does. Setting it true means `su: root root`.
+    public var suRoot: Bool {
+        get { suUser != nil }
+        set {
+            suUser = newValue ? "root" : nil
+            suGroup = newValue ? "root" : nil
+        }
+    }
     /// Without copytruncate: create a new, empty log after moving the old one
     /// away (logrotate's `create`); `create: no` leaves that to the writer.
     public var create: Bool
@@ -110,8 +117,9 @@ public struct LogRotationConfig: Sendable, Equatable {
     public var createMode: UInt16?
     public var createOwner: String?
     public var createGroup: String?
-    /// argv of a command run after rotation, without a shell.
-    public var postRotate: [String]
+    /// Run after rotation (`postrotate`): an argv without a shell, or shell
+    /// text (see `RotationScript`). Its timeout is that of every script.
+    public var postRotate: RotationScript?
     public var postRotateTimeout: Duration
     /// The last resort before the database meets a full disk.
     public var emergencyTruncate: EmergencyTruncate
@@ -144,6 +152,10 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// `sharedscripts` (guardian's default, scripts once per rule) or
     /// `nosharedscripts` (false: pre/postrotate once per rotated log, with that log as $1).
     public var sharedScripts = true
+    /// `$1` of shared scripts: a logrotate stanza's path list as written
+    /// before its `{` (set by the logrotate import, so a script sees what it
+    /// saw under logrotate); nil: the paths joined by spaces, then a space.
+    public var scriptPattern: String?
     /// `compresscmd`, `compressoptions`, `compressext` (nil: the built-in gzip, ".gz").
     public var compressCommand: String?
     public var compressOptions: [String]?
@@ -155,9 +167,33 @@ public struct LogRotationConfig: Sendable, Equatable {
     /// A script of a rotation hook: an argv run without a shell (guardian's
     /// YAML list form), or shell text run by `/bin/sh -c` with the log path
     /// (or the rule's patterns, with sharedscripts) as `$1`, like logrotate.
-    public enum RotationScript: Sendable, Equatable {
+    public enum RotationScript: Sendable, Equatable, ExpressibleByArrayLiteral {
         case argv([String])
         case shell(String)
+
+        public init(arrayLiteral elements: String...) { self = .argv(elements) }
+
+        /// For logs and `guardian rotate`: the argv joined, or the shell
+        /// text's first line (shortened).
+        public var summary: String {
+            switch self {
+            case .argv(let argv): return argv.joined(separator: " ")
+            case .shell(let text):
+                let line = text.split(separator: "\n", omittingEmptySubsequences: true).first.map { String($0.drop { $0 == " " || $0 == "\t" }) } ?? ""
+                let short = line.count > 80 ? String(line.prefix(77)) + "..." : line
+                return "sh -c \(short.debugDescription)"
+            }
+        }
+
+        /// The argv to run: the list as it is, or
+        /// `/bin/sh -c TEXT logrotate_script ARGS...` like logrotate (so
+        /// `$1` is the log path or the rule's patterns, `$2` the archive).
+        public func argv(arguments: [String]) -> [String] {
+            switch self {
+            case .argv(let argv): return argv
+            case .shell(let text): return ["/bin/sh", "-c", text, "logrotate_script"] + arguments
+            }
+        }
     }
 
     /// `create`/`createolddir`-style attributes for a new file or directory.
@@ -202,7 +238,7 @@ public struct LogRotationConfig: Sendable, Equatable {
         maxAge: Duration? = nil, frequency: Frequency? = nil, compress: Bool = false, delayCompress: Bool = false,
         dateExt: Bool = false, missingOK: Bool = false, notIfEmpty: Bool = false, copyTruncate: Bool = false,
         createMode: UInt16? = nil, createOwner: String? = nil, createGroup: String? = nil,
-        postRotate: [String] = [], postRotateTimeout: Duration = .seconds(30), create: Bool = true,
+        postRotate: RotationScript? = nil, postRotateTimeout: Duration = .seconds(30), create: Bool = true,
         emergencyTruncate: EmergencyTruncate = .automatic
     ) {
         self.emergencyTruncate = emergencyTruncate

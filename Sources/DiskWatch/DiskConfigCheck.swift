@@ -41,10 +41,21 @@ extension DiskConfig {
             }
             if let owner = log.createOwner, Accounts.uid(owner) == nil { error("logs[\(i)].create", "no such user \"\(owner)\"") }
             if let group = log.createGroup, Accounts.gid(group) == nil { error("logs[\(i)].create", "no such group \"\(group)\"") }
-            if let program = log.postRotate.first, !Self.findProgram(program) {
-                warning("logs[\(i)].postrotate", "\"\(program)\" is not an executable file (nor found in PATH); it is run without a shell")
+            let scripts: [(String, LogRotationConfig.RotationScript?)] = [
+                ("prerotate", log.preRotate), ("postrotate", log.postRotate), ("firstaction", log.firstAction), ("lastaction", log.lastAction),
+            ]
+            for case (let key, .argv(let argv)?) in scripts {
+                if let program = argv.first, !Self.findProgram(program) {
+                    warning("logs[\(i)].\(key)", "\"\(program)\" is not an executable file (nor found in PATH); a list is run without a shell (a string is run by /bin/sh -c)")
+                }
             }
-            if log.compress, !Compressor.gzipAvailable { error("logs[\(i)].compress", "gzip is not installed (apt install gzip)") }
+            if log.compress, log.compressCommand == nil, !Compressor.gzipAvailable { error("logs[\(i)].compress", "gzip is not installed (apt install gzip)") }
+            if let cmd = log.compressCommand, !Self.findProgram(cmd) {
+                error("logs[\(i)].compresscmd", "\"\(cmd)\" is not an executable file (nor found in PATH)")
+            }
+            if log.suUser != nil {
+                do { _ = try LogRotator.suCredentials(log) } catch let e { error("logs[\(i)].su", "\(e)") }
+            }
             if log.delayCompress, !log.compress { warning("logs[\(i)].delaycompress", "has no effect without compress") }
             if let format = log.dateFormat {
                 if let problem = LogRotationConfig.dateFormatProblem(format) { error("logs[\(i)].dateformat", "\"\(format)\" \(problem)") }
@@ -54,7 +65,7 @@ extension DiskConfig {
             if let group = log.createOldDir?.group, Accounts.gid(group) == nil { error("logs[\(i)].createolddir", "no such group \"\(group)\"") }
             if log.rotate < -1 { error("logs[\(i)].rotate", "must be -1 (keep every archive) or more") }
             if log.start < 0 { error("logs[\(i)].start", "must be 0 or more") }
-            if !log.copyTruncate, !log.copy, log.create, log.postRotate.isEmpty {
+            if !log.copyTruncate, !log.copy, log.create, log.postRotate == nil {
                 warning("logs[\(i)].postrotate", "without a postrotate command to make the writer reopen its log, it keeps writing into the archive; add one (e.g. [systemctl, kill, -s, HUP, app.service]) or use copytruncate")
             }
         }

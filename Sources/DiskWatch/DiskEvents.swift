@@ -11,6 +11,7 @@ extension GuardianEvent {
     public static let logRotationFailed = GuardianEvent(name: "logRotationFailed", id: "3c6168c05874b393980df1375b06d003", message: "log rotation failed")
     public static let logGlobNoMatch = GuardianEvent(name: "logGlobNoMatch", id: "af71f6368374cd6075ea8680d29a7f0c", message: "log path matched no file")
     public static let postRotateFailed = GuardianEvent(name: "postRotateFailed", id: "5684d0dc7fea86a106790dd6db50003c", message: "postrotate command failed")
+    public static let rotationScriptFailed = GuardianEvent(name: "rotationScriptFailed", id: "e3a7c51f0b9d4e28a6f1c7d20b85e94a", message: "prerotate, firstaction or lastaction script failed")
     public static let diskFileDeleted = GuardianEvent(name: "diskFileDeleted", id: "5ba6f2d33d74630624c140d6f5e20900", message: "file deleted to free disk space")
     public static let diskPathRefused = GuardianEvent(name: "diskPathRefused", id: "1da442ccf8f597bb1b691ba73333f6e1", message: "path refused: protected, a symbolic link, or outside the configured paths")
     public static let ballastCreateFailed = GuardianEvent(name: "ballastCreateFailed", id: "bcba443ad4976c552a5b9194262edb03", message: "ballast file could not be created")
@@ -30,7 +31,7 @@ extension GuardianEvent {
         .logCompressed, .logCompressPostponed, .logRotationFailed, .logGlobNoMatch, .postRotateFailed,
         .diskFileDeleted, .diskPathRefused, .ballastCreateFailed, .diskSampleFailed, .diskCleanupFinished,
         .diskCleanupInsufficient, .diskFillForecast, .diskFillForecastCleared, .rotationStateFailed, .diskConfigProblem,
-        .logEmergencyTruncated, .logRotationSkipped, .archiveMovedAside,
+        .logEmergencyTruncated, .logRotationSkipped, .archiveMovedAside, .rotationScriptFailed,
     ]
 }
 

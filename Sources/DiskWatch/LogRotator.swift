@@ -35,9 +35,17 @@ import Synchronization
 /// rotation of a recently written log; `copy` copies and leaves the log as
 /// it was (see `ArchiveNaming`).
 ///
-/// Differences, on purpose: postrotate runs once per rule after all its logs
-/// rotated (logrotate's `sharedscripts`), as an argv without a shell; a
-/// pattern never rotates a file that is an archive of another match (no
+/// Scripts (`firstaction`, `prerotate`, `postrotate`, `lastaction`) run in
+/// logrotate's order with its failure semantics (see `rotateRule`), once
+/// per rule (`sharedscripts`, guardian's default) or per log; a YAML list
+/// is an argv without a shell, a string shell text with logrotate's
+/// arguments. `compresscmd` replaces gzip (`CompressProgram`); `su` runs a
+/// rule's file work with the user's filesystem credentials on this thread
+/// (`ThreadCredentials`).
+///
+/// Differences, on purpose: with `sharedscripts`, postrotate runs even when
+/// one log of the rule failed to rotate (the others' writers must reopen;
+/// logrotate skips it); a pattern never rotates a file that is an archive of another match (no
 /// `app.log.1.1`); an archive is compressed only once no process holds it
 /// open (else it is postponed and retried), so the writer's last lines reach
 /// the `.gz`; symbolic links are never rotated, followed or compressed.
@@ -119,14 +127,11 @@ final class LogRotator {
         for (index, rule) in rules.enumerated() {
             if options.stop.isStopped { return }
             let logs = expand(index, seen: &seen)
-            var rotated: [Rotated] = []
+            var due: [(log: LogFile, reason: String)] = []
             for log in logs {
-                if options.stop.isStopped { break }
-                let decision = decide(rule: rule, log: log, force: force)
-                guard let reason = decision else { continue }
-                if let r = rotate(log, rule: rule, trigger: force ? .force : .schedule, reason: reason) { rotated.append(r) }
+                if let reason = decide(rule: rule, log: log, force: force) { due.append((log, reason)) }
             }
-            finish(rule: rule, rotated: rotated)
+            rotateRule(rule, due: due, trigger: force ? .force : .schedule)
         }
         retryPendingLocked()
     }
@@ -141,14 +146,10 @@ final class LogRotator {
         var count = 0
         for (index, rule) in rules.enumerated() {
             if options.stop.isStopped { break }
-            var rotated: [Rotated] = []
-            for log in expand(index, seen: &seen, reportMissing: false)
-            where UInt64(log.stat.st_dev) == device && Int64(log.stat.st_size) >= max(1, minBytes) {
-                if options.stop.isStopped { break }
-                if let r = rotate(log, rule: rule, trigger: .pressure, reason: "disk pressure") { rotated.append(r) }
-            }
-            count += rotated.count
-            finish(rule: rule, rotated: rotated)
+            let due = expand(index, seen: &seen, reportMissing: false)
+                .filter { UInt64($0.stat.st_dev) == device && Int64($0.stat.st_size) >= max(1, minBytes) }
+                .map { (log: $0, reason: "disk pressure") }
+            count += rotateRule(rule, due: due, trigger: .pressure)
         }
         return count
     }
@@ -165,7 +166,9 @@ final class LogRotator {
         for (index, rule) in rules.enumerated() {
             for log in expand(index, seen: &seen, reportMissing: false) where UInt64(log.stat.st_dev) == device {
                 if options.stop.isStopped { return freed }
-                freed += compressArchives(of: log, rule: rule, keepNewestPlain: false, ofRuleOnly: false)
+                freed += asRuleUser(rule, path: log.path) {
+                    compressArchives(of: log, rule: rule, keepNewestPlain: false, ofRuleOnly: false)
+                } ?? 0
             }
         }
         return freed
@@ -228,7 +231,7 @@ final class LogRotator {
         for (index, rule) in rules.enumerated() {
             for log in expand(index, seen: &seen, reportMissing: false) where pendingCompress.contains(log.path) {
                 pendingCompress.remove(log.path)
-                _ = compressArchives(of: log, rule: rule, keepNewestPlain: rule.delayCompress)
+                _ = asRuleUser(rule, path: log.path) { compressArchives(of: log, rule: rule, keepNewestPlain: rule.delayCompress) }
             }
         }
     }
@@ -237,7 +240,9 @@ final class LogRotator {
 
     private func isOpen(_ id: FileID) -> OpenFileCheck.Answer {
         let snapshot = openFiles[id.device] ?? {
-            let taken = OpenFileCheck.snapshot(device: id.device)
+            // /proc/PID/fd is root's to read: under `su`, look as guardian.
+            let taken = (try? suActive.map { su in try ThreadCredentials.with(su.original) { OpenFileCheck.snapshot(device: id.device) } })
+                ?? OpenFileCheck.snapshot(device: id.device)
             openFiles[id.device] = taken
             return taken
         }()
@@ -316,6 +321,7 @@ final class LogRotator {
     /// not archives of another match, not protected, not symbolic links.
     func expand(_ index: Int, seen: inout Set<String>, reportMissing: Bool = true) -> [LogFile] {
         let rule = rules[index]
+        let exts = CompressProgram(rule).recognised
         var dirs: [String: SafeDirectory] = [:]
         var oldDirs: [String: SafeDirectory] = [:]
         var out: [LogFile] = []
@@ -345,7 +351,7 @@ final class LogRotator {
             for path in matches {
                 let dirPath = (path as NSString).deletingLastPathComponent
                 let name = (path as NSString).lastPathComponent
-                if name.hasSuffix(".gz") || name.hasSuffix(Compressor.tempSuffix) { continue }
+                if exts.contains(where: { name.hasSuffix($0) }) || name.hasSuffix(Compressor.tempMarker) { continue }
                 // An archive of another match (app.log.1 next to app.log) is not a log.
                 if names.contains(where: { other in
                     other != path && (other as NSString).deletingLastPathComponent == dirPath
@@ -383,8 +389,8 @@ final class LogRotator {
                     refuse(path, reason: "a database file; guardian never touches it")
                     continue
                 }
-                if !rule.suRoot, let insecure = Self.insecureDirectory(dir) {
-                    refuse(path, reason: "its directory \(dir.path) is \(insecure); like logrotate without `su`, guardian does not rotate there as root (set `su: root root` to accept that)")
+                if rule.suUser == nil, let insecure = Self.insecureDirectory(dir) {
+                    refuse(path, reason: "its directory \(dir.path) is \(insecure); like logrotate without `su`, guardian does not rotate there as root (set `su: USER GROUP` to rotate as the directory's user, or `su: root root` to accept that)")
                     continue
                 }
                 if st.st_nlink > 1, !rule.allowHardLink {
@@ -568,6 +574,9 @@ final class LogRotator {
         var log: LogFile
         /// The archive's name in the log's directory.
         var archive: String
+        /// The archive's name before compression (logrotate's finalName, a
+        /// non-shared postrotate's `$2`).
+        var finalName: String
         /// Old archives to delete once postrotate succeeded.
         var dispose: [Disposal] = []
     }
@@ -599,6 +608,8 @@ final class LogRotator {
             }
         }
         let now = options.now()
+        let program = CompressProgram(rule)
+        let exts = program.recognised
         var archives = Archive.list(naming, in: dir)
 
         // Archives to delete once postrotate succeeded (logrotate deletes the
@@ -614,13 +625,13 @@ final class LogRotator {
         let finalName: String
         if rule.dateExt {
             var name = naming.dated(naming.format.stamp(now, yesterday: rule.dateYesterday))
-            if exists(name, in: dir) || exists(name + ".gz", in: dir) {
+            if exists(name, in: dir) || exts.contains(where: { exists(name + $0, in: dir) }) {
                 guard trigger == .pressure, !naming.format.isCustom else {
                     fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation (dateext makes one archive name per \(rule.dateFormat == nil ? (rule.frequency == .hourly ? "hour" : "day") : "date format value"))")
                     return nil
                 }
                 name = naming.dated(Self.dateStamp(now, format: "-%Y%m%d%H%M%S"))
-                if exists(name, in: dir) || exists(name + ".gz", in: dir) {
+                if exists(name, in: dir) || exts.contains(where: { exists(name + $0, in: dir) }) {
                     fail(log.path, "destination \(dir.child(name)) already exists; skipping rotation")
                     return nil
                 }
@@ -653,12 +664,13 @@ final class LogRotator {
                     _ = delete(a.name, in: dir, reason: "rotate \(rule.rotate)", expected: a.stat)
                 }
             }
-            // Shift `last` too: it becomes last+1, deleted after postrotate.
+            // Shift `last` too: it becomes last+1, deleted after postrotate
+            // (compressed with any recognised extension: `compresscmd` may have changed).
             for i in stride(from: last, through: first, by: -1) {
-                for compressed in [false, true] {
-                    let from = naming.numbered(i, compressed: compressed)
+                for suffix in [""] + exts {
+                    let from = naming.numbered(i) + suffix
                     guard let st = dir.lstat(from), st.isRegular else { continue }
-                    let to = naming.numbered(i + 1, compressed: compressed)
+                    let to = naming.numbered(i + 1) + suffix
                     if !dryRun {
                         do { try dir.rename(from, to) } catch {
                             fail(log.path, "\(error)")
@@ -684,7 +696,11 @@ final class LogRotator {
         // `copy` (without copytruncate) copies and leaves the log untouched.
         let copies = rule.copy || rule.copyTruncate
         let truncates = rule.copyTruncate
+        // Only with the built-in gzip, whose output can be extended by a
+        // stored member; another `compresscmd` copies, truncates, then
+        // compresses the copy (logrotate's order; it needs the copy's space).
         let streamed = copies && rule.compress && rule.rotate != 0 && (!rule.delayCompress || trigger == .pressure)
+            && program.isBuiltInGzip
         var archiveName = finalName
         var extra: [String: String] = [:]
         if streamed {
@@ -697,7 +713,7 @@ final class LogRotator {
             if !dryRun {
                 do {
                     let r = try LogTruncation.copyTruncateCompressed(
-                        dir: log.dir, name: log.name, into: dir, to: archiveName, truncate: truncates, stop: options.stop)
+                        dir: log.dir, name: log.name, into: dir, to: archiveName, truncate: truncates, stop: options.stop, runAs: suActive?.user)
                     extra = ["bytes_copied": "\(r.copied)", "bytes_after": "\(r.compressed)"]
                 } catch {
                     fail(log.path, "\(truncates ? "copytruncate" : "copy"): \(error); the log was left as it was")
@@ -738,7 +754,7 @@ final class LogRotator {
                 "method": (truncates ? "copytruncate" : rule.copy ? "copy" : "create") + (streamed ? "+gzip" : ""),
             ].merging(extra) { $1 }))
         }
-        return Rotated(log: log, archive: archiveName, dispose: dispose)
+        return Rotated(log: log, archive: archiveName, finalName: finalName, dispose: dispose)
     }
 
     /// `archive`: the old log, now renamed, whose ACL the new one gets.
@@ -757,7 +773,9 @@ final class LogRotator {
         do {
             let fd = try log.dir.createExclusive(log.name, mode: mode)
             defer { close(fd) }
-            if fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
+            // Like logrotate, only root sets the owner: under `su USER` the
+            // new log is the user's.
+            if ThreadCredentials.current.uid == 0, fchown(fd, uid, gid) != 0 { fail(log.path, "\(SystemError("chown", path: log.path))") }
             if fchmod(fd, mode) != 0 { fail(log.path, "\(SystemError("chmod", path: log.path))") }
             if let (old, _) = try? log.archiveDir.openRegular(archive, flags: O_RDONLY) {
                 defer { close(old) }
@@ -791,7 +809,7 @@ final class LogRotator {
             close(dst)
             if !ok { try? dir.unlink(to) }
         }
-        _ = fchown(dst, st.st_uid, st.st_gid)
+        if ThreadCredentials.current.uid == 0 { _ = fchown(dst, st.st_uid, st.st_gid) }
         _ = fchmod(dst, st.st_mode & 0o7777)
         FileACL.copy(from: src, to: dst, path: dir.child(to))
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -843,29 +861,143 @@ final class LogRotator {
         _ = fsync(dst)
     }
 
-    /// After the rule's logs rotated: postrotate, then compress or dispose.
-    private func finish(rule: LogRotationConfig, rotated: [Rotated]) {
-        guard !rotated.isEmpty else { return }
-        var scriptsOK = true
-        if !rule.postRotate.isEmpty {
-            let command = rule.postRotate.joined(separator: " ")
-            actions.append(RotationAction(kind: .postrotate, path: command, detail: "", dryRun: dryRun))
-            if !dryRun {
-                do {
-                    let outcome = try Subprocess.runBlocking(rule.postRotate, timeout: rule.postRotateTimeout, handle: options.stop.child)
-                    if !outcome.succeeded {
-                        scriptsOK = false
-                        events.append(DiskEvent(.postRotateFailed, level: .error, [
-                            "command": command, "error": outcome.summary, "timeout_ms": "\(rule.postRotateTimeout.milliseconds)",
-                        ]))
-                    }
-                } catch {
-                    scriptsOK = false
-                    events.append(DiskEvent(.postRotateFailed, level: .error, ["command": command, "error": "\(error)"]))
-                }
+    /// One rule's due logs, in logrotate 3.21's order (rotateLogSet):
+    /// firstaction (once, if any log is due; failing, nothing of the rule
+    /// rotates); with `sharedscripts` prerotate once (failing, nothing
+    /// rotates), every log, postrotate once, then compression and the
+    /// disposal of old archives; without, prerotate, rotation, postrotate,
+    /// compression per log (a failing prerotate skips that log, a failing
+    /// postrotate keeps that log's old archives); lastaction last (failing:
+    /// an error). Scripts run as guardian, the file work as the `su` user.
+    /// Returns how many logs were rotated.
+    @discardableResult
+    private func rotateRule(_ rule: LogRotationConfig, due: [(log: LogFile, reason: String)], trigger: RotationTrigger) -> Int {
+        guard !due.isEmpty else { return 0 }
+        // As logrotate passes them: the text before `{`, its space included.
+        let patterns = rule.scriptPattern ?? (rule.paths.joined(separator: " ") + " ")
+        func skipAll(_ why: String) {
+            for d in due { actions.append(RotationAction(kind: .skip, path: d.log.path, detail: "(\(why))", dryRun: dryRun)) }
+        }
+        if let su = rule.suUser {
+            do { _ = try Self.suCredentials(rule) } catch {
+                for d in due { fail(d.log.path, "su \(su): \(error); nothing was changed") }
+                return 0
             }
         }
-        guard scriptsOK else {
+        if let first = rule.firstAction, !runScript(first, kind: .firstaction, arguments: [patterns], rule: rule) {
+            skipAll("firstaction failed: nothing of the rule was rotated")
+            return 0
+        }
+        var count = 0
+        if rule.sharedScripts {
+            if let pre = rule.preRotate, !runScript(pre, kind: .prerotate, arguments: [patterns], rule: rule) {
+                skipAll("prerotate failed: nothing of the rule was rotated")
+            } else {
+                var rotated: [Rotated] = []
+                for d in due {
+                    if options.stop.isStopped { break }
+                    if let r = asRuleUser(rule, path: d.log.path, { rotate(d.log, rule: rule, trigger: trigger, reason: d.reason) }) ?? nil {
+                        rotated.append(r)
+                    }
+                }
+                count = rotated.count
+                finish(rule: rule, rotated: rotated, arguments: [patterns])
+            }
+        } else {
+            for d in due {
+                if options.stop.isStopped { break }
+                if let pre = rule.preRotate, !runScript(pre, kind: .prerotate, arguments: [d.log.path], rule: rule) {
+                    actions.append(RotationAction(kind: .skip, path: d.log.path, detail: "(prerotate failed: not rotated)", dryRun: dryRun))
+                    continue
+                }
+                guard let r = asRuleUser(rule, path: d.log.path, { rotate(d.log, rule: rule, trigger: trigger, reason: d.reason) }) ?? nil else { continue }
+                count += 1
+                finish(rule: rule, rotated: [r], arguments: [d.log.path, r.log.dir.child(r.finalName)])
+            }
+        }
+        if let last = rule.lastAction { _ = runScript(last, kind: .lastaction, arguments: [patterns], rule: rule) }
+        return count
+    }
+
+    /// Runs one of a rule's scripts (as guardian, with the rule's timeout;
+    /// a shell script gets `arguments` as $1, $2). Returns whether it
+    /// succeeded; a failure is an error event.
+    private func runScript(_ script: LogRotationConfig.RotationScript, kind: RotationAction.Kind, arguments: [String], rule: LogRotationConfig) -> Bool {
+        let summary = script.summary
+        var detail = ""
+        if case .shell = script { detail = "(" + arguments.map(\.debugDescription).joined(separator: " ") + ")" }
+        actions.append(RotationAction(kind: kind, path: summary, detail: detail, dryRun: dryRun))
+        guard !dryRun else { return true }
+        var problem: String?
+        do {
+            let outcome = try Subprocess.runBlocking(script.argv(arguments: arguments), timeout: rule.postRotateTimeout, handle: options.stop.child)
+            if !outcome.succeeded { problem = outcome.summary }
+        } catch {
+            problem = "\(error)"
+        }
+        guard let problem else { return true }
+        var meta = ["command": summary, "error": problem, "timeout_ms": "\(rule.postRotateTimeout.milliseconds)"]
+        if kind == .postrotate {
+            events.append(DiskEvent(.postRotateFailed, level: .error, meta))
+        } else {
+            meta["script"] = kind.rawValue
+            meta["pattern"] = rule.paths.joined(separator: " ")
+            events.append(DiskEvent(.rotationScriptFailed, level: .error, meta))
+        }
+        return false
+    }
+
+    /// The `su` user and group of a rule (nil without `su`, or for root:root,
+    /// guardian's own). The group defaults to the user's primary group.
+    static func suCredentials(_ rule: LogRotationConfig) throws -> ThreadCredentials? {
+        guard let user = rule.suUser else { return nil }
+        guard let uid = Accounts.uid(user) else { throw SystemError("no such user \(user)", path: "", code: ENOENT) }
+        let gid: gid_t
+        if let group = rule.suGroup {
+            guard let g = Accounts.gid(group) else { throw SystemError("no such group \(group)", path: "", code: ENOENT) }
+            gid = g
+        } else {
+            guard let g = Accounts.primaryGroup(uid) else { throw SystemError("no primary group for user \(user)", path: "", code: ENOENT) }
+            gid = g
+        }
+        let creds = ThreadCredentials(uid: uid, gid: gid)
+        return creds == ThreadCredentials(uid: 0, gid: 0) ? nil : creds
+    }
+
+    /// While a rule's file work runs as its `su` user: that user and the
+    /// thread's own credentials.
+    private var suActive: (user: ThreadCredentials, original: ThreadCredentials)?
+
+    /// Runs `body` with the thread's filesystem credentials switched to the
+    /// rule's `su` user (on this thread only, restored before returning;
+    /// see `ThreadCredentials`), or as it is without `su`. nil (after an
+    /// error naming `path`) when the switch is not possible.
+    private func asRuleUser<T>(_ rule: LogRotationConfig, path: String, _ body: () -> T) -> T? {
+        guard !dryRun, suActive == nil else { return body() }
+        let user: ThreadCredentials?
+        do { user = try Self.suCredentials(rule) } catch {
+            fail(path, "su \(rule.suUser ?? ""): \(error); nothing was changed")
+            return nil
+        }
+        guard let user, user != ThreadCredentials.current else { return body() }
+        do {
+            let original = ThreadCredentials.current
+            return try ThreadCredentials.with(user) {
+                suActive = (user, original)
+                defer { suActive = nil }
+                return body()
+            }
+        } catch {
+            fail(path, "su \(rule.suUser ?? ""): \(error); nothing was changed")
+            return nil
+        }
+    }
+
+    /// After the rule's logs rotated: postrotate, then compress or dispose.
+    /// `arguments`: the postrotate's $1 (and $2).
+    private func finish(rule: LogRotationConfig, rotated: [Rotated], arguments: [String]) {
+        guard !rotated.isEmpty else { return }
+        if let post = rule.postRotate, !runScript(post, kind: .postrotate, arguments: arguments, rule: rule) {
             // Like logrotate: a failed postrotate stops the rule here; the
             // oldest archives are kept and nothing is compressed.
             for r in rotated {
@@ -876,26 +1008,32 @@ final class LogRotator {
             return
         }
         for r in rotated {
-            for d in r.dispose {
-                _ = delete(d.name, in: r.log.archiveDir, reason: d.reason, expected: d.stat)
+            _ = asRuleUser(rule, path: r.log.path) { dispose(r, rule: rule) }
+        }
+    }
+
+    /// Deletes a rotated log's old archives, then compresses (or, with
+    /// `rotate 0`, deletes) its new one.
+    private func dispose(_ r: Rotated, rule: LogRotationConfig) {
+        for d in r.dispose {
+            _ = delete(d.name, in: r.log.archiveDir, reason: d.reason, expected: d.stat)
+        }
+        if rule.rotate == 0 {
+            // rotate 0: no archive is kept.
+            if dryRun {
+                actions.append(RotationAction(kind: .delete, path: r.log.archiveDir.child(r.archive), detail: "(rotate 0)", dryRun: true))
+            } else {
+                _ = delete(r.archive, in: r.log.archiveDir, reason: "rotate 0", expected: nil)
             }
-            if rule.rotate == 0 {
-                // rotate 0: no archive is kept.
-                if dryRun {
-                    actions.append(RotationAction(kind: .delete, path: r.log.archiveDir.child(r.archive), detail: "(rotate 0)", dryRun: true))
-                } else {
-                    _ = delete(r.archive, in: r.log.archiveDir, reason: "rotate 0", expected: nil)
-                }
-                continue
-            }
-            if rule.compress {
-                if dryRun {
-                    // Nothing was moved, so the archives on disk are not yet the ones to compress.
-                    let target = rule.delayCompress ? "the previous archive of \(r.log.path)" : r.log.archiveDir.child(r.archive)
-                    actions.append(RotationAction(kind: .compress, path: target, detail: "", dryRun: true))
-                } else {
-                    _ = compressArchives(of: r.log, rule: rule, keepNewestPlain: rule.delayCompress)
-                }
+            return
+        }
+        if rule.compress {
+            if dryRun {
+                // Nothing was moved, so the archives on disk are not yet the ones to compress.
+                let target = rule.delayCompress ? "the previous archive of \(r.log.path)" : r.log.archiveDir.child(r.archive)
+                actions.append(RotationAction(kind: .compress, path: target, detail: "", dryRun: true))
+            } else {
+                _ = compressArchives(of: r.log, rule: rule, keepNewestPlain: rule.delayCompress)
             }
         }
     }
@@ -909,6 +1047,7 @@ final class LogRotator {
     /// with `dateext`, numbered without), like logrotate, which never
     /// touches archives of the other naming.
     func compressArchives(of log: LogFile, rule: LogRotationConfig, keepNewestPlain: Bool, ofRuleOnly: Bool = true) -> Int64 {
+        let program = CompressProgram(rule)
         let archives = Archive.list(log.naming, in: log.archiveDir).sorted(by: Archive.newestFirst)
             .filter { !ofRuleOnly || $0.isDated == rule.dateExt }
         var candidates = archives.filter { !$0.kind.isCompressed }
@@ -923,14 +1062,18 @@ final class LogRotator {
                 refuse(log.archiveDir.child(a.name), reason: "a database file; guardian never touches it")
                 continue
             }
-            if exists(a.name + ".gz", in: log.archiveDir), !moveAside(a.name + ".gz", in: log.archiveDir, log: log) { continue }
-            actions.append(RotationAction(kind: .compress, path: log.archiveDir.child(a.name), detail: "-> \(a.name).gz", dryRun: dryRun))
+            let target = a.name + program.ext
+            if exists(target, in: log.archiveDir), !moveAside(target, in: log.archiveDir, log: log) { continue }
+            actions.append(RotationAction(kind: .compress, path: log.archiveDir.child(a.name), detail: "-> \(target)", dryRun: dryRun))
             guard !dryRun else { continue }
-            switch Compressor.compress(dir: log.archiveDir, name: a.name, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop, isOpen: isOpen) {
+            switch Compressor.compress(
+                dir: log.archiveDir, name: a.name, program: program, quietPeriod: options.quietPeriod, now: options.now(), stop: options.stop,
+                runAs: suActive?.user, isOpen: isOpen)
+            {
             case .compressed(let before, let after):
                 freed += max(0, before - after)
                 events.append(DiskEvent(.logCompressed, [
-                    "path": log.archiveDir.child(a.name) + ".gz", "bytes_before": "\(before)", "bytes_after": "\(after)",
+                    "path": log.archiveDir.child(target), "bytes_before": "\(before)", "bytes_after": "\(after)",
                     "bytes_freed": "\(max(0, before - after))",
                 ]))
             case .postponed(let why):

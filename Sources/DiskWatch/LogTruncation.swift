@@ -35,8 +35,10 @@ enum LogTruncation {
     /// On any failure (ENOSPC included) the `.gz` goes and the log stays.
     /// With `into`, the `.gz` goes there (`olddir`); without `truncate`
     /// (logrotate's `copy`) the log is only read.
+    /// `runAs`: under `su`, the user gzip runs as (`Compressor.dropPrivileges`).
     static func copyTruncateCompressed(
-        dir logDir: SafeDirectory, name: String, into: SafeDirectory? = nil, to gzName: String, truncate: Bool = true, stop: StopSignal
+        dir logDir: SafeDirectory, name: String, into: SafeDirectory? = nil, to gzName: String, truncate: Bool = true, stop: StopSignal,
+        runAs: ThreadCredentials? = nil
     ) throws -> Streamed {
         let dir = into ?? logDir
         let (src, st) = try logDir.openRegular(name, flags: truncate ? O_RDWR : O_RDONLY)
@@ -51,7 +53,7 @@ enum LogTruncation {
             close(out)
             if !keep { try? dir.unlink(tmpName) }
         }
-        _ = fchown(out, st.st_uid, st.st_gid)
+        if ThreadCredentials.current.uid == 0 { _ = fchown(out, st.st_uid, st.st_gid) }
         _ = fchmod(out, st.st_mode & 0o7777)
         FileACL.copy(from: src, to: out, path: dir.child(gzName))
         guard lseek(src, 0, SEEK_SET) == 0 else { throw SystemError("lseek", path: logDir.child(name)) }
@@ -67,7 +69,8 @@ enum LogTruncation {
             if remaining <= 64 << 10 || passes >= 4 { break }
             passes += 1
             let timeout = Duration.seconds(60 + remaining / 5_000_000)
-            let outcome = try Subprocess.runBlocking([Compressor.gzipPath, "-c"], stdin: src, stdout: out, timeout: timeout, handle: stop.child)
+            let outcome = try Subprocess.runBlocking(
+                Compressor.dropPrivileges([Compressor.gzipPath, "-c"], to: runAs), stdin: src, stdout: out, timeout: timeout, handle: stop.child)
             guard outcome.succeeded else {
                 throw SystemError(stop.isStopped ? "gzip (guardian is stopping)" : "gzip \(outcome.summary)", path: logDir.child(name), code: EIO)
             }

@@ -25,7 +25,7 @@ enum LogWatch {
                 for path in matches where !seen.contains(path) {
                     let name = (path as NSString).lastPathComponent
                     let dir = (path as NSString).deletingLastPathComponent
-                    if name.hasSuffix(".gz") || name.hasSuffix(Compressor.tempSuffix) { continue }
+                    if CompressProgram.knownExtensions.contains(where: { name.hasSuffix($0) }) || name.hasSuffix(Compressor.tempMarker) { continue }
                     if names.contains(where: { other in
                         other != path && (other as NSString).deletingLastPathComponent == dir
                             && ArchiveNaming(log: (other as NSString).lastPathComponent, rule: rule).parse(name) != nil

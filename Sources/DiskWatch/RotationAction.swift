@@ -16,7 +16,7 @@ enum RotationTrigger: String, Sendable {
 /// `guardian rotate` prints.
 public struct RotationAction: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable {
-        case rotate, create, truncate, compress, delete, postrotate, postpone, skip, refuse, fail
+        case rotate, create, truncate, compress, delete, postrotate, prerotate, firstaction, lastaction, postpone, skip, refuse, fail
         /// `copy`: copied, the log left as it was.
         case copy
     }
@@ -35,7 +35,7 @@ public struct RotationAction: Sendable, Equatable, CustomStringConvertible {
         case .copy: verb = dryRun ? "would copy" : "copied"
         case .compress: verb = dryRun ? "would compress" : "compressed"
         case .delete: verb = dryRun ? "would delete" : "deleted"
-        case .postrotate: verb = dryRun ? "would run postrotate" : "ran postrotate"
+        case .postrotate, .prerotate, .firstaction, .lastaction: verb = dryRun ? "would run \(kind.rawValue)" : "ran \(kind.rawValue)"
         case .postpone: verb = "postponed"
         case .skip: verb = "skipped"
         case .refuse: verb = "refused"

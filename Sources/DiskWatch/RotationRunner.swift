@@ -12,7 +12,7 @@ public enum RotationRunner {
         public var problems: [DiskConfigProblem]
 
         /// Something went wrong: a failed rotation, a refused path, a failed
-        /// postrotate, or a log missing without `missingok` (logrotate exits
+        /// script (pre/postrotate, first/lastaction), or a log missing without `missingok` (logrotate exits
         /// 1 for it too; the other logs are rotated all the same).
         public var failed: Bool {
             actions.contains { $0.kind == .fail || $0.kind == .refuse }

@@ -97,10 +97,12 @@ public enum ChildEnvironment {
 public enum Subprocess {
     public static let killGrace: Duration = .seconds(2)
 
-    /// Runs `argv` and waits for it (blocking).
+    /// Runs `argv` and waits for it (blocking). `environment`: `NAME=value`
+    /// entries added to the child's.
     public static func runBlocking(
         _ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
-        timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil, keepSecrets: Bool = false
+        timeout: Duration, outputLimit: Int = 64 * 1024, handle: ChildHandle? = nil, keepSecrets: Bool = false,
+        environment extra: [String] = []
     ) throws -> ProcessOutcome {
         guard let program = argv.first, !program.isEmpty else {
             throw SystemError("spawn (empty command)", path: "", code: EINVAL)
@@ -147,7 +149,7 @@ public enum Subprocess {
         var pid: pid_t = 0
         let cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }
-        let cEnv: [UnsafeMutablePointer<CChar>?] = ChildEnvironment.entries(keepSecrets: keepSecrets).map { strdup($0) } + [nil]
+        let cEnv: [UnsafeMutablePointer<CChar>?] = (ChildEnvironment.entries(keepSecrets: keepSecrets) + extra).map { strdup($0) } + [nil]
         defer { for p in cEnv { free(p) } }
         let rc = posix_spawnp(&pid, program, &actions, &attributes, cArgs, cEnv)
         // The write ends belong to the child now.

@@ -98,11 +98,8 @@ extension GuardianConfig {
         if let b = k.ballast { out += "  ballast:\n    path: \(q(b.path))\n    size: \(b.size)\n" }
         if !k.logs.isEmpty {
             out += "  logs:\n"
-            for l in k.logs {
-                out += "    - paths: [\(l.paths.map(q).joined(separator: ", "))]\n      rotate: \(l.rotate)\n"
-                if let s = l.size { out += "      size: \(s)\n" }
-                if let f = l.frequency { out += "      frequency: \(f.rawValue)\n" }
-                out += "      compress: \(l.compress)\n      copytruncate: \(l.copyTruncate)\n"
+            for (i, l) in k.logs.enumerated() {
+                out += Self.describeLogRule(l, origin: i < logOrigins.count ? logOrigins[i] : nil)
             }
         }
         out += "alerts:\n"

@@ -148,7 +148,8 @@ struct Daemon {
                 // Reload on SIGHUP for as long as this generation runs.
                 for await _ in await UnixSignalsSequence(trapping: .sighup) {
                     do {
-                        let next = try GuardianConfig.load(path: configPath)
+                        // File reads (the YAML, imported logrotate files) stay off the cooperative pool.
+                        let next = try await BlockingPool.shared.run { try GuardianConfig.load(path: configPath) }
                         notifier.reloading()
                         await board.setState(.reloading)
                         // A repair under way finishes first: cutting it short would leave the app stopped.

@@ -453,6 +453,16 @@ enum JournalCatalog {
             application has not written its logs yet this is harmless; otherwise \
             correct the path or glob in the configuration (or set missingok).
             """,
+        "rotationScriptFailed": """
+            A prerotate, firstaction or lastaction script of a log rule failed or \
+            timed out (GUARDIAN_SCRIPT says which; GUARDIAN_ERROR has its exit \
+            status or output). Like logrotate: a failed firstaction rotates nothing \
+            of the rule, a failed prerotate leaves its log (with sharedscripts, the \
+            whole rule) unrotated, a failed lastaction comes after the rotation.
+
+            Run the script by hand as the guardian user (a YAML string is run by \
+            /bin/sh -c with the log path or the rule's patterns as $1).
+            """,
         "postRotateFailed": """
             The postrotate command that tells the application to reopen its log \
             after rotation failed or timed out; GUARDIAN_ERROR has its exit status \

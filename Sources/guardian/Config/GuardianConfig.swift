@@ -45,6 +45,9 @@ struct GuardianConfig: Sendable, Equatable {
     var stateDir = "/var/lib/guardian"
     /// `exec:` — the application to run as guardian's child (see `ExecChild`).
     var exec: [String]?
+    /// Per `disk.logs` rule: the logrotate stanza it was imported from
+    /// (`file:line`), nil for a rule written in YAML.
+    var logOrigins: [String?] = []
 }
 
 extension GuardianConfig {
@@ -96,7 +99,7 @@ extension GuardianConfig {
                 }
             }
         }
-        if let disk = top.optional("disk") { config.disk = try parseDisk(disk) }
+        if let disk = top.optional("disk") { config.disk = try parseDisk(disk, logOrigins: &config.logOrigins) }
         if let alerts = top.optional("alerts") {
             config.alerts = try alerts.sequence().map(parseAlert)
         }
@@ -407,7 +410,7 @@ extension GuardianConfig {
         return ReplicaConfig(name: name, target: target, syncInterval: sync, retention: retention)
     }
 
-    static func parseDisk(_ node: ConfigNode) throws -> DiskConfig {
+    static func parseDisk(_ node: ConfigNode, logOrigins: inout [String?]) throws -> DiskConfig {
         let m = try node.mapping()
         var d = DiskConfig()
         func positive(_ n: ConfigNode) throws -> Duration {
@@ -435,7 +438,11 @@ extension GuardianConfig {
             d.ballast = BallastConfig(path: try bm.required("path").absolutePath(), size: size)
             try bm.finish()
         }
-        if let logs = m.optional("logs") { d.logs = try logs.sequence().map(parseLogRotation) }
+        if let logs = m.optional("logs") {
+            let entries = try parseLogEntries(logs)
+            d.logs = entries.map(\.rule)
+            logOrigins = entries.map(\.origin)
+        }
         if let cleanup = m.optional("cleanup") {
             d.cleanup = try cleanup.sequence().map { n in
                 let cm = try n.mapping()
@@ -482,13 +489,14 @@ extension GuardianConfig {
         if let v = try m.optional("copytruncate", { try $0.bool() }) { r.copyTruncate = v }
         if let v = try m.optional("allowhardlink", { try $0.bool() }) { r.allowHardLink = v }
         if let su = m.optional("su") {
-            // logrotate's `su USER GROUP`: rotate in a directory writable by
-            // others. guardian rotates as root only, so only `root root`.
-            let parts = try su.string().split(separator: " ").map(String.init)
-            guard parts.count == 2, ["root", "0"].contains(parts[0]), ["root", "0"].contains(parts[1]) else {
-                throw su.error("only \"root root\" is supported (guardian rotates as root; rotating as another user is not implemented)")
+            // logrotate's `su USER [GROUP]`: the rule's files are rotated,
+            // created and compressed as that user (see ThreadCredentials).
+            let parts = try su.string().split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            guard (1...2).contains(parts.count) else {
+                throw su.error("must be \"USER GROUP\" (e.g. \"www-data adm\")")
             }
-            r.suRoot = true
+            r.suUser = parts[0]
+            r.suGroup = parts.count > 1 ? parts[1] : nil
         }
         if let create = m.optional("create") {
             // "0640 app adm", like logrotate's `create` directive; `true`
@@ -543,24 +551,38 @@ extension GuardianConfig {
         }
         r.minAge = try m.optional("minage") { try $0.duration() }
         if let v = try m.optional("copy", { try $0.bool() }) { r.copy = v }
-        if let v = try m.optional("postrotate", { try $0.stringList() }) { r.postRotate = v }
-        if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
-        if let n = m.optional("emergency-truncate") {
-            // `keep 1MB` or `off` (`auto`: keep 1 MiB on a database's filesystem).
-            let text = try n.string().trimmingCharacters(in: .whitespaces)
-            let words = text.split(separator: " ", maxSplits: 1).map(String.init)
-            switch words.first?.lowercased() {
-            case "off", "false", "no": r.emergencyTruncate = .off
-            case "auto": r.emergencyTruncate = .automatic
-            case "keep" where words.count == 2:
-                guard let bytes = Units.bytes(words[1]), bytes > 0 else {
-                    throw n.error("must be \"keep SIZE\" with a size above 0 (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
-                }
-                r.emergencyTruncate = .keep(bytes)
-            default:
-                throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
-            }
+        // A YAML list: an argv run without a shell. A string: shell text run
+        // by `/bin/sh -c TEXT logrotate_script $1 [$2]`, like logrotate.
+        func script(_ n: ConfigNode) throws -> LogRotationConfig.RotationScript {
+            if case .scalar = n.node { return .shell(try n.string()) }
+            let argv = try n.sequence().map { try $0.string() }
+            guard !argv.isEmpty else { throw n.error("must not be an empty list") }
+            return .argv(argv)
         }
+        r.preRotate = try m.optional("prerotate", script)
+        r.postRotate = try m.optional("postrotate", script)
+        r.firstAction = try m.optional("firstaction", script)
+        r.lastAction = try m.optional("lastaction", script)
+        if let v = try m.optional("sharedscripts", { try $0.bool() }) { r.sharedScripts = v }
+        if let v = try m.optional("postrotate-timeout", { try $0.duration() }) { r.postRotateTimeout = v }
+        r.compressCommand = try m.optional("compresscmd") { n -> String in
+            let cmd = try n.string()
+            try n.noControlCharacters(cmd)
+            return cmd
+        }
+        r.compressOptions = try m.optional("compressoptions") { n -> [String] in
+            if case .scalar = n.node {
+                return try n.scalar().split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            }
+            return try n.sequence().map { try $0.string() }
+        }
+        r.compressExt = try m.optional("compressext") { n -> String in
+            let ext = try n.string()
+            guard !ext.contains("/") else { throw n.error("\"\(ext)\" must not contain /") }
+            try n.noControlCharacters(ext)
+            return ext
+        }
+        if let v = try m.optional("emergency-truncate", parseEmergencyTruncate) { r.emergencyTruncate = v }
         if r.copyTruncate, r.createMode != nil {
             throw node.error("copytruncate and create exclude each other")
         }
@@ -572,6 +594,24 @@ extension GuardianConfig {
         }
         try m.finish()
         return r
+    }
+
+    /// `emergency-truncate:` of a log rule: `keep 1MB` or `off` (`auto`:
+    /// keep 1 MiB on a database's filesystem).
+    static func parseEmergencyTruncate(_ n: ConfigNode) throws -> LogRotationConfig.EmergencyTruncate {
+        let text = try n.string().trimmingCharacters(in: .whitespaces)
+        let words = text.split(separator: " ", maxSplits: 1).map(String.init)
+        switch words.first?.lowercased() {
+        case "off", "false", "no": return .off
+        case "auto": return .automatic
+        case "keep" where words.count == 2:
+            guard let bytes = Units.bytes(words[1]), bytes > 0 else {
+                throw n.error("must be \"keep SIZE\" with a size above 0 (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+            }
+            return .keep(bytes)
+        default:
+            throw n.error("must be \"keep SIZE\" (e.g. \"keep 1MB\"), \"auto\" or \"off\"")
+        }
     }
 
     /// "MODE [OWNER [GROUP]]" of `create` and `createolddir` (mode in octal), or nil.
