@@ -19,7 +19,8 @@ final class Spawned: @unchecked Sendable {
 
     /// posix_spawn runs on this one long-lived thread: the parent-death
     /// signal (below) fires when the *thread* that spawned the child ends.
-    private static let spawner = BlockingPool(name: "guardian-test-spawner", threads: 1)
+    /// One thread only: BlockingPool ends its extra threads after a while idle.
+    private static let spawner = BlockingPool(name: "guardian-test-spawner", threads: 1, maxThreads: 1)
 
     /// Starts `executable`. Under `setpriv --pdeathsig KILL` (util-linux) the
     /// server dies with the test process even if that crashes, so no server
