@@ -32,8 +32,11 @@ public enum DurableFile {
         // A leftover (or planted) temp file is removed, never followed: a
         // symbolic link there is unlinked itself, and the new file is created
         // exclusively.
-        unlink(tmp)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        var fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        if fd < 0, errno == EEXIST {
+            unlink(tmp)
+            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        }
         guard fd >= 0 else { throw SystemError("open", path: tmp) }
         do {
             try writeAll(fd: fd, bytes, path: tmp)

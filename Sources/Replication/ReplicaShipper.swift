@@ -175,7 +175,7 @@ actor ReplicaShipper {
             }
             throw ReplicaError(.transient, "replica \(config.target.destination): its history marker vanished (unmounted or emptied?); rediscovering")
         }
-        if adopted, !ReplicaHistory.isOurs(bytes, history: history) {
+        if adopted, !markerIsOurs(bytes, history: history) {
             let why = "replica \(config.target.destination) is written by another process too (its history marker now names \(ReplicaHistory.describe(bytes))); guardian stops writing to it: stop the other writer, then restart guardian"
             foreignWriter = why
             throw ReplicaError(.permanent, why)
@@ -371,8 +371,62 @@ actor ReplicaShipper {
         logger.event(.retentionApplied, level: .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "level": "0", "files": "\(doomed.count)"])
     }
 
+    /// The marker's bytes last found to be this session's (a file replica's
+    /// marker is read every round: the same bytes need no second decode).
+    private var markerSeenOurs: (bytes: [UInt8], history: String)?
+
+    private func markerIsOurs(_ bytes: [UInt8], history: String) -> Bool {
+        if let seen = markerSeenOurs, seen.history == history, seen.bytes == bytes { return true }
+        guard ReplicaHistory.isOurs(bytes, history: history) else { return false }
+        markerSeenOurs = (bytes, history)
+        return true
+    }
+
+    /// A `shipAll` is under way (it may be suspended): a pass does not ship
+    /// to this replica itself meanwhile.
+    private var shipping = false
+
+    /// Called by the pass that found new files, on the worker's thread: a
+    /// healthy file replica with nothing special to do (no discovery, no
+    /// lease renewal due, no snapshot, nothing staged) gets them written here
+    /// and now, with no wake-up of the shipper's task. Returns false, having
+    /// written nothing or only some of them, whenever the shipper's own task
+    /// must do it (it then finds the rest pending and reports failures).
+    func shipInline() -> Bool {
+        guard !shipping, failures == 0, foreignWriter == nil, config.syncInterval == .zero,
+            let file = client as? FileReplicaClient, let position, let history, history == replicator.historyID,
+            let renewed = lastRenewal, ContinuousClock.now - renewed < ReplicaHistory.leaseInterval
+        else { return false }
+        do {
+            // The marker is read before each round, as `checkMarkerStillOurs` does.
+            guard let bytes = try file.readMarkerNow(), markerIsOurs(bytes, history: history) else { return false }
+            lastMarkerCheck = .now
+            let work = try replicator.assumeIsolated { try $0.work(after: position, history: history) }
+            switch work {
+            case .none:
+                return true
+            case .snapshot:
+                return false
+            case .files(let files):
+                let ready = files.filter { $0.info.maxTXID > position }
+                guard !ready.isEmpty, ready.allSatisfy({ $0.memoryBytes > 0 }) else { return false }
+                try file.writeNow(ready.map { (info: $0.info, contents: $0.payload) })
+                requests += ready.count
+                bytesShipped += ready.reduce(0) { $0 + $1.info.size }
+                if let last = ready.last { stored(last.info.maxTXID) }
+            }
+            let all = positions.set(config.name, self.position ?? 0)
+            replicator.assumeIsolated { $0.acknowledge(allPositions: all) }
+            return true
+        } catch {
+            return false
+        }
+    }
+
     /// Ships everything pending, retrying with backoff while the replica fails.
     func shipAll(maxAttempts: Int = .max) async {
+        shipping = true
+        defer { shipping = false }
         var attempt = 0
         while attempt < maxAttempts {
             do {

@@ -164,10 +164,18 @@ public struct ReplicationService: Service {
         // without a hand-over to another thread.
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let watcher = WALWatcher(walPath: config.path + "-wal", worker: replicator.executor, wake: wake)
+        let pass = PassState()
+        // A commit is handled by the file event's handler itself, on the
+        // worker's thread: no wake-up of the loop's task (which would go
+        // through the cooperative pool and back) unless the pass needs it.
+        watcher.handleChanges { [self, replicator, shippers] in
+            guard pass.parked, replicator.executor.isCurrentThread else { return false }
+            return replicator.assumeIsolated { r in quickPass(r, state: pass, watcher: watcher, shippers: shippers) }
+        }
         await control.register(config.path, wake: wake)
         await withDiscardingTaskGroup { group in
             for s in shippers {
-                let stream = await replicator.subscribe()
+                let stream = await replicator.subscribe(s.config.name)
                 group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
             await withDiscardingTaskGroup { wakers in
@@ -180,7 +188,7 @@ public struct ReplicationService: Service {
                     }
                 }
                 await withGracefulShutdownHandler {
-                    await replicator.isolated { [shippers] r in await loop(r, wakeups: wakeups, wake: wake, watcher: watcher, shippers: shippers) }
+                    await replicator.isolated { [shippers] r in await loop(r, wakeups: wakeups, wake: wake, watcher: watcher, shippers: shippers, state: pass) }
                 } onGracefulShutdown: {
                     wake.finish()
                 }
@@ -199,25 +207,70 @@ public struct ReplicationService: Service {
         return await replicator.replaced != nil
     }
 
-    /// The session's loop, on the replicator's thread: every wake-up (a WAL
-    /// change from inotify, a tick of the poll interval, a pause) syncs,
-    /// checkpoints and snapshots as needed. While inotify reports the WAL's
-    /// changes a tick without one only checks that the files are still the
-    /// database's (no read transaction, no read of the WAL).
-    private func loop(_ r: isolated Replicator, wakeups: AsyncStream<Void>, wake: AsyncStream<Void>.Continuation, watcher: WALWatcher, shippers: [ReplicaShipper]) async {
+    /// What the session's loop and the quick pass share; touched only on
+    /// the replicator's worker thread.
+    final class PassState: @unchecked Sendable {
+        /// The loop waits for its next wake-up (a quick pass may run).
+        var parked = false
         var lastStatus = ContinuousClock.now - .seconds(10)
         var lastBeat = ContinuousClock.now - .seconds(10)
+        var lastShipperWake = ContinuousClock.now
         var failing = false
-        for await _ in wakeups {
+    }
+
+    /// The pass a WAL change gets right in its file event's handler, on the
+    /// worker's thread, while the loop waits: sync, write the file replicas,
+    /// checkpoint — plain calls, no task woken. Anything else (a beat or a
+    /// status due, a burst to gather, long work, an error, a replica that
+    /// needs its shipper) returns false, and the loop is woken as before.
+    private func quickPass(_ r: isolated Replicator, state: PassState, watcher: WALWatcher, shippers: [ReplicaShipper]) -> Bool {
+        let now = ContinuousClock.now
+        guard now - state.lastBeat < Self.beatInterval, now - state.lastStatus < Self.statusInterval, now - state.lastShipperWake < Self.shipperWakeInterval,
+            !state.failing, !r.mayTakeLong, r.replaced == nil, r.lastSyncTransactions <= Replicator.batchThreshold,
+            !control.isPausedNow(config.path), watcher.takeChange()
+        else { return false }
+        do {
+            guard r.walMayHaveNew() else {
+                try r.idleCheck()
+                return true
+            }
+            r.holdWakeups()
+            try r.sync(repin: r.repinDue)
+            var served = Set(shippers.filter { s in s.assumeIsolated { $0.shipInline() } }.map(\.config.name))
+            if r.walBytes >= config.checkpointSize {
+                try r.checkpointIfNeeded()
+                served = served.filter { name in shippers.first { $0.config.name == name }?.assumeIsolated { $0.shipInline() } ?? false }
+            }
+            r.releaseWakeups(served: served)
+            return true
+        } catch {
+            r.releaseWakeups(served: [])
+            watcher.restoreChange()
+            return false
+        }
+    }
+
+    /// The session's loop, on the replicator's thread: every wake-up (a WAL
+    /// change the quick pass left to it, a tick of the poll interval, a
+    /// pause) syncs, checkpoints and snapshots as needed. While inotify
+    /// reports the WAL's changes a tick without one only checks that the
+    /// files are still the database's (no read transaction, no read of the WAL).
+    private func loop(_ r: isolated Replicator, wakeups: AsyncStream<Void>, wake: AsyncStream<Void>.Continuation, watcher: WALWatcher, shippers: [ReplicaShipper], state: PassState) async {
+        var wakeupsIterator = wakeups.makeAsyncIterator()
+        while true {
+            state.parked = true
+            let woken = await wakeupsIterator.next(isolation: r)
+            state.parked = false
+            guard woken != nil else { break }
             if Task.isShuttingDownGracefully { break }
             if let replaced = r.replaced {
                 logger.event(.databaseReplaced, level: .warning, ["db": "\(config.path)", "reason": "\(replaced)"])
                 break
             }
             // (A beat per wake-up would be a hop per commit: one every half second is plenty.)
-            if ContinuousClock.now - lastBeat >= Self.beatInterval {
+            if ContinuousClock.now - state.lastBeat >= Self.beatInterval {
                 await heartbeat()
-                lastBeat = .now
+                state.lastBeat = .now
             }
             if control.isPausedNow(config.path) { break }
             // A burst (more than 32 transactions per wake-up): let it gather
@@ -239,26 +292,35 @@ public struct ReplicationService: Service {
                         if r.snapshotDue { await shipSnapshot(r, shippers) }
                     }
                 } else {
-                    let found = try r.sync()
+                    let found = try r.sync(repin: r.repinDue)
                     // The shippers (on this thread) write what was found
                     // before a checkpoint delays them.
                     if found.files > 0, r.walBytes >= config.checkpointSize, !r.restartDue { await Task.yield() }
                     try r.checkpointIfNeeded()
                 }
-                failing = false
+                state.failing = false
             } catch is Replicator.Replaced {
                 wake.yield(())  // ends the session at the top of the loop
             } catch {
-                if !failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
-                failing = true
+                if !state.failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
+                state.failing = true
             }
-            if ContinuousClock.now - lastStatus > .milliseconds(200) {
+            // The shippers' own periodic work (compaction, retention, lease)
+            // runs when they are woken: the quick pass writes file replicas
+            // without waking them.
+            if ContinuousClock.now - state.lastShipperWake >= Self.shipperWakeInterval {
+                r.wakeSubscribers()
+                state.lastShipperWake = .now
+            }
+            if ContinuousClock.now - state.lastStatus > Self.statusInterval {
                 await publishStatus(r, shippers)
-                lastStatus = .now
+                state.lastStatus = .now
             }
         }
     }
 
+    static let statusInterval: Duration = .milliseconds(200)
+    static let shipperWakeInterval: Duration = .seconds(1)
     static let beatInterval: Duration = .milliseconds(500)
     /// The tick while inotify reports every change (well inside the 30 s watchdog).
     static let idleTick: Duration = .seconds(5)

@@ -71,7 +71,11 @@ public actor Replicator {
     private var pending: [PendingLTX] = []
     private var pendingBytes = 0
     static let pendingLimit = 256 << 20
-    private var subscribers: [AsyncStream<Void>.Continuation] = []
+    /// Each replica's shipper wake-up, by replica name.
+    private var subscribers: [String: AsyncStream<Void>.Continuation] = [:]
+    /// While a pass ships to file replicas itself, new files do not wake the
+    /// shippers (`releaseWakeups` wakes those that still have work).
+    private var holdingWakeups = false
     private var snapshotCache: SnapshotFile?
 
     /// Under heavy load several transactions found by one sync go into one file.
@@ -119,6 +123,17 @@ public actor Replicator {
     /// no read of the WAL.
     func idleCheck() throws {
         try checkFilesAreTheDatabase()
+    }
+
+    /// Whether a pass may find something: false only when the WAL is the
+    /// generation the newest pass read and no frame of it follows the
+    /// cursor (two small reads, no read transaction). A frame being written
+    /// right now makes a file event of its own.
+    func walMayHaveNew() -> Bool {
+        guard activePin >= 0, !needsFullImage, replaced == nil, let c = cursor, let h = wal.header() else { return true }
+        guard h.salt1 == c.salt1, h.salt2 == c.salt2 else { return true }
+        guard let salts = wal.frameSalts(at: c.offset) else { return false }
+        return salts == (c.salt1, c.salt2)
     }
 
     // MARK: - Opening
@@ -270,10 +285,26 @@ public actor Replicator {
 
     /// Copies every committed transaction from the WAL into LTX files, hands
     /// them to the replicas, and moves the pin forward.
+    ///
+    /// `repin: false` copies without handing the pin over: it is not needed
+    /// to keep new frames (a checkpoint cannot copy frames past the pin's
+    /// snapshot, nor the WAL restart, while the pin's read lock is held: see
+    /// the type's comment), only to let checkpoints progress. The hot path
+    /// moves it when `repinDue`; checkpoints always do.
     @discardableResult
-    func sync() throws -> SyncResult {
+    func sync(repin: Bool = true) throws -> SyncResult {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
         try checkFilesAreTheDatabase()
+        if !repin, !needsFullImage {
+            let saved = (txid, commit, cursor, pageIndex, needsFullImage)
+            do {
+                return try copyCommittedFrames()
+            } catch {
+                (txid, commit, cursor, pageIndex, needsFullImage) = saved
+                throw error
+            }
+        }
+        defer { lastRepin = .now }
         let spare = 1 - activePin
         try beginPin(spare)
         // On failure keep the old pin (it protects everything not yet copied)
@@ -289,6 +320,17 @@ public actor Replicator {
             (txid, commit, cursor, pageIndex, needsFullImage) = saved
             throw error
         }
+    }
+
+    private var lastRepin = ContinuousClock.now
+    /// How long the pin may stay behind the WAL's end while it is small.
+    static let repinInterval: Duration = .seconds(1)
+
+    /// Whether a pass should move the pin to the WAL's end: the WAL is past
+    /// half of `checkpoint-size` (guardian's checkpoint, and the
+    /// application's, stop at the pin), or the pin is a second old.
+    var repinDue: Bool {
+        needsFullImage || walBytes >= config.checkpointSize / 2 || ContinuousClock.now - lastRepin >= Self.repinInterval
     }
 
     private func copyCommittedFrames() throws -> SyncResult {
@@ -627,19 +669,36 @@ public actor Replicator {
             pendingBytes -= dropped.memoryBytes
             dropped.discard()
         }
-        for s in subscribers { s.yield(()) }
+        if !holdingWakeups { for (_, s) in subscribers { s.yield(()) } }
     }
 
-    /// A stream that fires whenever new LTX files are ready to ship.
-    func subscribe() -> AsyncStream<Void> {
+    /// A stream that fires whenever new LTX files are ready to ship to `replica`.
+    func subscribe(_ replica: String) -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        subscribers.append(continuation)
+        subscribers[replica] = continuation
         if !pending.isEmpty { continuation.yield(()) }
         return stream
     }
 
+    /// From here until `releaseWakeups`, new files wake no shipper: the
+    /// caller ships them on this thread.
+    func holdWakeups() { holdingWakeups = true }
+
+    /// Ends `holdWakeups`: the replicas named in `served` took everything;
+    /// the others are woken when there is something pending.
+    func releaseWakeups(served: Set<String>) {
+        holdingWakeups = false
+        guard !pending.isEmpty else { return }
+        for (name, s) in subscribers where !served.contains(name) { s.yield(()) }
+    }
+
+    /// Wakes every shipper (their periodic work: compaction, retention).
+    func wakeSubscribers() {
+        for (_, s) in subscribers { s.yield(()) }
+    }
+
     func finishSubscribers() {
-        for s in subscribers { s.finish() }
+        for (_, s) in subscribers { s.finish() }
         subscribers.removeAll()
     }
 

@@ -106,4 +106,54 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try await sqlite3(out, "SELECT count(*) FROM t") == "\(rows)")
     }
+
+    /// Context switches of the process's threads other than the replication
+    /// workers (the cooperative pool, the blocking pool, the main thread).
+    static func switchesOutsideTheWorkers(of pid: Int32) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var total = 0
+        for t in tasks {
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/comm", encoding: .utf8),
+                !comm.hasPrefix("guardian-repl"),
+                let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/status", encoding: .utf8)
+            else { continue }
+            for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
+                total += Int(line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
+            }
+        }
+        return total
+    }
+
+    /// A commit is read, encoded and written to a file replica by the pass
+    /// the WAL's file event runs on the replication worker's own thread: no
+    /// other thread wakes for it. The session loop woke the cooperative
+    /// pool for every commit (an AsyncStream resumed through the global
+    /// executor, twice: the loop and the shipper), about 16 context switches
+    /// of other threads per commit at 100 tx/s; now a few per second remain
+    /// (status, heartbeat, the shippers' periodic work).
+    @Test func aCommitIsReplicatedWithoutWakingAnyOtherThread() async throws {
+        let dir = try TestSupport.makeTempDir("engine-hops")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/app.db"
+        try Self.makeDatabase(db)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", db, "file://\(dir)/replica"])
+        defer { child.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
+        try await Task.sleep(for: .milliseconds(500))
+        let commits = 200
+        let before = Self.switchesOutsideTheWorkers(of: child.pid)
+        let first = Self.newestTXID(dir + "/replica")
+        try await BlockingPool.shared.run {
+            let c = try SQLiteConnection(path: db, mode: .readWrite)
+            for _ in 0..<commits {
+                try c.execute("INSERT INTO t(v) VALUES ('x')")
+                usleep(10_000)
+            }
+        }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { Self.newestTXID(dir + "/replica") >= first + UInt64(commits) }, "\(child.stderr)")
+        let switches = Self.switchesOutsideTheWorkers(of: child.pid) - before
+        #expect(switches < commits, "\(switches) context switches outside the replication workers for \(commits) commits")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Platform
+import Synchronization
 
 /// The threads every database's replication runs on: a fixed set (one per
 /// core, at most four) shared by all replicators, whatever the number of
@@ -60,6 +61,8 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     private var handlers: [Int32: [Int: (name: String, handler: Handler)]] = [:]
     private var nextID = 0
     private let name: String
+    /// The kernel id of the worker's own thread (set once, as its loop starts).
+    private let threadID = Atomic<UInt>(0)
 
     private init(name: String) {
         self.name = name
@@ -68,6 +71,23 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
         let thread = Thread { [unowned self] in self.loop() }
         thread.name = name
         thread.start()
+    }
+
+    /// Whether the caller runs on this worker's thread.
+    public var isCurrentThread: Bool {
+        let id = threadID.load(ordering: .acquiring)
+        return id != 0 && id == UInt(bitPattern: Int(bitPattern: pthread_self()))
+    }
+
+    /// The worker's thread is isolated to every actor it serves whenever it
+    /// is not inside a job of another executor: it runs their jobs one at a
+    /// time, and code it calls between jobs (a file event's handler) is one
+    /// more turn of the same serial executor. This lets that code call the
+    /// actors synchronously (`assumeIsolated`) instead of enqueueing a job.
+    public func isIsolatingCurrentContext() -> Bool? { isCurrentThread }
+
+    public func checkIsolated() {
+        precondition(isCurrentThread, "not on replication worker \(name)'s thread")
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
@@ -135,6 +155,7 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
 
     private func loop() {
         Thread.current.name = name  // (set from the thread itself: on Linux that names the OS thread)
+        threadID.store(UInt(bitPattern: Int(bitPattern: pthread_self())), ordering: .releasing)
         let executor = asUnownedSerialExecutor()
         var fds = [pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0), pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0)]
         let count = nfds_t(inotifyFD >= 0 ? 2 : 1)

@@ -127,9 +127,16 @@ public final class WALFile {
 
     deinit { if fd >= 0 { close(fd) } }
 
-    /// (Re)opens the file when it appeared, was replaced or is not open yet.
-    /// Returns false when there is no WAL file.
+    /// Opens the file when it is not open yet. Returns false when there is
+    /// no WAL file. Whether the open file is still the one at the path is
+    /// `currentInode`'s question (asked at the start of every pass), not
+    /// every read's.
     private func ensureOpen() -> Bool {
+        fd >= 0 || reopen()
+    }
+
+    /// (Re)opens the file when it appeared, was replaced or is not open yet.
+    private func reopen() -> Bool {
         var st = stat()
         guard stat(path, &st) == 0 else {
             if fd >= 0 { close(fd); fd = -1 }
@@ -144,7 +151,7 @@ public final class WALFile {
 
     /// The inode of the WAL file now at the path (0 when there is none).
     public func currentInode() -> UInt64 {
-        guard ensureOpen() else { return 0 }
+        guard reopen() else { return 0 }
         return UInt64(inode)
     }
 
@@ -176,6 +183,16 @@ public final class WALFile {
                 done += n
             }
         }
+    }
+
+    /// The salts in the header of the frame at `offset` (nil past the end
+    /// of the file): whether a frame of the cursor's generation follows.
+    public func frameSalts(at offset: Int64) -> (UInt32, UInt32)? {
+        guard ensureOpen() else { return nil }
+        var h = (UInt64(0), UInt64(0), UInt64(0))
+        let n = withUnsafeMutableBytes(of: &h) { pread(fd, $0.baseAddress, 24, off_t(offset)) }
+        guard n == 24 else { return nil }
+        return withUnsafeBytes(of: &h) { (be32($0, 8), be32($0, 12)) }
     }
 
     /// A frame no longer holds what guardian indexed: the WAL restarted and

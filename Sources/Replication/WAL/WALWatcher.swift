@@ -32,7 +32,9 @@ final class WALWatcher: @unchecked Sendable {
         var found: [ReplicationWorker.Watch] = []
         for watched in [name, String(name.dropLast(4))] {
             let w = worker.watch(directory: dir.isEmpty ? "." : dir, name: watched) { [weak self, continuation] gone in
-                self?.changed(lost: gone)
+                guard let self else { return }
+                self.changed(lost: gone)
+                if !gone, let pass = self.lock.withLock({ self.pass }), pass() { return }
                 continuation.yield(())
             }
             if let w { found.append(w) }
@@ -41,6 +43,15 @@ final class WALWatcher: @unchecked Sendable {
             watches = found
             lost = found.count < 2
         }
+    }
+
+    /// Handles a change right on the worker's thread; false: wake the loop.
+    private var pass: (@Sendable () -> Bool)?
+
+    /// From now on a change is first offered to `pass` (on the worker's
+    /// thread): the loop is woken only when it returns false.
+    func handleChanges(_ pass: @escaping @Sendable () -> Bool) {
+        lock.withLock { self.pass = pass }
     }
 
     private func changed(lost gone: Bool) {
@@ -65,10 +76,15 @@ final class WALWatcher: @unchecked Sendable {
         }
     }
 
+    /// Puts back a change taken by a pass that could not finish it.
+    func restoreChange() {
+        lock.withLock { pending = true }
+    }
+
     /// Drops the watch.
     func stop() {
         let ws = lock.withLock { () -> [ReplicationWorker.Watch] in
-            defer { watches = []; lost = true }
+            defer { watches = []; lost = true; pass = nil }
             return watches
         }
         for w in ws { worker.unwatch(w) }
