@@ -63,7 +63,7 @@ public enum DiskBenchmark {
     }
 
     static func rssKB() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        guard let text = ProcFiles.text("/proc/self/status") else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
             return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }

@@ -129,7 +129,7 @@ final class MountTable: Sendable {
     /// The mount point whose `major:minor` is the device and which is the
     /// longest prefix of `path` (bind mounts share a device).
     static func lookup(device: UInt64, path: String) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        guard let text = ProcFiles.text("/proc/self/mountinfo") else { return nil }
         // glibc's gnu_dev_major / gnu_dev_minor.
         let major = ((device >> 8) & 0xfff) | ((device >> 32) & 0xffff_f000)
         let minor = (device & 0xff) | ((device >> 12) & 0xffff_ff00)

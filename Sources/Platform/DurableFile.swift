@@ -27,7 +27,6 @@ public enum DurableFile {
     /// `syncDirectory: false` leaves the directory's fsync to the caller (one
     /// for several files written in a row); the file is not durable before it.
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, mtime: Date? = nil, syncDirectory sync: Bool = true) throws {
-        let dir = (path as NSString).deletingLastPathComponent
         let tmp = path + ".tmp"
         // A leftover (or planted) temp file is removed, never followed: a
         // symbolic link there is unlinked itself, and the new file is created
@@ -53,7 +52,7 @@ public enum DurableFile {
             unlink(tmp)
             throw err
         }
-        if sync { try syncDirectory(dir) }
+        if sync { try syncDirectory((path as NSString).deletingLastPathComponent) }
     }
 
     public static func writeAll(fd: Int32, _ bytes: [UInt8], path: String) throws {

@@ -293,7 +293,7 @@ public enum OpenFiles {
 
     /// Whether /proc is mounted so that other users' processes are not
     /// listed at all (`hidepid=invisible`/`2`, `ptraceable`/`4`).
-    static func procHidesProcesses(mountinfo: String? = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) -> Bool {
+    static func procHidesProcesses(mountinfo: String? = ProcFiles.text("/proc/self/mountinfo")) -> Bool {
         guard let mountinfo else { return true }
         // The last mount at /proc is the one in effect.
         var hides = false
@@ -344,7 +344,7 @@ public enum OpenFiles {
                 if denied { result.uninspected += 1 }
             }
         }
-        if let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) {
+        if let locks = ProcFiles.text("/proc/locks") {
             result.locksRead = true
             for pid in lockHolders(in: locks, targets: targets) where pid != me {
                 guard !result.holders.contains(where: { $0.pid == pid }) else { continue }

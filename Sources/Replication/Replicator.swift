@@ -126,14 +126,14 @@ public actor Replicator {
     }
 
     /// Whether a pass may find something: false only when the WAL is the
-    /// generation the newest pass read and no frame of it follows the
-    /// cursor (two small reads, no read transaction). A frame being written
-    /// right now makes a file event of its own.
+    /// generation the newest pass read and no commit frame of it follows
+    /// the cursor (a few 24-byte reads, no read transaction). The first
+    /// write of a transaction wakes the worker before its commit frame is
+    /// there; the commit frame's write makes a file event of its own.
     func walMayHaveNew() -> Bool {
         guard activePin >= 0, !needsFullImage, replaced == nil, let c = cursor, let h = wal.header() else { return true }
         guard h.salt1 == c.salt1, h.salt2 == c.salt2 else { return true }
-        guard let salts = wal.frameSalts(at: c.offset) else { return false }
-        return salts == (c.salt1, c.salt2)
+        return wal.commitFrameFollows(c)
     }
 
     // MARK: - Opening

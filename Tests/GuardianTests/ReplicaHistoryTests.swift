@@ -384,7 +384,15 @@ import Testing
         try ReplicationTests.write(f.db, from: 1, count: 5)
         try f.startGuardian()
         let marker = f.replica + "/" + ReplicaHistory.markerName
-        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: marker) && f.replicaTXID() >= 1 })
+        // Until the first image is stored the marker is the discovery's lease
+        // (no history yet): guardian labels the replica after that, and a
+        // marker swapped in before would just be overwritten by the label.
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) {
+            guard f.replicaTXID() >= 1, let data = FileManager.default.contents(atPath: marker),
+                let m = try? JSONDecoder().decode(ReplicaHistory.Marker.self, from: data)
+            else { return false }
+            return !m.history.isEmpty
+        })
         // Another writer's marker, put in place atomically under a name of its own
         // (guardian renews its lease on the same file meanwhile).
         let foreign = f.replica + "/.foreign-marker"
