@@ -9,32 +9,13 @@ import Testing
 /// filesystem): the real logrotate 3.21 works on `lr`, guardian on `g`;
 /// afterwards both hold the same paths with the same types, modes, owners
 /// and (decompressed) contents.
-private final class TreeTwin {
-    let root: String
-    let lr: String
-    let g: String
-
-    init() throws {
-        root = try DiskKit.tempDir("naming")
-        lr = root + "/lr"
-        g = root + "/g"
-        mkdir(lr, 0o755)
-        mkdir(g, 0o755)
-    }
-
-    deinit { DiskKit.remove(root) }
-
-    func each(_ body: (String) throws -> Void) rethrows {
-        try body(lr)
-        try body(g)
-    }
-
-    var guardianState: String { root + "/guardian-state.json" }
+private final class TreeTwin: LogrotateTwin {
+    init() throws { try super.init("naming") }
 
     /// `directives` gets the side's directory (for absolute olddirs).
     @discardableResult
     func logrotate(_ directives: (String) -> String, pattern: String = "app.log", force: Bool = true) throws -> ProcessOutcome {
-        try DiskKit.logrotate("\(lr)/\(pattern) {\n\(directives(lr))\n}\n", in: root, force: force)
+        try logrotate(directives(lr), pattern: pattern, force: force)
     }
 
     @discardableResult
@@ -42,11 +23,7 @@ private final class TreeTwin {
         _ rule: (String) -> LogRotationConfig, pattern: String = "app.log", force: Bool = true,
         now: @escaping @Sendable () -> Date = { Date() }
     ) -> LogRotator {
-        var r = rule(g)
-        r.paths = ["\(g)/\(pattern)"]
-        let rotator = DiskKit.rotator([r], state: guardianState, now: now)
-        rotator.runScheduled(force: force)
-        return rotator
+        guardian(rule(g), pattern: pattern, force: force, now: now)
     }
 
     /// Relative path → "type mode uid:gid" of everything below `dir`.

@@ -8,26 +8,8 @@ import Testing
 /// sharedscripts), compression commands (compresscmd, compressoptions,
 /// compressext) and `su USER GROUP`, each compared with the real logrotate
 /// on the same fixtures: `lr` for logrotate, `g` for guardian.
-private final class ScriptTwin {
-    let root: String
-    let lr: String
-    let g: String
-
-    init() throws {
-        root = try DiskKit.tempDir("lrscripts")
-        chmod(root, 0o755)  // `su` users must reach the logs (logrotate works by path)
-        lr = root + "/lr"
-        g = root + "/g"
-        mkdir(lr, 0o755)
-        mkdir(g, 0o755)
-    }
-
-    deinit { DiskKit.remove(root) }
-
-    func each(_ body: (String) throws -> Void) rethrows {
-        try body(lr)
-        try body(g)
-    }
+private final class ScriptTwin: LogrotateTwin {
+    init() throws { try super.init("lrscripts", rootMode: 0o755) }  // `su` users must reach the logs
 
     func trace(_ dir: String) -> String { dir == lr ? root + "/trace-lr" : root + "/trace-g" }
 
@@ -41,19 +23,6 @@ private final class ScriptTwin {
     func traceLines(_ dir: String) -> [String] {
         let text = (try? String(contentsOfFile: trace(dir), encoding: .utf8)) ?? ""
         return text.replacingOccurrences(of: dir, with: "DIR").split(separator: "\n").map(String.init)
-    }
-
-    @discardableResult
-    func logrotate(_ directives: String, pattern: String = "app.log", force: Bool = true) throws -> ProcessOutcome {
-        try DiskKit.logrotate("\(lr)/\(pattern) {\n\(directives)\n}\n", in: root, force: force)
-    }
-
-    func guardian(_ rule: LogRotationConfig, pattern: String = "app.log", force: Bool = true) -> LogRotator {
-        var r = rule
-        r.paths = ["\(g)/\(pattern)"]
-        let rotator = DiskKit.rotator([r], state: root + "/guardian-state.json")
-        rotator.runScheduled(force: force)
-        return rotator
     }
 
     func expectSameNames(_ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation) {

@@ -5,40 +5,8 @@ import Testing
 
 /// Two copies of one fixture: the real logrotate works on `lr`, guardian on
 /// `g`; afterwards both must hold the same file names with the same contents.
-private final class Twin {
-    let root: String
-    let lr: String
-    let g: String
-
-    init() throws {
-        root = try DiskKit.tempDir("twin")
-        lr = root + "/lr"
-        g = root + "/g"
-        mkdir(lr, 0o755)
-        mkdir(g, 0o755)
-    }
-
-    deinit { DiskKit.remove(root) }
-
-    func each(_ body: (String) throws -> Void) rethrows {
-        try body(lr)
-        try body(g)
-    }
-
-    var guardianState: String { root + "/guardian-state.json" }
-
-    @discardableResult
-    func logrotate(_ directives: String, pattern: String = "app.log", force: Bool = true) throws -> ProcessOutcome {
-        try DiskKit.logrotate("\(lr)/\(pattern) {\n\(directives)\n}\n", in: root, force: force)
-    }
-
-    func guardian(_ rule: LogRotationConfig, pattern: String = "app.log", force: Bool = true, now: @escaping @Sendable () -> Date = { Date() }) -> LogRotator {
-        var r = rule
-        r.paths = ["\(g)/\(pattern)"]
-        let rotator = DiskKit.rotator([r], state: guardianState, now: now)
-        rotator.runScheduled(force: force)
-        return rotator
-    }
+private final class Twin: LogrotateTwin {
+    init() throws { try super.init("twin") }
 
     /// Same names; same (decompressed) contents.
     func expectSame(_ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws {

@@ -5,6 +5,47 @@ import Testing
 @testable import DiskWatch
 @testable import Platform
 
+/// Two copies of one fixture: the real logrotate works on `lr`, guardian on
+/// `g` (the comparison suites add how they compare the two).
+class LogrotateTwin {
+    let root: String
+    let lr: String
+    let g: String
+
+    /// `rootMode`: for fixtures other users must reach (`su`: logrotate works by path).
+    init(_ label: String, rootMode: mode_t? = nil) throws {
+        root = try DiskKit.tempDir(label)
+        if let rootMode { chmod(root, rootMode) }
+        lr = root + "/lr"
+        g = root + "/g"
+        mkdir(lr, 0o755)
+        mkdir(g, 0o755)
+    }
+
+    deinit { DiskKit.remove(root) }
+
+    func each(_ body: (String) throws -> Void) rethrows {
+        try body(lr)
+        try body(g)
+    }
+
+    var guardianState: String { root + "/guardian-state.json" }
+
+    @discardableResult
+    func logrotate(_ directives: String, pattern: String = "app.log", force: Bool = true) throws -> ProcessOutcome {
+        try DiskKit.logrotate("\(lr)/\(pattern) {\n\(directives)\n}\n", in: root, force: force)
+    }
+
+    @discardableResult
+    func guardian(_ rule: LogRotationConfig, pattern: String = "app.log", force: Bool = true, now: @escaping @Sendable () -> Date = { Date() }) -> LogRotator {
+        var r = rule
+        r.paths = ["\(g)/\(pattern)"]
+        let rotator = DiskKit.rotator([r], state: guardianState, now: now)
+        rotator.runScheduled(force: force)
+        return rotator
+    }
+}
+
 /// Helpers for the Disk*Tests suites: temp directories, real tmpfs mounts
 /// (tests run as root), the real logrotate, file listings.
 enum DiskKit {
