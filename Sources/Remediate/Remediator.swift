@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import Synchronization
 import Logging
 import Platform
 import Replication
@@ -92,6 +93,11 @@ public actor Remediator {
 
     public var phase: IncidentPhase { machine.phase }
 
+    /// How many databases of this process were found without a way to stop
+    /// the application (`remediationLimited`), and how many are said at warning level.
+    static let limitedWarnings = Atomic<Int>(0)
+    static let limitedWarningsShown = 5
+
     // MARK: - Start-up
 
     /// Loads what the state database remembers: the last automatic
@@ -100,7 +106,16 @@ public actor Remediator {
         guard !started else { return }
         started = true
         if config.mode == .auto, config.appControl == .none {
-            logger.event(.remediationLimited, level: .warning, ["db": "\(database)"])
+            // Said for the first few databases; a directory of thousands
+            // without a unit template would otherwise log it thousands of times.
+            let n = Self.limitedWarnings.add(1, ordering: .relaxed).newValue
+            if n <= Self.limitedWarningsShown {
+                var meta: Logger.Metadata = ["db": "\(database)"]
+                if n == Self.limitedWarningsShown { meta["note"] = "further databases in the same case are logged at debug level" }
+                logger.event(.remediationLimited, level: .warning, meta)
+            } else {
+                logger.event(.remediationLimited, level: .debug, ["db": "\(database)"])
+            }
         }
         let past = (try? await store.incidents(database: database, limit: 50)) ?? []
         if let last = past.first(where: { $0.outcome == .resolvedAutomatically }), let closed = last.closedAt {

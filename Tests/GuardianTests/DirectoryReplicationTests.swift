@@ -344,6 +344,30 @@ import Testing
     /// replica within a second of its first commit; one deleted stops
     /// replicating and its replica stays; one renamed continues under its
     /// new name (with a replica of its own) and restores.
+    /// A directory of databases without a unit template: the "alerted, not
+    /// repaired" warning is said for the first five databases, not once per
+    /// database (a thousand lines at a thousand tenants).
+    @Test func withoutAUnitTheWarningIsSaidForAFewDatabasesNotEach() async throws {
+        try await Fixture.with("dir-limited") { f in
+            let paths = (0..<8).map { f.data + "/t\($0).db" }
+            for p in paths { try await Self.makeWAL(p) }
+            try f.write(entry: """
+                dbs:
+                  - dir: \(f.data)
+                    pattern: "*.db"
+                    replica:
+                      type: file
+                      path: \(f.replica)
+
+                """)
+            try await f.start()
+            try await f.waitFor("the eight databases open") { dbs in paths.allSatisfy { dbs[$0]?.string("state") == "open" } }
+            let log = f.child?.stderr ?? ""
+            let said = log.components(separatedBy: GuardianEvent.remediationLimited.message).count - 1
+            #expect(said == 5, "\(said) warnings: \(log.suffix(3000))")
+        }
+    }
+
     @Test func followsCreationDeletionAndRename() async throws {
         try await Fixture.with("dir-follow") { f in
             try await Self.makeWAL(f.data + "/a.db")
