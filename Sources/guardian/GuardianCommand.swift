@@ -21,6 +21,8 @@ struct GuardianCommand: AsyncParsableCommand {
         _ = Crypto.disableExitCleanup
         // Before other threads allocate: bounded arenas, memory given back after bursts.
         MemoryPolicy.apply()
+        // A descriptor budget for thousands of databases (systemd's soft limit is 1,024).
+        ResourceLimits.raiseOpenFiles()
         do {
             var command = try parseAsRoot()
             if var async = command as? any AsyncParsableCommand {

@@ -156,4 +156,23 @@ import Testing
         child.signal(SIGTERM)
         #expect(await child.wait() == 0)
     }
+
+    /// systemd starts services with a soft limit of 1,024 open files (its hard
+    /// limit is far higher); at about a dozen descriptors per database guardian
+    /// ran out near a hundred databases. It raises the soft limit to the hard one.
+    @Test func theOpenFilesLimitIsRaisedToTheHardLimit() async throws {
+        let dir = try TestSupport.makeTempDir("engine-nofile")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/app.db"
+        try Self.makeDatabase(db)
+        let child = try ChildProcess.start("/usr/bin/prlimit", ["--nofile=256:8192", TestSupport.guardianBinary, "replicate", db, "file://\(dir)/replica"])
+        defer { child.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
+        let limits = (try? String(contentsOfFile: "/proc/\(child.pid)/limits", encoding: .utf8)) ?? ""
+        let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }.map(String.init) ?? ""
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(fields.count >= 5 && fields[3] == "8192" && fields[4] == "8192", "\(line)")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
 }

@@ -803,9 +803,29 @@ def report(results):
     return "\n".join(lines)
 
 
+def raise_open_files():
+    """N = 10,000 takes 100,000 descriptors and more (Litestream's connections, guardian's):
+    the harness raises its own limit (inherited by the tools) as far as the kernel allows
+    (fs.nr_open, as root). Returns the soft limit now in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        nr_open = int(open("/proc/sys/fs/nr_open").read())
+    except OSError:
+        nr_open = hard
+    for want in (max(hard, nr_open), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "_writers":
         return writers_main(sys.argv[2:])
+    raise_open_files()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="N = 10, 100; load 100 databases / 10 writers for 8 s")
     p.add_argument("--ns", default="", help="comma list of N for the idle curve (default 10,100,1000,10000)")
