@@ -311,7 +311,15 @@ actor ReplicaShipper {
         try await BlockingPool.shared.run { try Staging.reset(scratch) }
         do {
             var inputs: [(name: String, path: String)] = []
+            // A file replica's files are merged where they are: a copy of
+            // each into staging was a new file (and a deletion) per input,
+            // as many as the replica itself gets in the interval.
+            let local = client as? FileReplicaClient
             for (i, f) in run.enumerated() {
+                if let local {
+                    inputs.append(("\(config.target.destination) \(f)", local.path(of: f)))
+                    continue
+                }
                 let path = "\(scratch)/in-\(i).ltx"
                 try await client.downloadFile(f, to: path)
                 requests += 1
@@ -323,7 +331,7 @@ actor ReplicaShipper {
                 do {
                     let header = try LTXCompactor.merge(files: inputs, into: sink, scratch: scratch)
                     try sink.close(sync: false)
-                    for input in inputs { unlink(input.path) }
+                    for input in inputs where input.path.hasPrefix(scratch + "/") { unlink(input.path) }
                     return header
                 } catch {
                     sink.discard()
