@@ -271,6 +271,18 @@ public actor Replicator {
         }
     }
 
+    /// An idle database (its spare closed) woken without a write: the WAL
+    /// holds nothing past the cursor, so the pin it has still covers every
+    /// frame and no new one is needed. (inotify reports guardian's own
+    /// closing of a connection, and the health probe's, as a write.)
+    private var nothingNewInWAL: Bool {
+        guard !needsFullImage else { return false }
+        let size = wal.size()
+        guard let c = cursor else { return size == 0 }
+        guard size == c.offset, let header = wal.header() else { return false }
+        return header.salt1 == c.salt1 && header.salt2 == c.salt2
+    }
+
     private func endPin(_ index: Int) {
         try? pins[index]?.execute("ROLLBACK")
     }
@@ -335,6 +347,10 @@ public actor Replicator {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
         try checkFilesAreTheDatabase()
         let spare = 1 - activePin
+        if pins[spare] == nil, nothingNewInWAL {
+            lastSyncTransactions = 0
+            return SyncResult(files: 0, transactions: 0)
+        }
         try beginPin(spare)
         // On failure keep the old pin (it protects everything not yet copied)
         // and put the position back as it was.

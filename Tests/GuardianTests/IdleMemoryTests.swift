@@ -50,8 +50,12 @@ import Testing
         try await replicator.idleCheck(releasingAfter: .zero)
         #expect(await replicator.openConnections == 1)
         #expect(Self.walDescriptors(db) == 3)
-        // The next change opens the spare again and is replicated.
+        // A wake-up without a write (inotify reports the close as one) keeps it so.
         let opened = await replicator.connectionsOpened
+        #expect(try await replicator.sync().transactions == 0)
+        #expect(await replicator.connectionsOpened == opened)
+        #expect(await replicator.openConnections == 1)
+        // The next change opens the spare again and is replicated.
         try app.execute("INSERT INTO t(v) VALUES ('b')")
         let found = try await replicator.sync()
         #expect(found.transactions == 1)
@@ -138,7 +142,7 @@ import Testing
         try await replicator.sync()
         #expect(try await sqlite3(db, "SELECT count(*) FROM t WHERE v LIKE 'u%'") == "\(rows)")
         #expect(cycles > 20)
-        #expect(await replicator.connectionsOpened >= cycles)
+        #expect(await replicator.connectionsOpened > 20)
         #expect(await replicator.snapshotOfState().checkpointCounts.ok > 0)
 
         let history = await replicator.historyID
