@@ -252,16 +252,20 @@ public actor Replicator {
         return c
     }
 
+    /// Opens the spare pin's connection if the database was idle: the pin
+    /// moves at the next sync (after a checkpoint it must, so that the
+    /// application's next write can restart the WAL).
+    private func openSpare() throws {
+        let spare = 1 - activePin
+        guard activePin >= 0, pins[spare] == nil else { return }
+        pins[spare] = try connectToTheDatabase(busyTimeout: .seconds(5))
+    }
+
     private func beginPin(_ index: Int) throws {
-        let c: SQLiteConnection
-        if let open = pins[index] {
-            c = open
-        } else {
-            // The spare, closed while the database was idle: opened again
-            // while the other pin still holds every frame not yet copied.
-            c = try connectToTheDatabase(busyTimeout: .seconds(5))
-            pins[index] = c
-        }
+        // The spare, closed while the database was idle, opens again while
+        // the other pin still holds every frame not yet copied.
+        if index != activePin { try openSpare() }
+        guard let c = pins[index] else { throw SystemError("pin", path: config.path, code: EBADF) }
         try c.execute("BEGIN")
         do {
             _ = try c.scalar("SELECT count(*) FROM sqlite_schema")
@@ -271,12 +275,11 @@ public actor Replicator {
         }
     }
 
-    /// An idle database (its spare closed) woken without a write: the WAL
-    /// holds nothing past the cursor, so the pin it has still covers every
-    /// frame and no new one is needed. (inotify reports guardian's own
-    /// closing of a connection, and the health probe's, as a write.)
+    /// The WAL holds nothing past the cursor: the pin guardian has covers
+    /// every frame, and a sync needs no new one (an idle database at
+    /// start-up, or woken without a write: inotify reports guardian's own
+    /// closing of a connection, and the health probe's, as one).
     private var nothingNewInWAL: Bool {
-        guard !needsFullImage else { return false }
         let size = wal.size()
         guard let c = cursor else { return size == 0 }
         guard size == c.offset, let header = wal.header() else { return false }
@@ -346,22 +349,22 @@ public actor Replicator {
     func sync() throws -> SyncResult {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
         try checkFilesAreTheDatabase()
-        let spare = 1 - activePin
-        if pins[spare] == nil, nothingNewInWAL {
-            lastSyncTransactions = 0
-            return SyncResult(files: 0, transactions: 0)
-        }
-        try beginPin(spare)
+        // An idle database keeps only its pin's connection: while the WAL
+        // holds nothing past the cursor that pin covers every frame, and the
+        // sync (a full image included) runs under it, with no new pin.
+        let stay = pins[1 - activePin] == nil && nothingNewInWAL
+        let spare = stay ? activePin : 1 - activePin
+        if !stay { try beginPin(spare) }
         // On failure keep the old pin (it protects everything not yet copied)
         // and put the position back as it was.
         let saved = (txid, commit, cursor, pageIndex, needsFullImage)
         do {
             let result = try copyCommittedFrames()
-            endPin(activePin)
+            if !stay { endPin(activePin) }
             activePin = spare
             return result
         } catch {
-            endPin(spare)
+            if !stay { endPin(spare) }
             (txid, commit, cursor, pageIndex, needsFullImage) = saved
             throw error
         }
@@ -606,6 +609,7 @@ public actor Replicator {
             return
         }
         let ckpt = try checkpointConnection()
+        try openSpare()
         let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .passive
@@ -642,6 +646,7 @@ public actor Replicator {
     private func forceRestart() throws {
         guard activePin >= 0 else { return }
         let ckpt = try checkpointConnection()
+        try openSpare()
         if writer == nil {
             let w = try connectToTheDatabase(busyTimeout: .zero)
             w.retryBusyQuickly(for: Self.restartLockWait)

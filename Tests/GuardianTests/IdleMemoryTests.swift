@@ -64,6 +64,42 @@ import Testing
         await replicator.closeConnections()
     }
 
+    /// A database with nothing in its WAL gets its first full image under
+    /// the pin taken at open: guardian never opens a second connection on it.
+    @Test func anIdleDatabaseIsImagedUnderItsFirstPin() async throws {
+        let dir = try TestSupport.makeTempDir("idle-start")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/app.db"
+        do {
+            let app = try Self.makeApp(db)
+            try app.execute("INSERT INTO t(v) VALUES ('a'), ('b')")
+            _ = try app.checkpoint(.truncate)
+        }
+        let replicator = Self.replicator(db, dir, checkpointSize: 1)
+        try await replicator.open()
+        try await replicator.bootstrap(replicaPositions: [0], newestL0: nil)
+        let found = try await replicator.sync()
+        #expect(found.files == 1)
+        try await replicator.checkpointIfNeeded()
+        try await replicator.idleCheck()
+        #expect(await replicator.connectionsOpened == 1)
+        #expect(await replicator.openConnections == 1)
+        #expect(Self.walDescriptors(db) == 2)
+
+        let history = await replicator.historyID
+        guard case .files(let files) = try await replicator.work(after: 0, history: history), let image = files.first else {
+            Issue.record("no full image")
+            return
+        }
+        _ = try await FileReplicaClient(root: dir + "/replica").writeFile(
+            level: 0, minTXID: image.info.minTXID, maxTXID: image.info.maxTXID, contents: image.payload, createdAt: image.info.createdAt)
+        await replicator.closeConnections()
+        let out = dir + "/restored.db"
+        let r = try await guardian(["restore", "-o", out, "file://" + dir + "/replica"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await sqlite3(out, "SELECT group_concat(v, ',') FROM t") == "a,b")
+    }
+
     @Test func anActiveDatabaseDoesNotReopenPerCommit() async throws {
         let dir = try TestSupport.makeTempDir("active-conns")
         defer { TestSupport.cleanup(dir) }
