@@ -35,7 +35,7 @@ public actor Replicator {
     private var pins: [SQLiteConnection?] = []
     private var activePin = -1
     private var checkpointer: SQLiteConnection?
-    /// Connections opened this session (each costs an open and a schema read).
+    /// Connections opened this session (each costs an open and a header read).
     private(set) var connectionsOpened = 0
     private var wal: WALFile
     /// The database file, for page reads outside SQLite (never closed while
@@ -128,7 +128,7 @@ public actor Replicator {
     }
 
     /// How long a database goes without a commit before it keeps only the
-    /// pin's connection: opening one costs ~0.3 ms, so a database that
+    /// pin's connection: opening one costs 40-300 µs, so a database that
     /// commits more often keeps both pins. One without a commit this session
     /// (idle since start-up) releases at its first idle tick.
     static let idleAfter: Duration = .seconds(30)
