@@ -29,9 +29,14 @@ public actor Replicator {
     let walPath: String
 
     // Connections: two pins that hand over to each other, one for checkpoints.
-    private var pins: [SQLiteConnection] = []
+    // Only the active pin's connection is always open: the spare opens at the
+    // next handover, the checkpointer when a checkpoint is due, and both close
+    // again once the database is idle (`releaseIdleConnections`).
+    private var pins: [SQLiteConnection?] = []
     private var activePin = -1
     private var checkpointer: SQLiteConnection?
+    /// Connections opened this session (each costs an open and a header read).
+    private(set) var connectionsOpened = 0
     private var wal: WALFile
     /// The database file, for page reads outside SQLite (never closed while
     /// it is the database: see DatabaseFiles).
@@ -121,8 +126,34 @@ public actor Replicator {
     /// change to the WAL: only notice a replaced file (a rename over the
     /// database's path is not a change to the WAL). No read transaction,
     /// no read of the WAL.
-    func idleCheck() throws {
+    func idleCheck(releasingAfter idle: Duration = Replicator.idleAfter) throws {
         try checkFilesAreTheDatabase()
+        releaseIdleConnections(after: idle)
+    }
+
+    /// How long a database goes without a commit before it keeps only the
+    /// pin's connection: opening one costs 40-300 µs, so a database that
+    /// commits more often keeps both pins. One without a commit this session
+    /// (idle since start-up) releases at its first idle tick.
+    static let idleAfter: Duration = .seconds(30)
+
+    /// Connections open now (pins, checkpointer, writer).
+    var openConnections: Int {
+        pins.count(where: { $0 != nil }) + (checkpointer == nil ? 0 : 1) + (writer == nil ? 0 : 1)
+    }
+
+    /// An idle database keeps one SQLite connection: the one holding the pin
+    /// (each costs ~20 kB of private memory). The spare pin's connection,
+    /// the checkpointer and the writer hold no transaction between syncs and
+    /// close; the next sync opens the spare again before it ends the old pin,
+    /// so the handover never leaves the WAL unpinned.
+    func releaseIdleConnections(after idle: Duration = Replicator.idleAfter) {
+        guard activePin >= 0 else { return }
+        if let last = lastCommitObserved, Date().timeIntervalSince(last) < idle.seconds { return }
+        let spare = 1 - activePin
+        if let c = pins[spare], c.isAutocommit { pins[spare] = nil }
+        checkpointer = nil
+        writer = nil
     }
 
     /// Whether a pass may find something: false only when the WAL is the
@@ -190,20 +221,11 @@ public actor Replicator {
     /// database is missing or not in WAL mode.
     func open() throws {
         guard FileManager.default.fileExists(atPath: config.path) else { throw OpenError.missing(config.path) }
-        let first = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .seconds(5))
+        let first = try connect(busyTimeout: .seconds(5))
         let mode = (try first.scalar("PRAGMA journal_mode")).map { "\($0)" } ?? "?"
         guard mode.lowercased() == "wal" else { throw OpenError.notWAL(config.path, mode) }
-        let second = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .seconds(5))
-        let ckpt = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .milliseconds(50))
-        for c in [first, second, ckpt] {
-            try c.execute("PRAGMA wal_autocheckpoint=0")
-            c.persistWAL()
-        }
-        // A connection only knows the database is in WAL mode once it has read
-        // it; until then sqlite3_wal_checkpoint_v2 silently does nothing (-1, -1).
-        _ = try ckpt.scalar("SELECT count(*) FROM sqlite_schema")
-        pins = [first, second]
-        checkpointer = ckpt
+        // The spare pin opens at the first sync, the checkpointer when a checkpoint is due.
+        pins = [first, nil]
         try beginPin(0)
         activePin = 0
         pageSize = UInt32(try first.scalar("PRAGMA page_size")?.int64 ?? 4096)
@@ -215,24 +237,82 @@ public actor Replicator {
         // owner: SQLiteConnection does it after each statement until both exist.)
     }
 
+    /// One of guardian's connections: no automatic checkpoint, and closing it
+    /// neither checkpoints nor deletes the WAL.
+    private func connect(busyTimeout: Duration) throws -> SQLiteConnection {
+        let c = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: busyTimeout)
+        try c.execute("PRAGMA wal_autocheckpoint=0")
+        c.persistWAL()
+        connectionsOpened += 1
+        return c
+    }
+
+    /// A connection opened by path after the session started: it must be on
+    /// the file the pins are on (a file renamed over the path in between is
+    /// another database, which the pin does not protect).
+    private func connectToTheDatabase(busyTimeout: Duration) throws -> SQLiteConnection {
+        let c = try connect(busyTimeout: busyTimeout)
+        try checkFilesAreTheDatabase()
+        // A connection only knows the database is in WAL mode once it has read
+        // it; until then sqlite3_wal_checkpoint_v2 silently does nothing (-1, -1).
+        _ = try c.scalar(Self.readStatement)
+        return c
+    }
+
+    /// The checkpointer, opened when a checkpoint is due (closed again when idle).
+    private func checkpointConnection() throws -> SQLiteConnection {
+        if let c = checkpointer { return c }
+        let c = try connectToTheDatabase(busyTimeout: .milliseconds(50))
+        checkpointer = c
+        return c
+    }
+
+    /// What starts a read (the pin's snapshot): a read of the database
+    /// header only, so no connection parses and keeps a copy of the
+    /// application's schema (a few kB per connection for a small schema).
+    static let readStatement = "PRAGMA schema_version"
+
+    /// Opens the spare pin's connection if the database was idle: the pin
+    /// moves at the next sync (after a checkpoint it must, so that the
+    /// application's next write can restart the WAL).
+    private func openSpare() throws {
+        let spare = 1 - activePin
+        guard activePin >= 0, pins[spare] == nil else { return }
+        pins[spare] = try connectToTheDatabase(busyTimeout: .seconds(5))
+    }
+
     private func beginPin(_ index: Int) throws {
-        let c = pins[index]
+        // The spare, closed while the database was idle, opens again while
+        // the other pin still holds every frame not yet copied.
+        if index != activePin { try openSpare() }
+        guard let c = pins[index] else { throw SystemError("pin", path: config.path, code: EBADF) }
         try c.execute("BEGIN")
         do {
-            _ = try c.scalar("SELECT count(*) FROM sqlite_schema")
+            _ = try c.scalar(Self.readStatement)
         } catch {
             try? c.execute("ROLLBACK")
             throw error
         }
     }
 
+    /// The WAL holds nothing past the cursor: the pin guardian has covers
+    /// every frame, and a sync needs no new one (an idle database at
+    /// start-up, or woken without a write: inotify reports guardian's own
+    /// closing of a connection, and the health probe's, as one).
+    private var nothingNewInWAL: Bool {
+        let size = wal.size()
+        guard let c = cursor else { return size == 0 }
+        guard size == c.offset, let header = wal.header() else { return false }
+        return header.salt1 == c.salt1 && header.salt2 == c.salt2
+    }
+
     private func endPin(_ index: Int) {
-        try? pins[index].execute("ROLLBACK")
+        try? pins[index]?.execute("ROLLBACK")
     }
 
     /// Releases every lock guardian holds on the database.
     func closeConnections() {
-        for i in pins.indices where !pins[i].isAutocommit { endPin(i) }
+        for i in pins.indices where pins[i]?.isAutocommit == false { endPin(i) }
         pins = []
         checkpointer = nil
         writer = nil
@@ -305,18 +385,22 @@ public actor Replicator {
             }
         }
         defer { lastRepin = .now }
-        let spare = 1 - activePin
-        try beginPin(spare)
+        // An idle database keeps only its pin's connection: while the WAL
+        // holds nothing past the cursor that pin covers every frame, and the
+        // sync (a full image included) runs under it, with no new pin.
+        let stay = pins[1 - activePin] == nil && nothingNewInWAL
+        let spare = stay ? activePin : 1 - activePin
+        if !stay { try beginPin(spare) }
         // On failure keep the old pin (it protects everything not yet copied)
         // and put the position back as it was.
         let saved = (txid, commit, cursor, pageIndex, needsFullImage)
         do {
             let result = try copyCommittedFrames()
-            endPin(activePin)
+            if !stay { endPin(activePin) }
             activePin = spare
             return result
         } catch {
-            endPin(spare)
+            if !stay { endPin(spare) }
             (txid, commit, cursor, pageIndex, needsFullImage) = saved
             throw error
         }
@@ -564,13 +648,15 @@ public actor Replicator {
     /// at a re-pin, so it would grow without end: from half of `maxWALSize`
     /// guardian forces the restart (`forceRestart`).
     func checkpointIfNeeded() throws {
-        guard let ckpt = checkpointer, walBytes >= config.checkpointSize, walBytes != fullyCheckpointedAt else { return }
+        guard activePin >= 0, walBytes >= config.checkpointSize, walBytes != fullyCheckpointedAt else { return }
         // Past the point where the WAL would reach max-wal-size before the
         // next pass or two (or past half of it): straight to the forced restart.
         if restartDue {
             try forceRestart()
             return
         }
+        let ckpt = try checkpointConnection()
+        try openSpare()
         let result = try countCheckpoint { try ckpt.checkpoint(.passive) }
         lastCheckpoint = result
         lastCheckpointMode = .passive
@@ -605,12 +691,11 @@ public actor Replicator {
     /// restarts the WAL. Writers wait for the length of one checkpoint of
     /// what was written since the PASSIVE one just before.
     private func forceRestart() throws {
-        guard let ckpt = checkpointer else { return }
+        guard activePin >= 0 else { return }
+        let ckpt = try checkpointConnection()
+        try openSpare()
         if writer == nil {
-            let w = try SQLiteConnection(path: config.path, mode: .readWrite, busyTimeout: .zero)
-            try w.execute("PRAGMA wal_autocheckpoint=0")
-            w.persistWAL()
-            _ = try w.scalar("SELECT count(*) FROM sqlite_schema")
+            let w = try connectToTheDatabase(busyTimeout: .zero)
             w.retryBusyQuickly(for: Self.restartLockWait)
             writer = w
         }
