@@ -244,9 +244,9 @@ actor ReplicaShipper {
     /// after a quiet spell goes out at once, the commits that follow within
     /// the interval wait for its end and go together (`batches`).
     func run(wakeups: AsyncStream<Void>) async {
+        // (Timed by the process's one ticker: no dispatch timer per replica.)
         let renewer = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: ReplicaHistory.leaseInterval)
+            for await _ in Ticker.shared.ticks(every: ReplicaHistory.leaseInterval) {
                 if Task.isCancelled { return }
                 await self?.renewLease()
             }

@@ -15,13 +15,18 @@ public struct ReplicationService: Service {
     let stateDir: String
     let logger: Logger
     let onStatus: @Sendable (DatabaseStatus) async -> Void
-    let heartbeat: @Sendable () async -> Void
+    /// Called on the loop's own thread (no hop when it does not suspend:
+    /// a beat per tick of every database costs no thread switch).
+    let heartbeat: nonisolated(nonsending) @Sendable () async -> Void
     let control: ReplicationControl
+    /// The status last handed to `onStatus` in this session (an idle tick
+    /// that changes nothing publishes nothing).
+    private let published = LockedValue<DatabaseStatus?>(nil)
 
     public init(
         config: DatabaseConfig, stateDir: String, logger: Logger,
         onStatus: @escaping @Sendable (DatabaseStatus) async -> Void = { _ in },
-        heartbeat: @escaping @Sendable () async -> Void = {},
+        heartbeat: nonisolated(nonsending) @escaping @Sendable () async -> Void = {},
         control: ReplicationControl = ReplicationControl()
     ) {
         self.control = control
@@ -67,6 +72,7 @@ public struct ReplicationService: Service {
     /// replaced at its path (a new session must start on the new file).
     private func runSession(fullImage: Bool) async throws -> Bool {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
+        published.withLock { $0 = nil }
         // Nothing staged by an earlier session (a crash, a failed upload) is
         // still needed: the replicas' listings say where to continue.
         do {
@@ -170,15 +176,17 @@ public struct ReplicationService: Service {
                 let stream = await replicator.subscribe()
                 group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
-            await withDiscardingTaskGroup { wakers in
-                wakers.addTask {
-                    // While inotify watches the files a tick only beats and
-                    // checks: every `idleTick` instead of `monitor-interval`.
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: watcher.isActive ? max(config.monitorInterval, Self.idleTick) : config.monitorInterval)
-                        wake.yield(())
-                    }
+            do {
+                // The loop's tick comes from the process's one ticker (no task
+                // and no timer of its own). While inotify watches the files a
+                // tick only beats and checks: every `idleTick` instead of
+                // `monitor-interval`.
+                let tick = Self.tick(config.monitorInterval, watcher)
+                let ticker = Ticker.shared.schedule(after: tick()) {
+                    wake.yield(())
+                    return tick()
                 }
+                defer { Ticker.shared.cancel(ticker) }
                 await withGracefulShutdownHandler {
                     await replicator.isolated { [shippers] r in await loop(r, wakeups: wakeups, wake: wake, watcher: watcher, shippers: shippers) }
                 } onGracefulShutdown: {
@@ -190,7 +198,6 @@ public struct ReplicationService: Service {
                 }
                 watcher.stop()
                 wake.finish()
-                wakers.cancelAll()
             }
             await replicator.finishSubscribers()
         }
@@ -259,6 +266,12 @@ public struct ReplicationService: Service {
         }
     }
 
+    /// The interval of a database's tick: `idleTick` while inotify reports
+    /// its changes, `monitor-interval` (a poll) otherwise.
+    static func tick(_ monitorInterval: Duration, _ watcher: WALWatcher) -> @Sendable () -> Duration {
+        { watcher.isActive ? max(monitorInterval, idleTick) : monitorInterval }
+    }
+
     static let beatInterval: Duration = .milliseconds(500)
     /// The tick while inotify reports every change (well inside the 30 s watchdog).
     static let idleTick: Duration = .seconds(5)
@@ -312,10 +325,17 @@ public struct ReplicationService: Service {
         var replicas: [ReplicaStatus] = []
         for s in shippers { replicas.append(await s.status()) }
         let checkpoint = state.checkpoint
-        await onStatus(DatabaseStatus(
+        let status = DatabaseStatus(
             path: config.path, state: "open", pageSize: Int(state.pageSize), dbSize: sizes.db, walSize: sizes.wal,
             txid: LTXNaming.hex(state.txid), lastCommit: state.lastCommit.map(Timestamps.iso8601), checkpoint: checkpoint,
-            checkpointResults: state.checkpointCounts, replicas: replicas))
+            checkpointResults: state.checkpointCounts, replicas: replicas)
+        // Unchanged (an idle tick): nothing to tell. A replica's lag grows
+        // with time, so a lagging one still changes the status every tick.
+        let changed = published.withLock { last in
+            defer { last = status }
+            return last != status
+        }
+        if changed { await onStatus(status) }
     }
 }
 
