@@ -55,7 +55,6 @@ public struct CheckpointSample: Sendable {
             return sample
         }
         sample.connected = true
-        sample.stamp = before
         do {
             let c = try SQLiteConnection(path: path, mode: .readWrite, busyTimeout: .milliseconds(100))
             // Never let this connection's close checkpoint or delete the WAL.
@@ -71,6 +70,10 @@ public struct CheckpointSample: Sendable {
         } catch {
             sample.error = SQLiteFailure(code: SQLITE_ERROR, extendedCode: SQLITE_ERROR, message: "\(error)")
         }
+        // The files as this connection left them (it may have made the WAL);
+        // kept only when nothing else changed them meanwhile.
+        let after = FileStamp.of(path)
+        sample.stamp = after == before || (after.db == before.db && before.wal == FileStamp.missing) ? after : nil
         return sample
     }
 }
@@ -80,6 +83,8 @@ public struct CheckpointSample: Sendable {
 public struct FileStamp: Sendable, Equatable {
     var db: [Int64]
     var wal: [Int64]
+
+    static let missing: [Int64] = [0, 0, 0, 0]
 
     /// Blocking (two stats).
     public static func of(_ path: String) -> FileStamp {
