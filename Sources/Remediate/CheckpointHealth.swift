@@ -12,6 +12,13 @@ public struct CheckpointSample: Sendable {
     public var error: SQLiteFailure?
     /// Free bytes on the database's filesystem (for the unprivileged user).
     public var freeBytes: Int64?
+    /// The database's and WAL's identity, size and modification time when
+    /// the sample was taken (nil when not looked at).
+    public var stamp: FileStamp?
+    /// Whether this sample ran the checkpoint and read the schema through
+    /// a connection of its own (false when the files were unchanged since a
+    /// clean sample, see `take`).
+    public var connected = false
 
     public init(at: Date, files: FileProbe, result: CheckpointResult?, error: SQLiteFailure?, freeBytes: Int64? = nil) {
         self.at = at
@@ -26,13 +33,28 @@ public struct CheckpointSample: Sendable {
     /// guardian's replicator holds a read transaction at all times, so a
     /// PASSIVE checkpoint usually stops at its snapshot: busy or partial
     /// results are normal and are reported, not alarmed on.
-    public static func take(path: String, previous: FileProbe?, checkpoint: Bool) -> CheckpointSample {
+    ///
+    /// `last` is the previous sample: when it connected without an error and
+    /// left every WAL frame checkpointed (or the WAL empty), and neither file
+    /// changed since (same inode, size and modification time), the same
+    /// connection would find the same: the sample is the files' probe alone
+    /// (an idle database costs a few stats, no SQLite connection, and no
+    /// close-after-write event that would wake its replication).
+    public static func take(path: String, previous: FileProbe?, checkpoint: Bool, last: CheckpointSample? = nil) -> CheckpointSample {
         let at = Date()
+        let before = FileStamp.of(path)
         let files = FileProbe.read(path: path, previous: previous)
         var fs = statvfs()
         let free = statvfs((path as NSString).deletingLastPathComponent, &fs) == 0 ? Int64(fs.f_bavail) * Int64(fs.f_frsize) : nil
         var sample = CheckpointSample(at: at, files: files, result: nil, error: nil, freeBytes: free)
         guard checkpoint, files.dbExists else { return sample }
+        if let last, last.connected, last.error == nil, let stamp = last.stamp, stamp == before, files.problems.isEmpty,
+            last.files.walSize == 0 || last.result.map({ !$0.busy && $0.logFrames == $0.checkpointedFrames }) == true
+        {
+            sample.stamp = stamp
+            return sample
+        }
+        sample.connected = true
         do {
             let c = try SQLiteConnection(path: path, mode: .readWrite, busyTimeout: .milliseconds(100))
             // Never let this connection's close checkpoint or delete the WAL.
@@ -48,7 +70,30 @@ public struct CheckpointSample: Sendable {
         } catch {
             sample.error = SQLiteFailure(code: SQLITE_ERROR, extendedCode: SQLITE_ERROR, message: "\(error)")
         }
+        // The files as this connection left them (it may have made the WAL);
+        // kept only when nothing else changed them meanwhile.
+        let after = FileStamp.of(path)
+        sample.stamp = after == before || (after.db == before.db && before.wal == FileStamp.missing) ? after : nil
         return sample
+    }
+}
+
+/// Which database and WAL files are at a path, and whether they changed:
+/// inode, size and modification time of each (zero for a missing file).
+public struct FileStamp: Sendable, Equatable {
+    var db: [Int64]
+    var wal: [Int64]
+
+    static let missing: [Int64] = [0, 0, 0, 0]
+
+    /// Blocking (two stats).
+    public static func of(_ path: String) -> FileStamp {
+        func look(_ p: String) -> [Int64] {
+            var st = stat()
+            guard stat(p, &st) == 0 else { return [0, 0, 0, 0] }
+            return [Int64(bitPattern: UInt64(st.st_ino)), Int64(st.st_size), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec)]
+        }
+        return FileStamp(db: look(path), wal: look(path + "-wal"))
     }
 }
 

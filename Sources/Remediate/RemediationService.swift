@@ -1,4 +1,3 @@
-import AsyncAlgorithms
 import Foundation
 import Logging
 import Platform
@@ -132,14 +131,28 @@ public struct RemediationService: Service {
         await remediator.healthTick()
         await remediator.reconcileAlerts()
         guard config.mode != .off else {
-            for await _ in AsyncTimerSequence(interval: .seconds(3600), clock: .continuous).cancelOnGracefulShutdown() {}
+            for await _ in Ticker.shared.ticks(every: .seconds(3600)).cancelOnGracefulShutdown() {}
             return
         }
         let integrityEvery = config.integrityInterval
-        var nextIntegrity = ContinuousClock.now + min(integrityEvery, config.checkpointInterval)
-        let tick = min(config.checkpointInterval, integrityEvery)
-        var nextHealth = ContinuousClock.now + config.checkpointInterval
-        for await _ in AsyncTimerSequence(interval: tick, clock: .continuous).cancelOnGracefulShutdown() {
+        // The first checks of many databases are spread out (see `IntegritySlots`).
+        let firstIntegrity = min(integrityEvery, config.checkpointInterval)
+        var nextIntegrity = ContinuousClock.now + firstIntegrity + IntegritySlots.shared.firstDelay(after: firstIntegrity, within: integrityEvery)
+        // The first health tick somewhere in the second interval: databases
+        // started together (a `dir:` entry) tick spread out, not in one burst.
+        var nextHealth = ContinuousClock.now + config.checkpointInterval * Double.random(in: 1..<2)
+        // The process's one ticker wakes this loop when its next check is
+        // due (a one-shot timer re-armed after each round; no timer task per
+        // database, and each database's checks at their own times).
+        let (ticks, tickInput) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let arm = { (at: ContinuousClock.Instant) in
+            Ticker.shared.schedule(after: max(.zero, at - .now)) {
+                tickInput.yield(())
+                return nil
+            }
+        }
+        var timer = arm(min(nextHealth, nextIntegrity))
+        for await _ in ticks.cancelOnGracefulShutdown() {
             let now = ContinuousClock.now
             if now >= nextHealth {
                 await remediator.healthTick()
@@ -149,6 +162,31 @@ public struct RemediationService: Service {
                 await remediator.integrityTick()
                 nextIntegrity = ContinuousClock.now + integrityEvery
             }
+            timer = arm(min(nextHealth, nextIntegrity))
+        }
+        Ticker.shared.cancel(timer)
+        tickInput.finish()
+    }
+}
+
+/// Spreads the first scheduled integrity checks of databases started
+/// together (a `dir:` entry of thousands) so that one starts per `spacing`
+/// at most, not all of them at once ten seconds after start-up: each asks
+/// for the first free slot at or after its own first check. A database
+/// started alone waits nothing extra; none waits more than its interval.
+final class IntegritySlots: @unchecked Sendable {
+    static let shared = IntegritySlots()
+    static let spacing: Duration = .milliseconds(100)
+    private let lock = NSLock()
+    private var nextFree = ContinuousClock.now
+
+    /// The extra delay of a first check due after `first`.
+    func firstDelay(after first: Duration, within interval: Duration) -> Duration {
+        let due = ContinuousClock.now + first
+        return lock.withLock {
+            let slot = max(due, nextFree)
+            nextFree = slot + Self.spacing
+            return min(slot - due, interval)
         }
     }
 }

@@ -47,6 +47,8 @@ public actor Remediator {
     private var integrity = IntegrityHealth()
     private var cursor = IntegrityCursor()
     private var lastProbe: FileProbe?
+    /// The last health sample that connected (see `CheckpointSample.take`).
+    private var lastSample: CheckpointSample?
     /// File problems (by kind) that `integrity_check` found harmless: a full
     /// disk leaves a partial frame at the WAL's end, or a checkpoint stopped
     /// short. They raise no new suspicion while they stay the same.
@@ -323,10 +325,12 @@ public actor Remediator {
     public func healthTick() async {
         let path = database
         let prev = lastProbe
+        let last = lastSample
         let suspectDB = machine.phase != .healthy && machine.phase != .resolved
         var sample = await BlockingPool.shared.run {
-            CheckpointSample.take(path: path, previous: prev, checkpoint: !suspectDB)
+            CheckpointSample.take(path: path, previous: prev, checkpoint: !suspectDB, last: last)
         }
+        lastSample = sample.connected || sample.stamp == nil ? sample : last
         if !sample.files.problems.isEmpty {
             try? await Task.sleep(for: .milliseconds(200))
             let again = await BlockingPool.shared.run { FileProbe.read(path: path, previous: prev) }

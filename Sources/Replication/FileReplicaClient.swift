@@ -169,6 +169,15 @@ public struct FileReplicaClient: ReplicaClient {
         }
     }
 
+    /// Rewrites the marker with a renewed lease (the same history): the new
+    /// content is made durable before it replaces the old, but the rename
+    /// is not (no directory fsync): lost in a crash, it leaves the previous
+    /// lease, which only expires sooner. One fsync per renewal, not two.
+    public func renewMarker(_ bytes: [UInt8]) async throws {
+        let path = markerPath
+        try await BlockingPool.shared.run { try DurableFile.write(bytes, to: path, syncDirectory: false) }
+    }
+
     public func deleteAll() async throws {
         let dir = "\(root)/ltx"
         try await BlockingPool.shared.run {

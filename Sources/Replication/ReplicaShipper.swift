@@ -191,7 +191,9 @@ actor ReplicaShipper {
                     ?? "replica \(config.target.destination): another writer replaced its marker (\(ReplicaHistory.describe(bytes))); rediscovering")
         }
         if let last = lastRenewal, ContinuousClock.now - last < interval { return }
-        try await client.writeMarker(ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes)))
+        // (The same history either way: a renewal of the lease.)
+        let renewed = ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
+        if let file = client as? FileReplicaClient { try await file.renewMarker(renewed) } else { try await client.writeMarker(renewed) }
         requests += 1
         lastRenewal = .now
     }
@@ -244,9 +246,15 @@ actor ReplicaShipper {
     /// after a quiet spell goes out at once, the commits that follow within
     /// the interval wait for its end and go together (`batches`).
     func run(wakeups: AsyncStream<Void>) async {
+        // (Timed by the process's one ticker: no dispatch timer per replica.
+        // The first tick at a random point between one and one and a half
+        // intervals: the replicas of databases started together renew
+        // spread out, not in one burst.
+        // Ticks keep their period whatever a renewal takes: 5 % more than
+        // the interval, so a renewal is never found "too recent".)
         let renewer = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: ReplicaHistory.leaseInterval)
+            let every = ReplicaHistory.leaseInterval * 1.05
+            for await _ in Ticker.shared.ticks(every: every, first: every * Double.random(in: 1..<1.5)) {
                 if Task.isCancelled { return }
                 await self?.renewLease()
             }

@@ -15,13 +15,18 @@ public struct ReplicationService: Service {
     let stateDir: String
     let logger: Logger
     let onStatus: @Sendable (DatabaseStatus) async -> Void
-    let heartbeat: @Sendable () async -> Void
+    /// Called on the loop's own thread (no hop when it does not suspend:
+    /// a beat per tick of every database costs no thread switch).
+    let heartbeat: nonisolated(nonsending) @Sendable () async -> Void
     let control: ReplicationControl
+    /// The status last handed to `onStatus` in this session (an idle tick
+    /// that changes nothing publishes nothing).
+    private let published = LockedValue<DatabaseStatus?>(nil)
 
     public init(
         config: DatabaseConfig, stateDir: String, logger: Logger,
         onStatus: @escaping @Sendable (DatabaseStatus) async -> Void = { _ in },
-        heartbeat: @escaping @Sendable () async -> Void = {},
+        heartbeat: nonisolated(nonsending) @escaping @Sendable () async -> Void = {},
         control: ReplicationControl = ReplicationControl()
     ) {
         self.control = control
@@ -67,6 +72,7 @@ public struct ReplicationService: Service {
     /// replaced at its path (a new session must start on the new file).
     private func runSession(fullImage: Bool) async throws -> Bool {
         let replicator = Replicator(config: config, stagingDir: stagingDir, logger: logger)
+        published.withLock { $0 = nil }
         // Nothing staged by an earlier session (a crash, a failed upload) is
         // still needed: the replicas' listings say where to continue.
         do {
@@ -170,7 +176,7 @@ public struct ReplicationService: Service {
         // through the cooperative pool and back) unless the pass needs it.
         watcher.handleChanges { [self, replicator, shippers] in
             guard pass.parked, replicator.executor.isCurrentThread else { return false }
-            return replicator.assumeIsolated { r in quickPass(r, state: pass, watcher: watcher, shippers: shippers) }
+            return replicator.assumeIsolated { r in quickPass(r, state: pass, watcher: watcher, shippers: shippers, wake: wake) }
         }
         await control.register(config.path, wake: wake)
         await withDiscardingTaskGroup { group in
@@ -178,15 +184,17 @@ public struct ReplicationService: Service {
                 let stream = await replicator.subscribe(s.config.name)
                 group.addTask { await Self.drain(within: Self.stopDrainLimit) { await s.run(wakeups: stream) } }
             }
-            await withDiscardingTaskGroup { wakers in
-                wakers.addTask {
-                    // While inotify watches the files a tick only beats and
-                    // checks: every `idleTick` instead of `monitor-interval`.
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: watcher.isActive ? max(config.monitorInterval, Self.idleTick) : config.monitorInterval)
-                        wake.yield(())
-                    }
+            do {
+                // The loop's tick comes from the process's one ticker (no task
+                // and no timer of its own). While inotify watches the files a
+                // tick only beats and checks: every `idleTick` instead of
+                // `monitor-interval`.
+                let tick = Self.tick(config.monitorInterval, watcher)
+                let ticker = Ticker.shared.schedule(after: tick()) {
+                    wake.yield(())
+                    return tick()
                 }
+                defer { Ticker.shared.cancel(ticker) }
                 await withGracefulShutdownHandler {
                     await replicator.isolated { [shippers] r in await loop(r, wakeups: wakeups, wake: wake, watcher: watcher, shippers: shippers, state: pass) }
                 } onGracefulShutdown: {
@@ -198,7 +206,6 @@ public struct ReplicationService: Service {
                 }
                 watcher.stop()
                 wake.finish()
-                wakers.cancelAll()
             }
             await replicator.finishSubscribers()
         }
@@ -215,6 +222,11 @@ public struct ReplicationService: Service {
         var lastStatus = ContinuousClock.now - .seconds(10)
         var lastBeat = ContinuousClock.now - .seconds(10)
         var lastShipperWake = ContinuousClock.now
+        /// The quick pass wrote files since the shippers were last woken.
+        var shippedInline = false
+        /// A wake-up of the loop is due within `statusInterval` (the status
+        /// of what a quick pass did is published by the loop).
+        var statusWakeScheduled = false
         var failing = false
     }
 
@@ -223,9 +235,12 @@ public struct ReplicationService: Service {
     /// checkpoint — plain calls, no task woken. Anything else (a beat or a
     /// status due, a burst to gather, long work, an error, a replica that
     /// needs its shipper) returns false, and the loop is woken as before.
-    private func quickPass(_ r: isolated Replicator, state: PassState, watcher: WALWatcher, shippers: [ReplicaShipper]) -> Bool {
+    private func quickPass(
+        _ r: isolated Replicator, state: PassState, watcher: WALWatcher, shippers: [ReplicaShipper], wake: AsyncStream<Void>.Continuation
+    ) -> Bool {
         let now = ContinuousClock.now
-        guard now - state.lastBeat < Self.beatInterval, now - state.lastStatus < Self.statusInterval, now - state.lastShipperWake < Self.shipperWakeInterval,
+        guard now - state.lastBeat < Self.beatInterval,
+            !state.shippedInline || now - state.lastShipperWake < Self.shipperWakeInterval,
             !state.failing, !r.mayTakeLong, r.replaced == nil, r.lastSyncTransactions <= Replicator.batchThreshold,
             !control.isPausedNow(config.path), watcher.takeChange()
         else { return false }
@@ -235,13 +250,24 @@ public struct ReplicationService: Service {
                 return true
             }
             r.holdWakeups()
-            try r.sync(repin: r.repinDue)
+            let found = try r.sync(repin: r.repinDue)
             var served = Set(shippers.filter { s in s.assumeIsolated { $0.shipInline() } }.map(\.config.name))
+            if !served.isEmpty { state.shippedInline = true }
             if r.walBytes >= config.checkpointSize {
                 try r.checkpointIfNeeded()
                 served = served.filter { name in shippers.first { $0.config.name == name }?.assumeIsolated { $0.shipInline() } ?? false }
             }
             r.releaseWakeups(served: served)
+            // What this pass did reaches the status within `statusInterval`:
+            // one wake-up of the loop from the shared ticker, however many
+            // commits come meanwhile.
+            if found.files > 0, !state.statusWakeScheduled {
+                state.statusWakeScheduled = true
+                _ = Ticker.shared.schedule(after: Self.statusInterval) {
+                    wake.yield(())
+                    return nil
+                }
+            }
             return true
         } catch {
             r.releaseWakeups(served: [])
@@ -261,6 +287,7 @@ public struct ReplicationService: Service {
             state.parked = true
             let woken = await wakeupsIterator.next(isolation: r)
             state.parked = false
+            state.statusWakeScheduled = false
             guard woken != nil else { break }
             if Task.isShuttingDownGracefully { break }
             if let replaced = r.replaced {
@@ -305,12 +332,14 @@ public struct ReplicationService: Service {
                 if !state.failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
                 state.failing = true
             }
-            // The shippers' own periodic work (compaction, retention, lease)
-            // runs when they are woken: the quick pass writes file replicas
-            // without waking them.
-            if ContinuousClock.now - state.lastShipperWake >= Self.shipperWakeInterval {
+            // The shippers' own periodic work (compaction, retention) runs
+            // when they are woken: the quick pass writes file replicas
+            // without waking them, so they are woken here once a second while
+            // it does (an idle database's shippers sleep, as they did).
+            if state.shippedInline, ContinuousClock.now - state.lastShipperWake >= Self.shipperWakeInterval {
                 r.wakeSubscribers()
                 state.lastShipperWake = .now
+                state.shippedInline = false
             }
             if ContinuousClock.now - state.lastStatus > Self.statusInterval {
                 await publishStatus(r, shippers)
@@ -319,8 +348,14 @@ public struct ReplicationService: Service {
         }
     }
 
-    static let statusInterval: Duration = .milliseconds(200)
+    static let statusInterval: Duration = .milliseconds(500)
     static let shipperWakeInterval: Duration = .seconds(1)
+    /// The interval of a database's tick: `idleTick` while inotify reports
+    /// its changes, `monitor-interval` (a poll) otherwise.
+    static func tick(_ monitorInterval: Duration, _ watcher: WALWatcher) -> @Sendable () -> Duration {
+        { watcher.isActive ? max(monitorInterval, idleTick) : monitorInterval }
+    }
+
     static let beatInterval: Duration = .milliseconds(500)
     /// The tick while inotify reports every change (well inside the 30 s watchdog).
     static let idleTick: Duration = .seconds(5)
@@ -374,10 +409,17 @@ public struct ReplicationService: Service {
         var replicas: [ReplicaStatus] = []
         for s in shippers { replicas.append(await s.status()) }
         let checkpoint = state.checkpoint
-        await onStatus(DatabaseStatus(
+        let status = DatabaseStatus(
             path: config.path, state: "open", pageSize: Int(state.pageSize), dbSize: sizes.db, walSize: sizes.wal,
             txid: LTXNaming.hex(state.txid), lastCommit: state.lastCommit.map(Timestamps.iso8601), checkpoint: checkpoint,
-            checkpointResults: state.checkpointCounts, replicas: replicas))
+            checkpointResults: state.checkpointCounts, replicas: replicas)
+        // Unchanged (an idle tick): nothing to tell. A replica's lag grows
+        // with time, so a lagging one still changes the status every tick.
+        let changed = published.withLock { last in
+            defer { last = status }
+            return last != status
+        }
+        if changed { await onStatus(status) }
     }
 }
 

@@ -15,7 +15,20 @@ actor StatusBoard {
     private(set) var state: State = .starting
     private var databases: [String: DatabaseStatus] = [:]
     private var order: [String] = []
-    private var heartbeats: [String: ContinuousClock.Instant] = [:]
+    /// Behind a lock, not the actor: a replication loop beats from its
+    /// worker thread without a hop to the board (`beatNow`).
+    private nonisolated let heartbeats = Beats()
+
+    final class Beats: @unchecked Sendable {
+        private let lock = NSLock()
+        private var last: [String: ContinuousClock.Instant] = [:]
+        func beat(_ name: String) { lock.withLock { last[name] = .now } }
+        func remove(_ name: String) { lock.withLock { _ = last.removeValue(forKey: name) } }
+        func stale(limit: Duration) -> [String] {
+            let now = ContinuousClock.now
+            return lock.withLock { last.filter { now - $0.value > limit }.map(\.key) }.sorted()
+        }
+    }
     private var readyWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter = 0
     private var disk: [MountStatus] = []
@@ -67,7 +80,10 @@ actor StatusBoard {
 
     private func releaseWaiter(_ id: Int) { readyWaiters.removeValue(forKey: id)?.resume() }
 
-    func beat(_ name: String) { heartbeats[name] = .now }
+    func beat(_ name: String) { heartbeats.beat(name) }
+
+    /// The same from any thread, at once.
+    nonisolated func beatNow(_ name: String) { heartbeats.beat(name) }
 
     /// A database a directory entry found while running.
     func addDatabase(_ path: String) {
@@ -84,7 +100,7 @@ actor StatusBoard {
         if opening.remove(path) != nil { releaseIfSettled() }
         health.removeValue(forKey: path)
         drills.removeValue(forKey: path)
-        heartbeats.removeValue(forKey: loop)
+        heartbeats.remove(loop)
     }
 
     /// What a directory entry found and skipped.
@@ -99,11 +115,10 @@ actor StatusBoard {
 
     /// Names of loops whose last heartbeat is older than `limit`.
     func staleLoops(limit: Duration) -> [String] {
-        let now = ContinuousClock.now
-        return heartbeats.filter { now - $0.value > limit }.map(\.key).sorted()
+        heartbeats.stale(limit: limit)
     }
 
-    func forget(_ name: String) { heartbeats.removeValue(forKey: name) }
+    func forget(_ name: String) { heartbeats.remove(name) }
 
     func document() -> StatusDocument {
         StatusDocument(

@@ -43,6 +43,7 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     /// A registered interest in one file name of one directory.
     public struct Watch: Sendable, Hashable {
         fileprivate let wd: Int32
+        fileprivate let name: String
         fileprivate let id: Int
     }
 
@@ -58,7 +59,9 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     private let eventFD: Int32
     private let wakeFD: Int32
     private let inotifyFD: Int32
-    private var handlers: [Int32: [Int: (name: String, handler: Handler)]] = [:]
+    /// By watch descriptor (directory), then file name: an event in a
+    /// directory of thousands of databases finds its watchers at once.
+    private var handlers: [Int32: [String: [Int: Handler]]] = [:]
     private var nextID = 0
     private let name: String
     /// The kernel id of the worker's own thread (set once, as its loop starts).
@@ -135,14 +138,15 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
             let wd = inotify_add_watch(inotifyFD, directory, mask)
             guard wd >= 0 else { return nil }
             nextID += 1
-            handlers[wd, default: [:]][nextID] = (name, handler)
-            return Watch(wd: wd, id: nextID)
+            handlers[wd, default: [:]][name, default: [:]][nextID] = handler
+            return Watch(wd: wd, name: name, id: nextID)
         }
     }
 
     public func unwatch(_ watch: Watch) {
         lock.withLock {
-            handlers[watch.wd]?[watch.id] = nil
+            handlers[watch.wd]?[watch.name]?[watch.id] = nil
+            if handlers[watch.wd]?[watch.name]?.isEmpty == true { handlers[watch.wd]?[watch.name] = nil }
             if handlers[watch.wd]?.isEmpty == true {
                 handlers[watch.wd] = nil
                 inotify_rm_watch(inotifyFD, watch.wd)
@@ -216,18 +220,18 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
                 offset += headerSize + len
                 if mask & UInt32(IN_Q_OVERFLOW) != 0 {
                     // Events were dropped: everyone looks.
-                    for (_, byID) in handlers { for (_, h) in byID { calls.append((h.handler, false)) } }
+                    for (_, byName) in handlers { for (_, byID) in byName { for (_, h) in byID { calls.append((h, false)) } } }
                     continue
                 }
-                guard let byID = handlers[wd] else { continue }
+                guard let byName = handlers[wd] else { continue }
                 if mask & UInt32(IN_IGNORED) != 0 {
                     // The directory is gone: its watchers fall back to polling.
-                    for (_, h) in byID { calls.append((h.handler, true)) }
+                    for (_, byID) in byName { for (_, h) in byID { calls.append((h, true)) } }
                     handlers[wd] = nil
                     continue
                 }
                 let eventName = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)
-                for (_, h) in byID where h.name == eventName { calls.append((h.handler, false)) }
+                for (_, h) in byName[eventName] ?? [:] { calls.append((h, false)) }
             }
             lock.unlock()
         }

@@ -55,7 +55,7 @@ struct DatabaseWiring: Sendable {
                 await board.update(status)
                 await observer?.observe(replication: status)
             },
-            heartbeat: { await board.beat(loop) }, control: control)
+            heartbeat: { board.beatNow(loop) }, control: control)
         var drillService: DrillService?
         // Scheduled recovery drills; not on the watchdog either (a drill may take minutes).
         if drills, let drill = db.drill, !db.replication.replicas.isEmpty {
