@@ -284,10 +284,11 @@ actor ReplicaShipper {
         for (i, interval) in levels.enumerated() {
             let level = i + 1
             // Each database's first compaction comes at a random point of its
-            // first interval: a thousand databases started together would
-            // otherwise all compact in the same second, every interval (the
-            // scale benchmark's load saw a 3 s stall of every database then).
-            if lastCompaction[level] == nil { lastCompaction[level] = now.addingTimeInterval(-Double.random(in: 0...max(0, interval.seconds))) }
+            // second interval (never before one interval, as before): a
+            // thousand databases started together would otherwise all compact
+            // in the same second, every interval (the scale benchmark's load
+            // saw a 3 s stall of every database then).
+            if lastCompaction[level] == nil { lastCompaction[level] = now.addingTimeInterval(Double.random(in: 0...max(0, interval.seconds))) }
             guard let last = lastCompaction[level], now.timeIntervalSince(last) >= interval.seconds else { continue }
             lastCompaction[level] = now
             do {
