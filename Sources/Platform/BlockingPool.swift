@@ -6,7 +6,7 @@ import Foundation
 /// blocking work to `BlockingPool.shared.run { ... }` instead. The pool
 /// starts small and adds a thread whenever every thread is busy (up to
 /// `maxThreads`), so a slow network call never starves a quick file operation.
-/// Threads beyond the first `threads` end after `idleExit` without work (a
+/// Threads beyond the first `threads` end after `idleExit` (1 s) without work (a
 /// burst of start-up work for many databases does not leave them behind).
 public final class BlockingPool: @unchecked Sendable {
     public static let shared = BlockingPool(name: "guardian-io", threads: 2, maxThreads: 64)
@@ -20,7 +20,9 @@ public final class BlockingPool: @unchecked Sendable {
     private var idle = 0
     private static let released: @Sendable () -> Void = {}
     private let baseThreads: Int
-    static let idleExit: TimeInterval = 5
+    /// (A second: the threads a burst of start-up work for a thousand
+    /// databases adds are gone a second after it, not five.)
+    static let idleExit: TimeInterval = 1
 
     public init(name: String, threads: Int, maxThreads: Int = 64) {
         self.name = name
@@ -34,8 +36,13 @@ public final class BlockingPool: @unchecked Sendable {
     /// Called with the lock held.
     private func spawn() {
         threads += 1
-        let thread = Thread { [unowned self] in self.loop() }
-        thread.name = "\(name)-\(threads)"
+        let label = "\(name)-\(threads)"
+        let thread = Thread { [unowned self] in
+            // (Named from the thread itself: on Linux that names the OS
+            // thread; otherwise it keeps the name of the thread that spawned it.)
+            Thread.current.name = label
+            self.loop()
+        }
         thread.start()
     }
 
