@@ -285,7 +285,7 @@ public struct ReplicationService: Service {
         var wakeupsIterator = wakeups.makeAsyncIterator()
         while true {
             state.parked = true
-            let woken = await wakeupsIterator.next(isolation: r)
+            let woken: Void? = await wakeupsIterator.next(isolation: r)
             state.parked = false
             state.statusWakeScheduled = false
             guard woken != nil else { break }
