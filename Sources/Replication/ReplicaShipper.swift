@@ -431,10 +431,7 @@ actor ReplicaShipper {
             case .files(let files):
                 let ready = files.filter { $0.info.maxTXID > position }
                 guard !ready.isEmpty, ready.allSatisfy({ $0.memoryBytes > 0 }) else { return false }
-                try file.writeNow(ready.map { (info: $0.info, contents: $0.payload) })
-                requests += ready.count
-                bytesShipped += ready.reduce(0) { $0 + $1.info.size }
-                if let last = ready.last { stored(last.info.maxTXID) }
+                try write(ready, to: file)
             }
             let all = positions.set(config.name, self.position ?? 0)
             replicator.assumeIsolated { $0.acknowledge(allPositions: all) }
@@ -442,6 +439,15 @@ actor ReplicaShipper {
         } catch {
             return false
         }
+    }
+
+    /// Writes in-memory files to a file replica here and now (one directory
+    /// fsync for all of them) and counts them stored.
+    private func write(_ files: [PendingLTX], to file: FileReplicaClient) throws {
+        try file.writeNow(files.map { (info: $0.info, contents: $0.payload) })
+        requests += files.count
+        bytesShipped += files.reduce(0) { $0 + $1.info.size }
+        if let last = files.last { stored(last.info.maxTXID) }
     }
 
     /// Ships everything pending, retrying with backoff while the replica fails.
@@ -486,11 +492,7 @@ actor ReplicaShipper {
                     // A file replica: everything found in this pass is written
                     // here and now, one directory fsync for all of it (full
                     // images, staged files of any size, go by the BlockingPool).
-                    let ready = batches.compactMap(\.first).map { (info: $0.info, contents: $0.payload) }
-                    try file.writeNow(ready)
-                    requests += ready.count
-                    bytesShipped += ready.reduce(0) { $0 + $1.info.size }
-                    if let last = ready.last { stored(last.info.maxTXID) }
+                    try write(batches.compactMap(\.first), to: file)
                     break
                 }
                 for batch in batches {

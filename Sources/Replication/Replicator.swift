@@ -375,20 +375,13 @@ public actor Replicator {
     func sync(repin: Bool = true) throws -> SyncResult {
         guard activePin >= 0 else { return SyncResult(files: 0, transactions: 0) }
         try checkFilesAreTheDatabase()
-        if !repin, !needsFullImage {
-            let saved = (txid, commit, cursor, pageIndex, needsFullImage)
-            do {
-                return try copyCommittedFrames()
-            } catch {
-                (txid, commit, cursor, pageIndex, needsFullImage) = saved
-                throw error
-            }
-        }
-        defer { lastRepin = .now }
-        // An idle database keeps only its pin's connection: while the WAL
-        // holds nothing past the cursor that pin covers every frame, and the
-        // sync (a full image included) runs under it, with no new pin.
-        let stay = pins[1 - activePin] == nil && nothingNewInWAL
+        // The pin stays where it is when the caller does not need it moved,
+        // and for an idle database, which keeps only its pin's connection:
+        // while the WAL holds nothing past the cursor that pin covers every
+        // frame, and the sync (a full image included) runs under it.
+        let keep = !repin && !needsFullImage
+        defer { if !keep { lastRepin = .now } }
+        let stay = keep || (pins[1 - activePin] == nil && nothingNewInWAL)
         let spare = stay ? activePin : 1 - activePin
         if !stay { try beginPin(spare) }
         // On failure keep the old pin (it protects everything not yet copied)
