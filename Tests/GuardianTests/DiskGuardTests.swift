@@ -300,13 +300,16 @@ import Testing
         let config = DiskConfig(
             interval: .milliseconds(50), warn: 40, critical: 60, emergency: 95, hysteresis: 2,
             cleanup: [CleanupRule(path: cache, pattern: "*.tmp", maxAge: .seconds(7 * 86400), recursive: true)])
+        // 7 MiB used of 16 (warn); 4 more → 69 %, critical; the goal is below 58 %. The filler is
+        // written before the guard starts: a sample taken while it was half written saw a lower
+        // critical level, cleaned to just below the goal, and the rest of the filler then took a
+        // second round (three files deleted instead of two; a race in the test, not the guard).
+        try DiskKit.fill(fs.path + "/filler", bytes: 4 << 20)
         let recorder = DiskRecorder()
         let running = Task {
             try await DiskWatchService.forTest(config, protected: [cache + "/app.tmp"], watch: [cache], stateDir: state, recorder: recorder).run()
         }
         defer { running.cancel() }
-        // 7 MiB used of 16 (warn); 4 more → 69 %, critical; the goal is below 58 %.
-        try DiskKit.fill(fs.path + "/filler", bytes: 4 << 20)
         #expect(await recorder.wait(timeout: .seconds(5)) { $0.events(.diskCleanupFinished).contains { $0.metadata["level"] == "critical" } })
         let deleted = recorder.events(.diskFileDeleted).compactMap { $0.metadata["path"] }
         // Oldest first, and only as many as needed to leave the level.
