@@ -82,7 +82,10 @@ public struct RemediationService: Service {
     /// Suspicions reported by other parts of guardian, handled one at a time
     /// beside the check loop (the machine ignores them while an incident runs).
     func handleReports() async {
-        for await s in remediator.reported.cancelOnGracefulShutdown() {
+        // (Ended by the cancellation `run` sends once the check loop is done;
+        // not `cancelOnGracefulShutdown()`, whose merge keeps a task group of
+        // two tasks per database alive: ~16 kB each of a thousand databases.)
+        for await s in remediator.reported {
             await remediator.suspect(s)
         }
     }
@@ -130,8 +133,15 @@ public struct RemediationService: Service {
     func monitor() async {
         await remediator.healthTick()
         await remediator.reconcileAlerts()
+        // The loop's wake-ups; a graceful shutdown ends them (the check under
+        // way finishes first).
+        let (ticks, tickInput) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         guard config.mode != .off else {
-            for await _ in Ticker.shared.ticks(every: .seconds(3600)).cancelOnGracefulShutdown() {}
+            await withGracefulShutdownHandler {
+                for await _ in ticks {}
+            } onGracefulShutdown: {
+                tickInput.finish()
+            }
             return
         }
         let integrityEvery = config.integrityInterval
@@ -144,7 +154,6 @@ public struct RemediationService: Service {
         // The process's one ticker wakes this loop when its next check is
         // due (a one-shot timer re-armed after each round; no timer task per
         // database, and each database's checks at their own times).
-        let (ticks, tickInput) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let arm = { (at: ContinuousClock.Instant) in
             Ticker.shared.schedule(after: max(.zero, at - .now)) {
                 tickInput.yield(())
@@ -152,17 +161,21 @@ public struct RemediationService: Service {
             }
         }
         var timer = arm(min(nextHealth, nextIntegrity))
-        for await _ in ticks.cancelOnGracefulShutdown() {
-            let now = ContinuousClock.now
-            if now >= nextHealth {
-                await remediator.healthTick()
-                nextHealth = ContinuousClock.now + config.checkpointInterval
+        await withGracefulShutdownHandler {
+            for await _ in ticks {
+                let now = ContinuousClock.now
+                if now >= nextHealth {
+                    await remediator.healthTick()
+                    nextHealth = ContinuousClock.now + config.checkpointInterval
+                }
+                if now >= nextIntegrity {
+                    await remediator.integrityTick()
+                    nextIntegrity = ContinuousClock.now + integrityEvery
+                }
+                timer = arm(min(nextHealth, nextIntegrity))
             }
-            if now >= nextIntegrity {
-                await remediator.integrityTick()
-                nextIntegrity = ContinuousClock.now + integrityEvery
-            }
-            timer = arm(min(nextHealth, nextIntegrity))
+        } onGracefulShutdown: {
+            tickInput.finish()
         }
         Ticker.shared.cancel(timer)
         tickInput.finish()

@@ -227,6 +227,17 @@ actor ReplicaShipper {
         }
     }
     private var renewalFailing = false
+    private var renewing = false
+    /// Set once `run` is done: a renewal the ticker started just before
+    /// then does not write after the lease was let go.
+    private var stopped = false
+
+    private func renewLeaseUnlessRenewing() async {
+        guard !renewing, !stopped else { return }
+        renewing = true
+        defer { renewing = false }
+        await renewLease()
+    }
 
     /// On a clean stop the lease is let go, so the next writer (a restart,
     /// a standby) need not wait for it to expire.
@@ -252,14 +263,17 @@ actor ReplicaShipper {
         // spread out, not in one burst.
         // Ticks keep their period whatever a renewal takes: 5 % more than
         // the interval, so a renewal is never found "too recent".)
-        let renewer = Task { [weak self] in
-            let every = ReplicaHistory.leaseInterval * 1.05
-            for await _ in Ticker.shared.ticks(every: every, first: every * Double.random(in: 1..<1.5)) {
-                if Task.isCancelled { return }
-                await self?.renewLease()
-            }
+        // No task waits between renewals (a thousand databases' would be
+        // a thousand suspended tasks): the ticker starts one when a renewal
+        // is due, and a renewal still running when the next is due (a slow
+        // remote) is not doubled.
+        let every = ReplicaHistory.leaseInterval * 1.05
+        let renewer = Ticker.shared.schedule(after: every * Double.random(in: 1..<1.5)) { [weak self] in
+            guard let self else { return nil }
+            Task { await self.renewLeaseUnlessRenewing() }
+            return every
         }
-        defer { renewer.cancel() }
+        defer { Ticker.shared.cancel(renewer) }
         var lastShip: ContinuousClock.Instant?
         for await _ in wakeups {
             if config.syncInterval > .zero, let last = lastShip, last + config.syncInterval > .now {
@@ -270,7 +284,8 @@ actor ReplicaShipper {
             await maintain()
         }
         await shipAll()
-        renewer.cancel()
+        Ticker.shared.cancel(renewer)
+        stopped = true
         if !Task.isCancelled { await releaseLease() }
     }
 
