@@ -172,10 +172,13 @@ public struct FileReplicaClient: ReplicaClient {
     /// Rewrites the marker with a renewed lease (the same history): the new
     /// content is made durable before it replaces the old, but the rename
     /// is not (no directory fsync): lost in a crash, it leaves the previous
-    /// lease, which only expires sooner. One fsync per renewal, not two.
+    /// lease, which only expires sooner. One fdatasync per renewal, and no
+    /// new inode: the previous marker's is the next renewal's spare
+    /// (`.guardian-history.json.spare`; `.held` only between two renames).
     public func renewMarker(_ bytes: [UInt8]) async throws {
         let path = markerPath
-        try await BlockingPool.shared.run { try DurableFile.write(bytes, to: path, syncDirectory: false) }
+        let spare = "\(root)/.\(ReplicaHistory.markerName).spare", held = "\(root)/.\(ReplicaHistory.markerName).held"
+        try await BlockingPool.shared.run { try DurableFile.replaceReusingInode(bytes, at: path, spare: spare, held: held) }
     }
 
     public func deleteAll() async throws {

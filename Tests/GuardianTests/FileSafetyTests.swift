@@ -44,6 +44,47 @@ import Testing
         #expect(Self.content(dir + "/state.json") == "new")
     }
 
+    /// A lease renewal replaces the marker whole, recycling inodes (the
+    /// old marker's is the next spare: none allocated after the first), and
+    /// never writes through a link planted as its spare.
+    @Test func renewalsReplaceWholeReuseInodesAndNeverFollowAPlantedSpare() throws {
+        let dir = try TestSupport.makeTempDir("durable-reuse")
+        defer { TestSupport.cleanup(dir) }
+        let path = dir + "/marker", spare = dir + "/.marker.spare", held = dir + "/.marker.held"
+        func inode(_ p: String) -> ino_t {
+            var st = stat()
+            return lstat(p, &st) == 0 ? st.st_ino : 0
+        }
+        try DurableFile.write(Array("first, longer than the rest".utf8), to: path)
+        let first = inode(path)
+        try DurableFile.replaceReusingInode(Array("second".utf8), at: path, spare: spare, held: held)
+        #expect(Self.content(path) == "second", "the old content's tail is cut")
+        #expect(inode(spare) == first, "the old marker's inode is the next spare")
+        let second = inode(path)
+        try DurableFile.replaceReusingInode(Array("third".utf8), at: path, spare: spare, held: held)
+        #expect(Self.content(path) == "third")
+        #expect(inode(path) == first && inode(spare) == second, "two inodes, taking turns")
+        #expect(inode(held) == 0)
+
+        let victim = dir + "/victim"
+        Self.makeVictim(victim)
+        unlink(spare)
+        #expect(symlink(victim, spare) == 0)
+        try DurableFile.replaceReusingInode(Array("fourth".utf8), at: path, spare: spare, held: held)
+        #expect(Self.content(victim) == "victim")
+        #expect(Self.content(path) == "fourth")
+        // A hard link planted as the spare is not written through either.
+        unlink(spare)
+        #expect(link(victim, spare) == 0)
+        try DurableFile.replaceReusingInode(Array("fifth".utf8), at: path, spare: spare, held: held)
+        #expect(Self.content(victim) == "victim")
+        #expect(Self.content(path) == "fifth")
+        // A marker that vanished is not made up again.
+        unlink(path)
+        #expect(throws: SystemError.self) { try DurableFile.replaceReusingInode(Array("sixth".utf8), at: path, spare: spare, held: held) }
+        #expect(inode(path) == 0)
+    }
+
     @Test(.enabled(if: geteuid() == 0))
     func aPrivateDirectoryAnotherUserMadeIsRefused() throws {
         let dir = try TestSupport.makeTempDir("private-dir")
