@@ -95,6 +95,61 @@ public struct FileStamp: Sendable, Equatable {
         }
         return FileStamp(db: look(path), wal: look(path + "-wal"))
     }
+
+    /// The WAL's size in this stamp.
+    public var walSizeForTests: Int64 { wal[1] }
+}
+
+/// Whether a database's health tick may be answered on the ticker's thread
+/// instead of running the probe (a hop to the remediator, another to a
+/// blocking thread, and back). The remediator says so after a tick that
+/// found the database quiet: healthy, no condition and no file problem, no
+/// SQLite error remembered, every WAL frame checkpointed (nothing time can
+/// turn into starvation), and the files' stamp known. A tick is then
+/// answered only while the files' stamp (inode, size, mtime of the database
+/// and its WAL) is unchanged and the filesystem has room to spare; every
+/// `probeEvery`-th tick still probes (the status's times are refreshed
+/// then: once a minute at the default health-interval).
+public final class HealthGate: @unchecked Sendable {
+    static let probeEvery = 6
+    private let path: String
+    private let lock = NSLock()
+    private var stamp: FileStamp?
+    private var answered = 0
+    private var answeredTotal = 0
+
+    init(path: String) { self.path = path }
+
+    /// Set by the remediator after each tick (nil: the next tick probes).
+    func set(quietWith stamp: FileStamp?) {
+        lock.withLock {
+            self.stamp = stamp
+            answered = 0
+        }
+    }
+
+    /// On the ticker's thread (blocking: two stats and a statvfs): true
+    /// when this tick needs no probe.
+    public func mayAnswer() -> Bool {
+        let known = lock.withLock { () -> FileStamp? in
+            answered < Self.probeEvery - 1 ? stamp : nil
+        }
+        guard let known, FileStamp.of(path) == known else { return false }
+        var fs = statvfs()
+        guard statvfs((path as NSString).deletingLastPathComponent, &fs) == 0,
+            Int64(fs.f_bavail) * Int64(fs.f_frsize) >= 4 * CheckpointAssessor.minimumFree
+        else { return false }
+        return lock.withLock {
+            // (Cleared meanwhile: an incident, a suspicion.)
+            guard stamp == known else { return false }
+            answered += 1
+            answeredTotal += 1
+            return true
+        }
+    }
+
+    /// Ticks answered without a probe since start (for tests and profiles).
+    public var answeredCount: Int { lock.withLock { answeredTotal } }
 }
 
 /// Checkpoint and WAL health of one database, for `guardian status`.

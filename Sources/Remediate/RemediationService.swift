@@ -154,13 +154,20 @@ public struct RemediationService: Service {
         // The process's one ticker wakes this loop when its next check is
         // due (a one-shot timer re-armed after each round; no timer task per
         // database, and each database's checks at their own times).
-        let arm = { (at: ContinuousClock.Instant) in
+        // A quiet database's health tick is answered on the ticker's thread
+        // (`HealthGate`): the timer then fires again one interval later,
+        // and this loop is woken only for a probe or an integrity check.
+        let gate = remediator.healthGate
+        let healthEvery = config.checkpointInterval
+        let arm = { (at: ContinuousClock.Instant, integrityAt: ContinuousClock.Instant) in
             Ticker.shared.schedule(after: max(.zero, at - .now)) {
+                let now = ContinuousClock.now
+                if now < integrityAt, gate.mayAnswer() { return min(healthEvery, integrityAt - now) }
                 tickInput.yield(())
                 return nil
             }
         }
-        var timer = arm(min(nextHealth, nextIntegrity))
+        var timer = arm(min(nextHealth, nextIntegrity), nextIntegrity)
         await withGracefulShutdownHandler {
             for await _ in ticks {
                 let now = ContinuousClock.now
@@ -172,7 +179,7 @@ public struct RemediationService: Service {
                     await remediator.integrityTick()
                     nextIntegrity = ContinuousClock.now + integrityEvery
                 }
-                timer = arm(min(nextHealth, nextIntegrity))
+                timer = arm(min(nextHealth, nextIntegrity), nextIntegrity)
             }
         } onGracefulShutdown: {
             tickInput.finish()

@@ -80,6 +80,7 @@ public actor Remediator {
         onStatus: @escaping @Sendable (HealthStatus) async -> Void
     ) {
         self.database = database
+        healthGate = HealthGate(path: database)
         self.config = config
         self.store = store
         self.alerter = alerter
@@ -339,7 +340,7 @@ public actor Remediator {
             if sample.files.problems.isEmpty { sample.files = again }
         }
         lastProbe = sample.files
-        let (_, conditions) = assessor.record(sample)
+        let (checkpoint, conditions) = assessor.record(sample)
         await updateConditions(conditions)
         let fileProblems = Set(sample.files.problems.map(\.kind))
         if fileProblems.isEmpty { clearedFileProblems = nil }
@@ -364,8 +365,15 @@ public actor Remediator {
                 await drive(.suspicion(Suspicion(source: .sqliteError, detail: e.description, at: sample.at)))
             }
         }
+        let quiet = machine.phase == .healthy && conditions.isEmpty && fileProblems.isEmpty && sample.error == nil
+            && assessor.lastFull == nil && assessor.lastIOError == nil && !checkpoint.starved
+            && (sample.files.walSize == 0 || checkpoint.lastResult.map { !$0.busy && $0.logFrames == $0.checkpointedFrames } == true)
+        healthGate.set(quietWith: quiet ? sample.stamp : nil)
         await publish()
     }
+
+    /// See `HealthGate`: cleared by anything that moves the incident machine.
+    public nonisolated let healthGate: HealthGate
 
     /// The scheduled `quick_check` on its budget.
     public func integrityTick() async {
@@ -451,6 +459,7 @@ public actor Remediator {
     /// each action's outcome back, until nothing is left to do. Terminates:
     /// every action yields at most one event and the machine only moves forward.
     func drive(_ first: IncidentMachine.Event) async {
+        healthGate.set(quietWith: nil)
         await drive(actions: machine.handle(first))
     }
 

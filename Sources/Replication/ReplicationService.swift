@@ -17,7 +17,7 @@ public struct ReplicationService: Service {
     let onStatus: @Sendable (DatabaseStatus) async -> Void
     /// Called on the loop's own thread (no hop when it does not suspend:
     /// a beat per tick of every database costs no thread switch).
-    let heartbeat: nonisolated(nonsending) @Sendable () async -> Void
+    let heartbeat: @Sendable () -> Void
     let control: ReplicationControl
     /// The status last handed to `onStatus` in this session (an idle tick
     /// that changes nothing publishes nothing).
@@ -26,7 +26,7 @@ public struct ReplicationService: Service {
     public init(
         config: DatabaseConfig, stateDir: String, logger: Logger,
         onStatus: @escaping @Sendable (DatabaseStatus) async -> Void = { _ in },
-        heartbeat: nonisolated(nonsending) @escaping @Sendable () async -> Void = {},
+        heartbeat: @escaping @Sendable () -> Void = {},
         control: ReplicationControl = ReplicationControl()
     ) {
         self.control = control
@@ -58,7 +58,7 @@ public struct ReplicationService: Service {
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
             // Paused is not hung: the loop keeps beating while remediation works.
-            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) { await control.waitForResume(config.path) }
+            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() }) { await control.waitForResume(config.path) }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
         }
     }
@@ -95,7 +95,7 @@ public struct ReplicationService: Service {
                 if await control.isPaused(config.path) { return false }
                 let missing = !FileManager.default.fileExists(atPath: config.path)
                 await onStatus(DatabaseStatus(path: config.path, state: missing ? "missing" : "error", error: text))
-                await heartbeat()
+                heartbeat()
                 try? await Task.sleep(for: config.monitorInterval)
                 if Task.isCancelled || Task.isShuttingDownGracefully { return false }
             }
@@ -106,7 +106,7 @@ public struct ReplicationService: Service {
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
         // Finding the replicas' positions and writing the first image may take long.
-        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: heartbeat)
+        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() })
         defer { startup.cancel() }
 
         // 2. Where do the replicas stand? At least one must answer before
@@ -143,7 +143,7 @@ public struct ReplicationService: Service {
             }
             if !positions.isEmpty { break }
             await publishStatus(replicator, shippers)
-            await heartbeat()
+            heartbeat()
             try? await Task.sleep(for: .seconds(1))
             let paused = await control.isPaused(config.path)
             if Task.isCancelled || Task.isShuttingDownGracefully || paused {
@@ -190,8 +190,15 @@ public struct ReplicationService: Service {
                 // tick only beats and checks: every `idleTick` instead of
                 // `monitor-interval`.
                 let tick = Self.tick(config.monitorInterval, watcher)
+                let heartbeat = heartbeat
                 let ticker = Ticker.shared.schedule(after: tick()) {
-                    wake.yield(())
+                    // A quiet database's tick beats right here (no wake-up
+                    // of its loop): see `IdleGate`.
+                    if pass.idle.mayBeatOnTicker(watcher) {
+                        heartbeat()
+                    } else {
+                        wake.yield(())
+                    }
                     return tick()
                 }
                 defer { Ticker.shared.cancel(ticker) }
@@ -228,6 +235,39 @@ public struct ReplicationService: Service {
         /// of what a quick pass did is published by the loop).
         var statusWakeScheduled = false
         var failing = false
+        let idle = IdleGate()
+    }
+
+    /// Whether a database's tick may be answered on the ticker's thread
+    /// (a beat of its heartbeat, nothing else) instead of waking its loop.
+    /// The loop says so after a tick that found the database quiet: no
+    /// change reported by inotify, nothing published, no error, nothing
+    /// held beyond the pin. Any change reported since, or every
+    /// `loopEvery`-th tick (the loop's own look at the files, 30 s at the
+    /// idle tick), wakes the loop as before. A thousand idle databases
+    /// then cost the ticker a lock each per tick, not a thread switch.
+    final class IdleGate: @unchecked Sendable {
+        static let loopEvery = 6
+        private let lock = NSLock()
+        private var quiet = false
+        private var answered = 0
+
+        /// Set by the loop (on its thread) at the end of each wake-up.
+        func set(quiet: Bool) {
+            lock.withLock {
+                self.quiet = quiet
+                answered = 0
+            }
+        }
+
+        /// On the ticker's thread: true when this tick needs no loop.
+        func mayBeatOnTicker(_ watcher: WALWatcher) -> Bool {
+            lock.withLock {
+                guard quiet, answered < Self.loopEvery - 1, watcher.isQuiet else { return false }
+                answered += 1
+                return true
+            }
+        }
     }
 
     /// The pass a WAL change gets right in its file event's handler, on the
@@ -244,6 +284,7 @@ public struct ReplicationService: Service {
             !state.failing, !r.mayTakeLong, r.replaced == nil, r.lastSyncTransactions <= Replicator.batchThreshold,
             !control.isPausedNow(config.path), watcher.takeChange()
         else { return false }
+        state.idle.set(quiet: false)
         do {
             guard r.walMayHaveNew() else {
                 try r.idleCheck()
@@ -296,7 +337,7 @@ public struct ReplicationService: Service {
             }
             // (A beat per wake-up would be a hop per commit: one every half second is plenty.)
             if ContinuousClock.now - state.lastBeat >= Self.beatInterval {
-                await heartbeat()
+                heartbeat()
                 state.lastBeat = .now
             }
             if control.isPausedNow(config.path) { break }
@@ -308,12 +349,15 @@ public struct ReplicationService: Service {
             if r.lastSyncTransactions > Replicator.batchThreshold, !r.restartDue {
                 try? await Task.sleep(for: .milliseconds(25))
             }
+            state.idle.set(quiet: false)
+            var quiet = false
             do {
                 if !watcher.takeChange(), !r.mayTakeLong, !r.checkpointUnfinished {
                     try r.idleCheck()
+                    quiet = r.holdsOnlyThePin && watcher.isActive
                 } else if r.mayTakeLong {
                     // A full image or a snapshot may keep the loop busy for long.
-                    try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
+                    try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() }) {
                         try r.sync()
                         try r.checkpointIfNeeded()
                         if r.snapshotDue { await shipSnapshot(r, shippers) }
@@ -330,8 +374,10 @@ public struct ReplicationService: Service {
                 }
                 state.failing = false
             } catch is Replicator.Replaced {
+                quiet = false
                 wake.yield(())  // ends the session at the top of the loop
             } catch {
+                quiet = false
                 if !state.failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
                 state.failing = true
             }
@@ -344,10 +390,14 @@ public struct ReplicationService: Service {
                 state.lastShipperWake = .now
                 state.shippedInline = false
             }
+            if state.shippedInline { quiet = false }
             if ContinuousClock.now - state.lastStatus > Self.statusInterval {
-                await publishStatus(r, shippers)
+                if await publishStatus(r, shippers) { quiet = false }
                 state.lastStatus = .now
+            } else {
+                quiet = false
             }
+            state.idle.set(quiet: quiet)
         }
     }
 
@@ -406,7 +456,9 @@ public struct ReplicationService: Service {
         }
     }
 
-    private func publishStatus(_ replicator: Replicator, _ shippers: [ReplicaShipper]) async {
+    /// Returns whether the status changed (and was handed on).
+    @discardableResult
+    private func publishStatus(_ replicator: Replicator, _ shippers: [ReplicaShipper]) async -> Bool {
         let state = await replicator.snapshotOfState()
         let sizes = await replicator.fileSizes()
         var replicas: [ReplicaStatus] = []
@@ -423,6 +475,7 @@ public struct ReplicationService: Service {
             return last != status
         }
         if changed { await onStatus(status) }
+        return changed
     }
 }
 

@@ -147,6 +147,11 @@ public actor Replicator {
     /// the checkpointer and the writer hold no transaction between syncs and
     /// close; the next sync opens the spare again before it ends the old pin,
     /// so the handover never leaves the WAL unpinned.
+    /// Nothing held but the pin's connection (what an idle database keeps).
+    var holdsOnlyThePin: Bool {
+        activePin >= 0 && checkpointer == nil && writer == nil && pins.indices.allSatisfy { $0 == activePin || pins[$0] == nil }
+    }
+
     func releaseIdleConnections(after idle: Duration = Replicator.idleAfter) {
         guard activePin >= 0 else { return }
         if let last = lastCommitObserved, Date().timeIntervalSince(last) < idle.seconds { return }

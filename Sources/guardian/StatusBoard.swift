@@ -46,12 +46,21 @@ actor StatusBoard {
     /// Databases that have not reported yet (kept, so that an update does not scan them all).
     private var opening: Set<String> = []
 
-    func setState(_ state: State) { self.state = state }
+    func setState(_ state: State) {
+        self.state = state
+        summaryCache = nil
+    }
+
+    /// The summary, kept until something it counts changes: systemd's
+    /// STATUS is compared every second, and a thousand databases' statuses
+    /// need not be counted each time.
+    private var summaryCache: String?
 
     func update(_ status: DatabaseStatus) {
         // A database a directory entry stopped replicating may report once more.
         guard databases[status.path] != nil else { return }
         databases[status.path] = status
+        summaryCache = nil
         if status.state != "opening", opening.remove(status.path) != nil { releaseIfSettled() }
     }
 
@@ -90,12 +99,14 @@ actor StatusBoard {
         guard databases[path] == nil else { return }
         order.append(path)
         databases[path] = DatabaseStatus(path: path, state: "opening")
+        summaryCache = nil
         opening.insert(path)
     }
 
     /// A database a directory entry stopped replicating (deleted, renamed).
     func removeDatabase(_ path: String, loop: String) {
         guard databases.removeValue(forKey: path) != nil else { return }
+        summaryCache = nil
         order.removeAll { $0 == path }
         if opening.remove(path) != nil { releaseIfSettled() }
         health.removeValue(forKey: path)
@@ -106,7 +117,10 @@ actor StatusBoard {
     /// What a directory entry found and skipped.
     func updateDirectory(_ status: DirectoryStatus) { directories[status.dir] = status }
 
-    func updateDisk(_ mounts: [MountStatus]) { disk = mounts }
+    func updateDisk(_ mounts: [MountStatus]) {
+        disk = mounts
+        summaryCache = nil
+    }
 
     func updateHealth(_ status: HealthStatus) { health[status.path] = status }
 
@@ -132,6 +146,13 @@ actor StatusBoard {
 
     /// One line for systemd's STATUS=.
     func summary() -> String {
+        if let summaryCache { return summaryCache }
+        let text = countedSummary()
+        summaryCache = text
+        return text
+    }
+
+    private func countedSummary() -> String {
         let dbs = order.compactMap { databases[$0] }
         let open = dbs.filter { $0.state == "open" }.count
         var text = "\(state.rawValue): \(open)/\(dbs.count) databases open"

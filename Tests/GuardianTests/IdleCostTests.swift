@@ -108,6 +108,45 @@ import Testing
         #expect(!suspect.connected && suspect.result == nil)
     }
 
+    /// A quiet database's health ticks are answered on the ticker's thread
+    /// (no probe, no hop); a commit makes the next tick probe (the status
+    /// shows the WAL it left), and once checkpointed the database is quiet
+    /// again. Every sixth tick probes whatever happens.
+    @Test(.timeLimit(.minutes(1))) func aQuietDatabasesHealthTicksNeedNoProbe() async throws {
+        try await withWorld(rows: 20) { w in
+            var config = w.config(mode: .alertOnly)
+            config.integrityInterval = .seconds(3600)
+            let statuses = StatusLog()
+            let (svc, _) = w.service(config: config, onStatus: { await statuses.add($0) })
+            let gate = svc.remediator.healthGate
+            let task = Task { try await svc.run() }
+            defer { task.cancel() }
+            // 200 ms ticks: answered ones follow the first quiet probe.
+            #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { gate.answeredCount >= 4 })
+            let probesBefore = await statuses.all.count
+            let answered = gate.answeredCount
+            // A tick every 200 ms; one in six probes (and may publish).
+            try await Task.sleep(for: .milliseconds(1300))
+            #expect(gate.answeredCount >= answered + 3, "quiet ticks answered: \(gate.answeredCount - answered)")
+            #expect(await statuses.all.count <= probesBefore + 2)
+
+            let writer = try SQLiteConnection(path: w.db)
+            writer.persistWAL()
+            try writer.execute("PRAGMA wal_autocheckpoint=0")
+            try writer.query("INSERT INTO items(body, at) VALUES (?, 0)", [.text("new")])
+            let wal = Int64(FileStamp.of(w.db).walSizeForTests)
+            #expect(wal > 0)
+            // The next tick probes: the status shows the WAL and a checkpoint of it.
+            #expect(await TestSupport.waitUntil(timeout: .seconds(3)) {
+                await statuses.last?.checkpoint.map { $0.walSize == wal && $0.lastResult?.logFrames ?? 0 > 0 } == true
+            })
+            let again = gate.answeredCount
+            #expect(await TestSupport.waitUntil(timeout: .seconds(5)) { gate.answeredCount > again + 2 }, "quiet again once checkpointed")
+            task.cancel()
+            _ = await task.result
+        }
+    }
+
     /// The first integrity checks of databases started together are one
     /// `spacing` apart (not all at once), a lone database waits nothing
     /// extra, and none waits more than its interval.

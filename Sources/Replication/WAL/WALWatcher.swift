@@ -67,6 +67,9 @@ final class WALWatcher: @unchecked Sendable {
     /// True while inotify reports this WAL's changes.
     var isActive: Bool { lock.withLock { !lost } }
 
+    /// True while inotify watches and no change waits to be taken.
+    var isQuiet: Bool { lock.withLock { !lost && !pending } }
+
     /// Whether a change was reported since the last call (always true while
     /// inotify does not watch the file: then every tick has to look).
     func takeChange() -> Bool {
