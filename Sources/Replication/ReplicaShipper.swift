@@ -196,6 +196,8 @@ actor ReplicaShipper {
         if let file = client as? FileReplicaClient { try await file.renewMarker(renewed) } else { try await client.writeMarker(renewed) }
         requests += 1
         lastRenewal = .now
+        // What this session just wrote is its own: read back, it needs no decode.
+        if adopted { markerSeenOurs = (renewed, history) }
     }
 
     /// The marker; a file replica's is read right here (this actor's thread
