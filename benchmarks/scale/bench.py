@@ -456,7 +456,7 @@ class Bench:
         self.ns = [n for n in ns if n <= args.max_n]
         self.cfg = {
             "ns": self.ns,
-            "settle_s": 3.0,
+            "settle_s": args.settle,
             "idle_window_s": args.idle_window or (5.0 if q else 20.0),
             "load_dbs": min(args.load_dbs or (100 if q else 1000), args.max_n),
             "load_writers": args.writers or (10 if q else 100),
@@ -838,6 +838,9 @@ def main():
     p.add_argument("--guardian-dir", action="store_true",
                    help="run guardian from a `dir:` entry (Litestream's key names) instead of a `dbs:` list")
     p.add_argument("--idle-window", type=float, default=0, help="seconds of idle CPU measurement (default 20; quick 5)")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds between every database's first LTX file and the idle window (default 3; "
+                        "60 puts the window past guardian's first lease renewals, 31.5-47 s after start)")
     p.add_argument("--load-dbs", type=int, default=0, help="databases in the load test (default 1000; quick 100)")
     p.add_argument("--writers", type=int, default=0, help="databases that commit (default 100; quick 10)")
     p.add_argument("--rate", type=float, default=10.0, help="commits per second per writer (default 10)")
