@@ -55,6 +55,47 @@ public enum DurableFile {
         if sync { try syncDirectory((path as NSString).deletingLastPathComponent) }
     }
 
+    /// Whether `new` is `old` with only some ASCII digits changed (same
+    /// length, the same bytes everywhere else): a rewrite of one into the
+    /// other that is torn, in any pattern, still leaves digits where digits
+    /// were, and the same structure around them.
+    public static func differOnlyInDigits(_ old: [UInt8], _ new: [UInt8]) -> Bool {
+        guard old.count == new.count else { return false }
+        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
+        for (a, b) in zip(old, new) where a != b {
+            guard digits.contains(a), digits.contains(b) else { return false }
+        }
+        return true
+    }
+
+    /// Writes `bytes` over the file at `path` in place, without an fsync,
+    /// when it is a plain file of one link holding exactly `expected` (and
+    /// `bytes` is as long); false, having written nothing, otherwise.
+    public static func overwriteInPlace(_ bytes: [UInt8], at path: String, expected: [UInt8]) throws -> Bool {
+        guard bytes.count == expected.count else { return false }
+        let fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, Int(st.st_size) == expected.count else { return false }
+        var now = [UInt8](repeating: 0, count: expected.count)
+        let n = now.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == expected.count, now == expected else { return false }
+        try bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var offset = 0
+            while offset < raw.count {
+                let w = pwrite(fd, base + offset, raw.count - offset, off_t(offset))
+                if w < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("pwrite", path: path)
+                }
+                offset += w
+            }
+        }
+        return true
+    }
+
     /// Replaces the small file at `path` (which must exist) with `bytes`
     /// as atomically as `write`, reusing inodes instead of making one per
     /// call: the new content goes into `spare` (kept from the call before)

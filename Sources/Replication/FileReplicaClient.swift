@@ -169,16 +169,21 @@ public struct FileReplicaClient: ReplicaClient {
         }
     }
 
-    /// Rewrites the marker with a renewed lease (the same history): the new
-    /// content is made durable before it replaces the old, but the rename
-    /// is not (no directory fsync): lost in a crash, it leaves the previous
-    /// lease, which only expires sooner. One fdatasync per renewal, and no
-    /// new inode: the previous marker's is the next renewal's spare
-    /// (`.guardian-history.json.spare`; `.held` only between two renames).
-    public func renewMarker(_ bytes: [UInt8]) async throws {
+    /// Rewrites the marker with a renewed lease (the same history; blocking,
+    /// on the replica's worker thread). Usually the marker there is this
+    /// session's previous renewal and the new one differs from it only in
+    /// the digits of its time stamps: it is written over it in place, with
+    /// no fsync and no directory operation (a crash keeps the old stamps,
+    /// the new ones, or a mix of their digits: the same history and writer
+    /// either way, a lease that only expires sooner). Otherwise the new
+    /// content is made durable before it replaces the old, reusing the
+    /// previous marker's inode (`.guardian-history.json.spare`; `.held`
+    /// only between two renames); that rename is not made durable either.
+    public func renewMarkerNow(_ bytes: [UInt8], over current: [UInt8]) throws {
         let path = markerPath
+        if DurableFile.differOnlyInDigits(current, bytes), try DurableFile.overwriteInPlace(bytes, at: path, expected: current) { return }
         let spare = "\(root)/.\(ReplicaHistory.markerName).spare", held = "\(root)/.\(ReplicaHistory.markerName).held"
-        try await BlockingPool.shared.run { try DurableFile.replaceReusingInode(bytes, at: path, spare: spare, held: held) }
+        try DurableFile.replaceReusingInode(bytes, at: path, spare: spare, held: held)
     }
 
     public func deleteAll() async throws {

@@ -193,7 +193,9 @@ actor ReplicaShipper {
         if let last = lastRenewal, ContinuousClock.now - last < interval { return }
         // (The same history either way: a renewal of the lease.)
         let renewed = ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
-        if let file = client as? FileReplicaClient { try await file.renewMarker(renewed) } else { try await client.writeMarker(renewed) }
+        // (A file replica's renewal is written right here, on the worker's
+        // thread, like the read above: no hop to a blocking thread.)
+        if let file = client as? FileReplicaClient { try file.renewMarkerNow(renewed, over: bytes) } else { try await client.writeMarker(renewed) }
         requests += 1
         lastRenewal = .now
         // What this session just wrote is its own: read back, it needs no decode.

@@ -80,8 +80,23 @@ public struct ReplicationService: Service {
         } catch {
             logger.event(.internalError, level: .warning, ["db": "\(config.path)", "error": "cleaning the staging directory: \(error)"])
         }
-        // 1. Open, retrying while the database is missing or not in WAL mode.
+        // 0. A slot within the open-file limit (see `DatabaseSlots`).
         var reported = ""
+        while !DatabaseSlots.shared.take() {
+            let text = DatabaseSlots.shared.refusal
+            if text != reported {
+                let loud = DatabaseSlots.shared.logsRefusal()
+                logger.event(.databaseOpenFailed, level: loud ? .error : .debug, ["db": "\(config.path)", "error": "\(text)"])
+                reported = text
+            }
+            if await control.isPaused(config.path) { return false }
+            await onStatus(DatabaseStatus(path: config.path, state: "error", error: text))
+            heartbeat()
+            try? await Task.sleep(for: max(config.monitorInterval, .seconds(1)))
+            if Task.isCancelled || Task.isShuttingDownGracefully { return false }
+        }
+        defer { DatabaseSlots.shared.give() }
+        // 1. Open, retrying while the database is missing or not in WAL mode.
         while true {
             do {
                 try await replicator.open()

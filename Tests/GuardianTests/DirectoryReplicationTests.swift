@@ -368,6 +368,42 @@ import Testing
         }
     }
 
+    /// More databases than the open-file limit has room for: guardian
+    /// replicates as many as fit, says of the others why they wait (and
+    /// what to raise), and keeps running (when descriptors ran out at
+    /// 10,000 databases, libdispatch crashed the process). A limit of 512
+    /// leaves (512 − 256) / 8 = 32 slots.
+    @Test(.timeLimit(.minutes(2))) func databasesBeyondTheOpenFileLimitWaitAndSaySo() async throws {
+        try await Fixture.with("dir-nofile") { f in
+            let template = f.dir + "/template.db"
+            try await Self.makeWAL(template)
+            let paths = (0..<40).map { f.data + String(format: "/t%02d.db", $0) }
+            for p in paths { try FileManager.default.copyItem(atPath: template, toPath: p) }
+            try f.write(entry: """
+                dbs:
+                  - dir: \(f.data)
+                    pattern: "*.db"
+                    replica:
+                      type: file
+                      path: \(f.replica)
+
+                """)
+            f.child = try await startDaemon(config: f.config, launcher: ["/usr/bin/prlimit", "--nofile=512:512"])
+            try await f.waitFor("32 open, 8 waiting", timeout: .seconds(30)) { dbs in
+                let open = paths.filter { dbs[$0]?.string("state") == "open" }.count
+                let waiting = paths.filter { dbs[$0]?.string("error")?.contains("open-file limit (512) leaves room for 32 databases") == true }.count
+                return open == 32 && waiting == 8
+            }
+            #expect(paths.filter { !f.replicaFiles(($0 as NSString).lastPathComponent).isEmpty }.count == 32)
+            let log = f.child?.stderr ?? ""
+            #expect(log.components(separatedBy: "raise LimitNOFILE").count - 1 == 5, "\(log.suffix(2000))")
+            // Still running, still answering.
+            try await Task.sleep(for: .seconds(2))
+            #expect(kill(f.child?.pid ?? 0, 0) == 0)
+            #expect(try await f.status().string("state") == "ready")
+        }
+    }
+
     @Test func followsCreationDeletionAndRename() async throws {
         try await Fixture.with("dir-follow") { f in
             try await Self.makeWAL(f.data + "/a.db")

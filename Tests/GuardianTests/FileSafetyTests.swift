@@ -44,6 +44,41 @@ import Testing
         #expect(Self.content(dir + "/state.json") == "new")
     }
 
+    /// A renewal that only changes time stamps' digits is written in place
+    /// (same inode, nothing else touched); anything else — another length,
+    /// other bytes than digits, content that is not what was read, a link —
+    /// is refused and left to the durable replace.
+    @Test func renewalsOverwriteInPlaceOnlyWhatDiffersInDigits() throws {
+        let dir = try TestSupport.makeTempDir("durable-inplace")
+        defer { TestSupport.cleanup(dir) }
+        let path = dir + "/marker"
+        let old = Array(#"{"renewed":"2026-12-04T14:25:21.123Z","pid":41}"#.utf8)
+        let new = Array(#"{"renewed":"2026-12-04T14:25:52.607Z","pid":41}"#.utf8)
+        #expect(DurableFile.differOnlyInDigits(old, new))
+        #expect(!DurableFile.differOnlyInDigits(old, Array(#"{"renewed":"2026-12-04T14:25:52.607Z","pid":4}"#.utf8)))
+        #expect(!DurableFile.differOnlyInDigits(old, Array(#"{"renewed":"2026-12-04T14:25:52.607Z","pid":"1"}"#.utf8)))
+        try DurableFile.write(old, to: path)
+        var st = stat()
+        #expect(lstat(path, &st) == 0)
+        let inode = st.st_ino
+        #expect(try DurableFile.overwriteInPlace(new, at: path, expected: old))
+        #expect(Self.content(path) == String(decoding: new, as: UTF8.self))
+        #expect(lstat(path, &st) == 0 && st.st_ino == inode, "the same inode")
+        // Not what was read (someone rewrote it meanwhile): untouched.
+        #expect(try !DurableFile.overwriteInPlace(old, at: path, expected: old))
+        #expect(Self.content(path) == String(decoding: new, as: UTF8.self))
+        // A link at the path is not written through.
+        let victim = dir + "/victim"
+        Self.makeVictim(victim)
+        unlink(path)
+        #expect(symlink(victim, path) == 0)
+        #expect(try !DurableFile.overwriteInPlace(Array("victim".utf8), at: path, expected: Array("victim".utf8)))
+        unlink(path)
+        #expect(link(victim, path) == 0)
+        #expect(try !DurableFile.overwriteInPlace(Array("victix".utf8), at: path, expected: Array("victim".utf8)))
+        #expect(Self.content(victim) == "victim")
+    }
+
     /// A lease renewal replaces the marker whole, recycling inodes (the
     /// old marker's is the next spare: none allocated after the first), and
     /// never writes through a link planted as its spare.
