@@ -134,10 +134,9 @@ public final class HealthGate: @unchecked Sendable {
         let known = lock.withLock { () -> FileStamp? in
             answered < Self.probeEvery - 1 ? stamp : nil
         }
-        guard let known, FileStamp.of(path) == known else { return false }
-        var fs = statvfs()
-        guard statvfs((path as NSString).deletingLastPathComponent, &fs) == 0,
-            Int64(fs.f_bavail) * Int64(fs.f_frsize) >= 4 * CheckpointAssessor.minimumFree
+        guard let known, FileStamp.of(path) == known,
+            let free = Self.freeSpace.bytes(in: (path as NSString).deletingLastPathComponent),
+            free >= 4 * CheckpointAssessor.minimumFree
         else { return false }
         return lock.withLock {
             // (Cleared meanwhile: an incident, a suspicion.)
@@ -145,6 +144,28 @@ public final class HealthGate: @unchecked Sendable {
             answered += 1
             answeredTotal += 1
             return true
+        }
+    }
+
+    /// Free bytes by directory, read at most once a second: the tenants of
+    /// one directory share one statvfs.
+    static let freeSpace = FreeSpace()
+
+    final class FreeSpace: @unchecked Sendable {
+        private let lock = NSLock()
+        private var known: [String: (at: ContinuousClock.Instant, bytes: Int64)] = [:]
+
+        func bytes(in dir: String) -> Int64? {
+            let now = ContinuousClock.now
+            if let k = lock.withLock({ known[dir] }), now - k.at < .seconds(1) { return k.bytes }
+            var fs = statvfs()
+            guard statvfs(dir, &fs) == 0 else { return nil }
+            let bytes = Int64(fs.f_bavail) * Int64(fs.f_frsize)
+            lock.withLock {
+                if known.count > 4096 { known.removeAll() }
+                known[dir] = (now, bytes)
+            }
+            return bytes
         }
     }
 

@@ -192,7 +192,10 @@ actor ReplicaShipper {
         }
         if let last = lastRenewal, ContinuousClock.now - last < interval { return }
         // (The same history either way: a renewal of the lease.)
-        let renewed = ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
+        // (This session's own marker, unchanged since it wrote it, gets new
+        // stamps in place of the old: the same bytes `encode` would make.)
+        let own = adopted && markerSeenOurs.map { $0.bytes == bytes && $0.history == history } == true
+        let renewed = (own ? ReplicaHistory.restamp(bytes) : nil) ?? ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
         // (A file replica's renewal is written right here, on the worker's
         // thread, like the read above: no hop to a blocking thread.)
         if let file = client as? FileReplicaClient { try file.renewMarkerNow(renewed, over: bytes) } else { try await client.writeMarker(renewed) }

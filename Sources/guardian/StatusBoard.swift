@@ -118,8 +118,9 @@ actor StatusBoard {
     func updateDirectory(_ status: DirectoryStatus) { directories[status.dir] = status }
 
     func updateDisk(_ mounts: [MountStatus]) {
+        // (Every second: the summary counts only the worst level.)
+        if mounts.map(\.level).max() != disk.map(\.level).max() { summaryCache = nil }
         disk = mounts
-        summaryCache = nil
     }
 
     func updateHealth(_ status: HealthStatus) { health[status.path] = status }

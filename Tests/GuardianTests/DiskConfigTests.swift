@@ -17,6 +17,15 @@ import Testing
         }
     }
 
+    /// A directory of many databases (a `dir:` entry's tenants) is sampled
+    /// once, as the directory; a few databases keep their own paths.
+    @Test func aDirectoryOfTenantsIsSampledOnce() {
+        let few = (0..<3).map { "/srv/app/db\($0).sqlite" }
+        let many = (0..<1000).map { "/srv/tenants/t\($0).db" }
+        #expect(DiskWatchService.sampled(few + many) == few + ["/srv/tenants"])
+        #expect(DiskWatchService.sampled(Array(many.prefix(8))) == Array(many.prefix(8)))
+    }
+
     @Test func fullDiskSection() throws {
         let c = try Self.parse("""
             disk:

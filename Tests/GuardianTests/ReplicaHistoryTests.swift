@@ -447,6 +447,18 @@ import Testing
         #expect(ReplicaHistory.liveForeignLease(ordinary, destination: "d", now: now, unchangedFor: .seconds(91 + margin)) == nil)
     }
 
+    /// A renewal restamps the previous marker's bytes: exactly what the
+    /// JSON encoder would write at the new time, history and writer kept.
+    @Test func aRestampedMarkerIsWhatTheEncoderWouldWrite() throws {
+        let t1 = Date(timeIntervalSince1970: 1_796_000_000.123), t2 = Date(timeIntervalSince1970: 1_796_000_031.607)
+        let first = ReplicaHistory.encode(id: "h-restamp", now: t1)
+        let again = try #require(ReplicaHistory.restamp(first, at: t2))
+        #expect(again == ReplicaHistory.encode(id: "h-restamp", now: t2))
+        #expect(ReplicaHistory.isOurs(again, history: "h-restamp"))
+        #expect(DurableFile.differOnlyInDigits(first, again), "a renewal changes digits only: it may be written in place")
+        #expect(ReplicaHistory.restamp(Array(#"{"history":"h"}"#.utf8)) == nil)
+    }
+
     @Test func releasedOwnOldStyleAndGoneLocalLeasesAreFree() {
         let now = Date()
         #expect(ReplicaHistory.liveForeignLease(Self.marker(renewed: now, released: true), destination: "d", now: now) == nil)
