@@ -65,10 +65,21 @@ public enum MemoryPolicy {
             return true
         }
 
+        /// Whether the heap is quiet: unchanged since the last sample and
+        /// not above its trimmed level. `mallinfo2` walks every free chunk
+        /// (with a thousand databases' heap, a sixth of guardian's idle CPU
+        /// at one sample a second), so a quiet heap is sampled every 5 s;
+        /// one that moves, once a second (a burst's end is still trimmed
+        /// within a second or two of settling).
+        var quiet: Bool { peak - previous < Self.slack / 4 }
+
         mutating func run() {
             while true {
                 Thread.sleep(forTimeInterval: 1)
-                if shouldTrim(inUse: MemoryPolicy.heapInUse) { MemoryPolicy.trim() }
+                let inUse = MemoryPolicy.heapInUse
+                let moved = abs(inUse - previous) >= Self.slack / 4
+                if shouldTrim(inUse: inUse) { MemoryPolicy.trim() }
+                if !moved, quiet { Thread.sleep(forTimeInterval: 4) }
             }
         }
     }

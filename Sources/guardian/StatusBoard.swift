@@ -46,21 +46,25 @@ actor StatusBoard {
     /// Databases that have not reported yet (kept, so that an update does not scan them all).
     private var opening: Set<String> = []
 
-    func setState(_ state: State) {
-        self.state = state
-        summaryCache = nil
-    }
+    func setState(_ state: State) { self.state = state }
 
-    /// The summary, kept until something it counts changes: systemd's
-    /// STATUS is compared every second, and a thousand databases' statuses
-    /// need not be counted each time.
-    private var summaryCache: String?
+    /// What the summary counts, kept up to date as statuses come and go:
+    /// systemd's STATUS is compared every second, and a thousand databases'
+    /// statuses (a few change every second) need not be counted each time.
+    private var openCount = 0
+    private var failingReplicas = 0
+
+    private func count(_ s: DatabaseStatus, _ sign: Int) {
+        if s.state == "open" { openCount += sign }
+        failingReplicas += sign * s.replicas.reduce(0) { $0 + ($1.state == "Failing" ? 1 : 0) }
+    }
 
     func update(_ status: DatabaseStatus) {
         // A database a directory entry stopped replicating may report once more.
-        guard databases[status.path] != nil else { return }
+        guard let old = databases[status.path] else { return }
+        count(old, -1)
+        count(status, 1)
         databases[status.path] = status
-        summaryCache = nil
         if status.state != "opening", opening.remove(status.path) != nil { releaseIfSettled() }
     }
 
@@ -99,14 +103,13 @@ actor StatusBoard {
         guard databases[path] == nil else { return }
         order.append(path)
         databases[path] = DatabaseStatus(path: path, state: "opening")
-        summaryCache = nil
         opening.insert(path)
     }
 
     /// A database a directory entry stopped replicating (deleted, renamed).
     func removeDatabase(_ path: String, loop: String) {
-        guard databases.removeValue(forKey: path) != nil else { return }
-        summaryCache = nil
+        guard let old = databases.removeValue(forKey: path) else { return }
+        count(old, -1)
         order.removeAll { $0 == path }
         if opening.remove(path) != nil { releaseIfSettled() }
         health.removeValue(forKey: path)
@@ -118,8 +121,6 @@ actor StatusBoard {
     func updateDirectory(_ status: DirectoryStatus) { directories[status.dir] = status }
 
     func updateDisk(_ mounts: [MountStatus]) {
-        // (Every second: the summary counts only the worst level.)
-        if mounts.map(\.level).max() != disk.map(\.level).max() { summaryCache = nil }
         disk = mounts
     }
 
@@ -147,18 +148,8 @@ actor StatusBoard {
 
     /// One line for systemd's STATUS=.
     func summary() -> String {
-        if let summaryCache { return summaryCache }
-        let text = countedSummary()
-        summaryCache = text
-        return text
-    }
-
-    private func countedSummary() -> String {
-        let dbs = order.compactMap { databases[$0] }
-        let open = dbs.filter { $0.state == "open" }.count
-        var text = "\(state.rawValue): \(open)/\(dbs.count) databases open"
-        let failing = dbs.flatMap(\.replicas).filter { $0.state == "Failing" }.count
-        if failing > 0 { text += ", \(failing) replicas failing" }
+        var text = "\(state.rawValue): \(openCount)/\(databases.count) databases open"
+        if failingReplicas > 0 { text += ", \(failingReplicas) replicas failing" }
         if let worst = disk.map(\.level).max(), worst != .normal { text += ", disk \(worst.rawValue)" }
         return text
     }

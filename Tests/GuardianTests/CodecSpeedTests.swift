@@ -261,5 +261,15 @@ import Testing
         let samples = [4 * mb, 20 * mb, 30 * mb, 10 * mb, 10 * mb, 10 * mb, 10 * mb - 4096]
         let decisions = samples.map { t.shouldTrim(inUse: $0) }
         #expect(decisions == [false, false, false, false, true, false, false])
+        // A heap at its peak is quiet (sampled every 5 s); one fallen below
+        // it, with a trim pending, is sampled every second until trimmed.
+        var q = MemoryPolicy.Trimmer()
+        _ = q.shouldTrim(inUse: 30 * mb)
+        #expect(q.quiet)
+        _ = q.shouldTrim(inUse: 10 * mb)
+        #expect(!q.quiet)
+        let trimmed = q.shouldTrim(inUse: 10 * mb)
+        #expect(trimmed)
+        #expect(q.quiet)
     }
 }
