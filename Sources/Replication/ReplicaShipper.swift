@@ -156,17 +156,42 @@ actor ReplicaShipper {
     /// not written while another process holds a live lease on it. Once per
     /// lease interval the session renews its own marker (one write).
     private func checkMarkerStillOurs() async throws {
+        guard let history = try markerCheckDue() else { return }
+        let bytes = try await readMarker()
+        if client as? FileReplicaClient == nil { requests += 1 }
+        guard let renewed = try markerVerdict(bytes, history: history) else { return }
+        // (A file replica's renewal is written right here, on the worker's
+        // thread, like the read above: no hop to a blocking thread.)
+        if let file = client as? FileReplicaClient { try file.renewMarkerNow(renewed, over: bytes ?? []) } else { try await client.writeMarker(renewed) }
+        markerRenewed(renewed, history: history)
+    }
+
+    /// The same for a file replica, with no suspension (on the worker's thread).
+    private func checkFileMarkerNow(_ file: FileReplicaClient) throws {
+        guard let history = try markerCheckDue() else { return }
+        let bytes = try file.readMarkerNow()
+        guard let renewed = try markerVerdict(bytes, history: history) else { return }
+        try file.renewMarkerNow(renewed, over: bytes ?? [])
+        markerRenewed(renewed, history: history)
+    }
+
+    /// The history to check the marker against, when a check is due (a
+    /// file replica's every time, a remote one's once per lease interval).
+    private func markerCheckDue() throws -> String? {
         if let foreignWriter { throw ReplicaError(.permanent, foreignWriter) }
-        guard let history else { return }
+        guard let history else { return nil }
         var isFile = false
         if case .file = config.target { isFile = true }
-        let interval = ReplicaHistory.leaseInterval
-        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < interval { return }
+        if !isFile, let last = lastMarkerCheck, ContinuousClock.now - last < ReplicaHistory.leaseInterval { return nil }
         lastMarkerCheck = .now
-        let bytes = try await readMarker()
-        if !isFile { requests += 1 }
+        return history
+    }
+
+    /// What the marker read back says: throws when it is gone or another
+    /// writer's; the renewed marker to write when a renewal is due.
+    private func markerVerdict(_ read: [UInt8]?, history: String) throws -> [UInt8]? {
         let adopted = history == replicator.historyID
-        guard let bytes else {
+        guard let bytes = read else {
             position = nil
             self.history = nil
             if lockFD >= 0 {
@@ -190,19 +215,19 @@ actor ReplicaShipper {
                 ReplicaHistory.liveForeignLease(bytes, destination: config.target.destination)
                     ?? "replica \(config.target.destination): another writer replaced its marker (\(ReplicaHistory.describe(bytes))); rediscovering")
         }
-        if let last = lastRenewal, ContinuousClock.now - last < interval { return }
-        // (The same history either way: a renewal of the lease.)
-        // (This session's own marker, unchanged since it wrote it, gets new
-        // stamps in place of the old: the same bytes `encode` would make.)
+        if let last = lastRenewal, ContinuousClock.now - last < ReplicaHistory.leaseInterval { return nil }
+        // (The same history either way: a renewal of the lease. This
+        // session's own marker, unchanged since it wrote it, gets new stamps
+        // in place of the old: the same bytes `encode` would make.)
         let own = adopted && markerSeenOurs.map { $0.bytes == bytes && $0.history == history } == true
-        let renewed = (own ? ReplicaHistory.restamp(bytes) : nil) ?? ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
-        // (A file replica's renewal is written right here, on the worker's
-        // thread, like the read above: no hop to a blocking thread.)
-        if let file = client as? FileReplicaClient { try file.renewMarkerNow(renewed, over: bytes) } else { try await client.writeMarker(renewed) }
+        return (own ? ReplicaHistory.restamp(bytes) : nil) ?? ReplicaHistory.encode(id: adopted ? history : ReplicaHistory.id(of: bytes))
+    }
+
+    private func markerRenewed(_ renewed: [UInt8], history: String) {
         requests += 1
         lastRenewal = .now
         // What this session just wrote is its own: read back, it needs no decode.
-        if adopted { markerSeenOurs = (renewed, history) }
+        if history == replicator.historyID { markerSeenOurs = (renewed, history) }
     }
 
     /// The marker; a file replica's is read right here (this actor's thread
@@ -218,20 +243,39 @@ actor ReplicaShipper {
         guard position != nil, foreignWriter == nil else { return }
         do {
             try await checkMarkerStillOurs()
-            if renewalFailing, failures > 0 {
-                logger.event(.replicaRecovered, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "failures": "\(failures)"])
-                failures = 0
-                lastError = nil
-            }
-            renewalFailing = false
+            renewalSucceeded()
         } catch {
-            // Shown like a failed upload; a later renewal or upload clears it.
-            if failures == 0 { renewalFailing = true }
-            failures += 1
-            errors += 1
-            lastError = "\(error)"
-            logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
+            renewalFailed(error)
         }
+    }
+
+    /// The same for a file replica, on the worker's thread (`perform`).
+    private func renewFileLeaseNow(_ file: FileReplicaClient) {
+        guard !renewing, !stopped, position != nil, foreignWriter == nil else { return }
+        do {
+            try checkFileMarkerNow(file)
+            renewalSucceeded()
+        } catch {
+            renewalFailed(error)
+        }
+    }
+
+    private func renewalSucceeded() {
+        if renewalFailing, failures > 0 {
+            logger.event(.replicaRecovered, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "failures": "\(failures)"])
+            failures = 0
+            lastError = nil
+        }
+        renewalFailing = false
+    }
+
+    private func renewalFailed(_ error: any Error) {
+        // Shown like a failed upload; a later renewal or upload clears it.
+        if failures == 0 { renewalFailing = true }
+        failures += 1
+        errors += 1
+        lastError = "\(error)"
+        logger.event(.replicaSyncFailed, level: failures == 1 ? .warning : .debug, ["db": "\(replicator.config.path)", "replica": "\(config.name)", "error": "\(error)", "failures": "\(failures)"])
     }
     private var renewalFailing = false
     private var renewing = false
@@ -274,10 +318,18 @@ actor ReplicaShipper {
         // a thousand suspended tasks): the ticker starts one when a renewal
         // is due, and a renewal still running when the next is due (a slow
         // remote) is not doubled.
+        // A file replica's renewal is a plain call on the worker's thread
+        // (no task, no thread of the cooperative pool woken).
         let every = ReplicaHistory.leaseInterval * 1.05
+        let worker = replicator.executor
+        let file = client as? FileReplicaClient
         let renewer = Ticker.shared.schedule(after: every * Double.random(in: 1..<1.5)) { [weak self] in
             guard let self else { return nil }
-            Task { await self.renewLeaseUnlessRenewing() }
+            if let file {
+                worker.perform { [weak self] in self?.assumeIsolated { $0.renewFileLeaseNow(file) } }
+            } else {
+                Task { await self.renewLeaseUnlessRenewing() }
+            }
             return every
         }
         defer { Ticker.shared.cancel(renewer) }

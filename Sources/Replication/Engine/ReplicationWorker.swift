@@ -54,6 +54,8 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
 
     private let lock = NSLock()
     private var jobs: [UnownedJob] = []
+    /// Plain calls to run on the thread between jobs (`perform`).
+    private var calls: [@Sendable () -> Void] = []
     /// The thread is in (or about to enter) poll(2): an enqueue must write the eventfd.
     private var sleeping = false
     private let eventFD: Int32
@@ -97,6 +99,19 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
         let unowned = UnownedJob(job)
         let wake = lock.withLock { () -> Bool in
             jobs.append(unowned)
+            defer { sleeping = false }
+            return sleeping
+        }
+        if wake { Self.signal(wakeFD) }
+    }
+
+    /// Runs `call` on the worker's thread, between jobs, where it may use
+    /// the actors this worker serves synchronously (`assumeIsolated`), as a
+    /// file event's handler does: a timer's work with no task created and
+    /// no other thread woken.
+    public func perform(_ call: @escaping @Sendable () -> Void) {
+        let wake = lock.withLock { () -> Bool in
+            calls.append(call)
             defer { sleeping = false }
             return sleeping
         }
@@ -166,13 +181,16 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var quietUntil: UInt64 = 0
         while true {
-            let batch = lock.withLock { () -> [UnownedJob] in
-                let b = jobs
+            let (batch, called) = lock.withLock { () -> ([UnownedJob], [@Sendable () -> Void]) in
+                let b = jobs, c = calls
                 jobs.removeAll(keepingCapacity: true)
-                if b.isEmpty { sleeping = true }
-                return b
+                calls.removeAll(keepingCapacity: true)
+                if b.isEmpty, c.isEmpty { sleeping = true }
+                return (b, c)
             }
             for job in batch { job.runSynchronously(on: executor) }
+            for call in called { call() }
+            let idle = batch.isEmpty && called.isEmpty
             // File events are read at most once a millisecond: an application
             // writing its WAL back to back makes an event per write, and the
             // kernel merges identical events queued meanwhile (one wake-up
@@ -182,8 +200,8 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
             fds[0].revents = 0
             fds[1].revents = 0
             // With jobs run, only look (timeout 0); otherwise wait.
-            let ready = poll(&fds, watching ? count : 1, !batch.isEmpty ? 0 : (watching || count < 2 ? -1 : 1))
-            if batch.isEmpty { lock.withLock { sleeping = false } }
+            let ready = poll(&fds, watching ? count : 1, !idle ? 0 : (watching || count < 2 ? -1 : 1))
+            if idle { lock.withLock { sleeping = false } }
             guard ready > 0 else { continue }
             if fds[0].revents != 0 {
                 var drain = [UInt8](repeating: 0, count: 64)
