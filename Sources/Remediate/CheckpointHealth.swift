@@ -87,13 +87,16 @@ public struct FileStamp: Sendable, Equatable {
     static let missing: [Int64] = [0, 0, 0, 0]
 
     /// Blocking (two stats).
-    public static func of(_ path: String) -> FileStamp {
+    public static func of(_ path: String) -> FileStamp { of(db: path, wal: path + "-wal") }
+
+    /// The same with the WAL's path given (no string made per call).
+    static func of(db: String, wal: String) -> FileStamp {
         func look(_ p: String) -> [Int64] {
             var st = stat()
             guard stat(p, &st) == 0 else { return [0, 0, 0, 0] }
             return [Int64(bitPattern: UInt64(st.st_ino)), Int64(st.st_size), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec)]
         }
-        return FileStamp(db: look(path), wal: look(path + "-wal"))
+        return FileStamp(db: look(db), wal: look(wal))
     }
 
     /// The WAL's size in this stamp.
@@ -109,16 +112,22 @@ public struct FileStamp: Sendable, Equatable {
 /// answered only while the files' stamp (inode, size, mtime of the database
 /// and its WAL) is unchanged and the filesystem has room to spare; every
 /// `probeEvery`-th tick still probes (the status's times are refreshed
-/// then: once a minute at the default health-interval).
+/// then: every 2 minutes at the default health-interval).
 public final class HealthGate: @unchecked Sendable {
-    static let probeEvery = 6
+    static let probeEvery = 12
     private let path: String
+    private let walPath: String
+    private let directory: String
     private let lock = NSLock()
     private var stamp: FileStamp?
     private var answered = 0
     private var answeredTotal = 0
 
-    init(path: String) { self.path = path }
+    init(path: String) {
+        self.path = path
+        walPath = path + "-wal"
+        directory = (path as NSString).deletingLastPathComponent
+    }
 
     /// Set by the remediator after each tick (nil: the next tick probes).
     func set(quietWith stamp: FileStamp?) {
@@ -134,8 +143,8 @@ public final class HealthGate: @unchecked Sendable {
         let known = lock.withLock { () -> FileStamp? in
             answered < Self.probeEvery - 1 ? stamp : nil
         }
-        guard let known, FileStamp.of(path) == known,
-            let free = Self.freeSpace.bytes(in: (path as NSString).deletingLastPathComponent),
+        guard let known, FileStamp.of(db: path, wal: walPath) == known,
+            let free = Self.freeSpace.bytes(in: directory),
             free >= 4 * CheckpointAssessor.minimumFree
         else { return false }
         return lock.withLock {
