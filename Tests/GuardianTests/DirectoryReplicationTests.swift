@@ -208,6 +208,11 @@ import Testing
             try TestSupport.write("state-dir: \(dir)/state\nstatus:\n  socket: \(socket)\n  metrics: 127.0.0.1:\(metricsPort)\n" + entry, to: config)
         }
 
+        /// The plainest `dir:` entry: every `*.db` in `data`, a file replica each.
+        func writeDirectoryEntry() throws {
+            try write(entry: "dbs:\n  - dir: \(data)\n    pattern: \"*.db\"\n    replica:\n      type: file\n      path: \(replica)\n")
+        }
+
         func start() async throws { child = try await startDaemon(config: config) }
 
         func status() async throws -> [String: Any] {
@@ -351,15 +356,7 @@ import Testing
         try await Fixture.with("dir-limited") { f in
             let paths = (0..<8).map { f.data + "/t\($0).db" }
             for p in paths { try await Self.makeWAL(p) }
-            try f.write(entry: """
-                dbs:
-                  - dir: \(f.data)
-                    pattern: "*.db"
-                    replica:
-                      type: file
-                      path: \(f.replica)
-
-                """)
+            try f.writeDirectoryEntry()
             try await f.start()
             try await f.waitFor("the eight databases open") { dbs in paths.allSatisfy { dbs[$0]?.string("state") == "open" } }
             let log = f.child?.stderr ?? ""
@@ -379,15 +376,7 @@ import Testing
             try await Self.makeWAL(template)
             let paths = (0..<40).map { f.data + String(format: "/t%02d.db", $0) }
             for p in paths { try FileManager.default.copyItem(atPath: template, toPath: p) }
-            try f.write(entry: """
-                dbs:
-                  - dir: \(f.data)
-                    pattern: "*.db"
-                    replica:
-                      type: file
-                      path: \(f.replica)
-
-                """)
+            try f.writeDirectoryEntry()
             f.child = try await startDaemon(config: f.config, launcher: ["/usr/bin/prlimit", "--nofile=512:512"])
             try await f.waitFor("32 open, 8 waiting", timeout: .seconds(30)) { dbs in
                 let open = paths.filter { dbs[$0]?.string("state") == "open" }.count
