@@ -98,9 +98,6 @@ public struct FileStamp: Sendable, Equatable {
         }
         return FileStamp(db: look(db), wal: look(wal))
     }
-
-    /// The WAL's size in this stamp.
-    public var walSizeForTests: Int64 { wal[1] }
 }
 
 /// Whether a database's health tick may be answered on the ticker's thread

@@ -156,13 +156,14 @@ actor ReplicaShipper {
     /// not written while another process holds a live lease on it. Once per
     /// lease interval the session renews its own marker (one write).
     private func checkMarkerStillOurs() async throws {
+        // (A file replica's marker is read and renewed right here, on the
+        // worker's thread: no hop to a blocking thread.)
+        if let file = client as? FileReplicaClient { return try checkFileMarkerNow(file) }
         guard let history = try markerCheckDue() else { return }
-        let bytes = try await readMarker()
-        if client as? FileReplicaClient == nil { requests += 1 }
+        let bytes = try await client.readMarker()
+        requests += 1
         guard let renewed = try markerVerdict(bytes, history: history) else { return }
-        // (A file replica's renewal is written right here, on the worker's
-        // thread, like the read above: no hop to a blocking thread.)
-        if let file = client as? FileReplicaClient { try file.renewMarkerNow(renewed, over: bytes ?? []) } else { try await client.writeMarker(renewed) }
+        try await client.writeMarker(renewed)
         markerRenewed(renewed, history: history)
     }
 
@@ -228,13 +229,6 @@ actor ReplicaShipper {
         lastRenewal = .now
         // What this session just wrote is its own: read back, it needs no decode.
         if history == replicator.historyID { markerSeenOurs = (renewed, history) }
-    }
-
-    /// The marker; a file replica's is read right here (this actor's thread
-    /// is a replication worker, which may block on a local read).
-    private func readMarker() async throws -> [UInt8]? {
-        if let file = client as? FileReplicaClient { return try file.readMarkerNow() }
-        return try await client.readMarker()
     }
 
     /// Keeps the lease while no commit wakes the shipper: reads the marker

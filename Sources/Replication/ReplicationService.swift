@@ -58,7 +58,7 @@ public struct ReplicationService: Service {
             await control.acknowledgePause(config.path)
             await onStatus(DatabaseStatus(path: config.path, state: "paused"))
             // Paused is not hung: the loop keeps beating while remediation works.
-            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() }) { await control.waitForResume(config.path) }
+            await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) { await control.waitForResume(config.path) }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
         }
     }
@@ -121,7 +121,7 @@ public struct ReplicationService: Service {
         }
         logger.event(.databaseOpened, ["db": "\(config.path)", "page_size": "\(await replicator.pageSize)"])
         // Finding the replicas' positions and writing the first image may take long.
-        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() })
+        let startup = Heartbeat.start(limit: Self.longWorkLimit, beat: heartbeat)
         defer { startup.cancel() }
 
         // 2. Where do the replicas stand? At least one must answer before
@@ -372,7 +372,7 @@ public struct ReplicationService: Service {
                     quiet = r.holdsOnlyThePin && watcher.isActive
                 } else if r.mayTakeLong {
                     // A full image or a snapshot may keep the loop busy for long.
-                    try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: { [heartbeat] in heartbeat() }) {
+                    try await Heartbeat.whileWorking(limit: Self.longWorkLimit, beat: heartbeat) {
                         try r.sync()
                         try r.checkpointIfNeeded()
                         if r.snapshotDue { await shipSnapshot(r, shippers) }

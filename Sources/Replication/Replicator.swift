@@ -142,16 +142,14 @@ public actor Replicator {
         pins.count(where: { $0 != nil }) + (checkpointer == nil ? 0 : 1) + (writer == nil ? 0 : 1)
     }
 
+    /// Nothing held but the pin's connection (what an idle database keeps).
+    var holdsOnlyThePin: Bool { activePin >= 0 && openConnections == 1 }
+
     /// An idle database keeps one SQLite connection: the one holding the pin
     /// (each costs ~20 kB of private memory). The spare pin's connection,
     /// the checkpointer and the writer hold no transaction between syncs and
     /// close; the next sync opens the spare again before it ends the old pin,
     /// so the handover never leaves the WAL unpinned.
-    /// Nothing held but the pin's connection (what an idle database keeps).
-    var holdsOnlyThePin: Bool {
-        activePin >= 0 && checkpointer == nil && writer == nil && pins.indices.allSatisfy { $0 == activePin || pins[$0] == nil }
-    }
-
     func releaseIdleConnections(after idle: Duration = Replicator.idleAfter) {
         guard activePin >= 0 else { return }
         if let last = lastCommitObserved, Date().timeIntervalSince(last) < idle.seconds { return }

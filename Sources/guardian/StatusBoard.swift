@@ -120,9 +120,7 @@ actor StatusBoard {
     /// What a directory entry found and skipped.
     func updateDirectory(_ status: DirectoryStatus) { directories[status.dir] = status }
 
-    func updateDisk(_ mounts: [MountStatus]) {
-        disk = mounts
-    }
+    func updateDisk(_ mounts: [MountStatus]) { disk = mounts }
 
     func updateHealth(_ status: HealthStatus) { health[status.path] = status }
 
