@@ -109,9 +109,10 @@ public struct FileStamp: Sendable, Equatable {
 /// answered only while the files' stamp (inode, size, mtime of the database
 /// and its WAL) is unchanged and the filesystem has room to spare; every
 /// `probeEvery`-th tick still probes (the status's times are refreshed
-/// then: every 2 minutes at the default health-interval).
+/// then: every 5 minutes at the default health-interval, as often as the
+/// integrity check).
 public final class HealthGate: @unchecked Sendable {
-    static let probeEvery = 12
+    static let probeEvery = 30
     private let path: String
     private let walPath: String
     private let directory: String

@@ -53,16 +53,21 @@ public struct FileReplicaClient: ReplicaClient {
         var dirs: [String] = []
         for (info, contents) in files {
             let dir = directory(level: info.level)
-            if !dirs.contains(dir) {
-                if access(dir, F_OK) != 0 { try DurableFile.makeDirectories(dir) }
-                dirs.append(dir)
-            }
+            if !dirs.contains(dir) { dirs.append(dir) }
             let path = "\(dir)/\(info.name)"
-            switch contents {
-            case .bytes(let bytes):
-                try DurableFile.write(bytes, to: path, mtime: info.createdAt, syncDirectory: false)
-            case .file(let source):
-                try Self.copyDurably(from: source, to: path, mtime: info.createdAt, syncDirectory: false)
+            func put() throws {
+                switch contents {
+                case .bytes(let bytes):
+                    try DurableFile.write(bytes, to: path, mtime: info.createdAt, syncDirectory: false)
+                case .file(let source):
+                    try Self.copyDurably(from: source, to: path, mtime: info.createdAt, syncDirectory: false)
+                }
+            }
+            // The level's directory is made when the first write finds it
+            // missing (not looked up before every write).
+            do { try put() } catch let e as SystemError where e.code == ENOENT && e.operation == "open" && e.path.hasPrefix(dir + "/") {
+                try DurableFile.makeDirectories(dir)
+                try put()
             }
         }
         for dir in dirs { try DurableFile.syncDirectory(dir) }

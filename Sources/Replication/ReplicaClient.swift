@@ -36,13 +36,32 @@ public enum LTXNaming {
     public static let allLevels = Array(0...9)
 
     public static func fileName(minTXID: UInt64, maxTXID: UInt64) -> String {
-        "\(hex(minTXID))-\(hex(maxTXID)).ltx"
+        // Made once per commit: digits written into one buffer (string
+        // interpolation of padded radix strings showed in the per-commit profile).
+        String(unsafeUninitializedCapacity: 37) { out in
+            put(minTXID, into: out, at: 0)
+            out[16] = UInt8(ascii: "-")
+            put(maxTXID, into: out, at: 17)
+            for (i, c) in ".ltx".utf8.enumerated() { out[33 + i] = c }
+            return 37
+        }
     }
 
     /// 16 lower-case hex digits.
     public static func hex(_ txid: UInt64) -> String {
-        let s = String(txid, radix: 16)
-        return String(repeating: "0", count: max(0, 16 - s.count)) + s
+        String(unsafeUninitializedCapacity: 16) { out in
+            put(txid, into: out, at: 0)
+            return 16
+        }
+    }
+
+    private static func put(_ value: UInt64, into out: UnsafeMutableBufferPointer<UInt8>, at start: Int) {
+        let digits: StaticString = "0123456789abcdef"
+        var v = value
+        for i in stride(from: start + 15, through: start, by: -1) {
+            out[i] = digits.utf8Start[Int(v & 0xf)]
+            v >>= 4
+        }
     }
 
     /// Parses `<16 hex>-<16 hex>.ltx` exactly as Litestream does; anything

@@ -258,11 +258,11 @@ public struct ReplicationService: Service {
     /// The loop says so after a tick that found the database quiet: no
     /// change reported by inotify, nothing published, no error, nothing
     /// held beyond the pin. Any change reported since, or every
-    /// `loopEvery`-th tick (the loop's own look at the files, 60 s at the
-    /// idle tick), wakes the loop as before. A thousand idle databases
+    /// `loopEvery`-th tick (the loop's own look at the files, 2 minutes at
+    /// the idle tick), wakes the loop as before. A thousand idle databases
     /// then cost the ticker a lock each per tick, not a thread switch.
     final class IdleGate: @unchecked Sendable {
-        static let loopEvery = 12
+        static let loopEvery = 24
         private let lock = NSLock()
         private var quiet = false
         private var answered = 0

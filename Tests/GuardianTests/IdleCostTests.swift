@@ -111,7 +111,7 @@ import Testing
     /// A quiet database's health ticks are answered on the ticker's thread
     /// (no probe, no hop); a commit makes the next tick probe (the status
     /// shows the WAL it left), and once checkpointed the database is quiet
-    /// again. Every twelfth tick probes whatever happens.
+    /// again. Every thirtieth tick probes whatever happens.
     @Test(.timeLimit(.minutes(1))) func aQuietDatabasesHealthTicksNeedNoProbe() async throws {
         try await withWorld(rows: 20) { w in
             var config = w.config(mode: .alertOnly)
@@ -125,7 +125,7 @@ import Testing
             #expect(await TestSupport.waitUntil(timeout: .seconds(10)) { gate.answeredCount >= 4 })
             let probesBefore = await statuses.all.count
             let answered = gate.answeredCount
-            // A tick every 200 ms; one in twelve probes (and may publish).
+            // A tick every 200 ms; one in thirty probes (and may publish).
             try await Task.sleep(for: .milliseconds(1300))
             #expect(gate.answeredCount >= answered + 3, "quiet ticks answered: \(gate.answeredCount - answered)")
             #expect(await statuses.all.count <= probesBefore + 2)

@@ -31,6 +31,34 @@ struct ReplicaUnitTests {
         #expect(part.sha256 == Crypto.sha256(bytes[1_000_001..<2_500_001]) && part.size == 1_500_000)
     }
 
+    /// LTX file names: 16 lower-case hex digits each, as Litestream names
+    /// them, and parsed back to the same numbers.
+    @Test func ltxFileNamesAreLitestreams() {
+        #expect(LTXNaming.fileName(minTXID: 1, maxTXID: 0x1f) == "0000000000000001-000000000000001f.ltx")
+        #expect(LTXNaming.fileName(minTXID: 0, maxTXID: .max) == "0000000000000000-ffffffffffffffff.ltx")
+        #expect(LTXNaming.hex(0xabc_def0_1234) == "00000abcdef01234")
+        for (a, b) in [(UInt64(1), UInt64(1)), (0x10, 0x2000), (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210)] {
+            let name = LTXNaming.fileName(minTXID: a, maxTXID: b)
+            #expect(name == String(format: "%016llx-%016llx.ltx", a, b))
+            #expect(LTXNaming.parse(fileName: name).map { $0.min == a && $0.max == b } == true)
+        }
+    }
+
+    /// A file replica whose level directory was removed under it makes the
+    /// directory again at the next write (it is no longer looked up before
+    /// every write).
+    @Test func fileReplicaRemakesAMissingLevelDirectory() async throws {
+        let dir = try TestSupport.makeTempDir("level-dir")
+        defer { TestSupport.cleanup(dir) }
+        let client = FileReplicaClient(root: dir + "/replica")
+        _ = try await client.writeFile(level: 0, minTXID: 1, maxTXID: 1, contents: .bytes([1, 2, 3]), createdAt: Date())
+        let level = (client.path(of: LTXFileInfo(level: 0, minTXID: 1, maxTXID: 1, size: 0, createdAt: Date())) as NSString).deletingLastPathComponent
+        try FileManager.default.removeItem(atPath: level)
+        _ = try await client.writeFile(level: 0, minTXID: 2, maxTXID: 2, contents: .bytes([4, 5]), createdAt: Date())
+        let names = try FileManager.default.contentsOfDirectory(atPath: level)
+        #expect(names == [LTXNaming.fileName(minTXID: 2, maxTXID: 2)])
+    }
+
     @Test func rfc3339LikeLitestream() {
         #expect(RFC3339.format(Date(timeIntervalSince1970: 1_714_979_289.123)) == "2024-05-06T07:08:09.123Z")
         #expect(RFC3339.format(Date(timeIntervalSince1970: 1_714_979_289)) == "2024-05-06T07:08:09Z")
