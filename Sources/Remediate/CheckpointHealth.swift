@@ -128,12 +128,17 @@ public final class HealthGate: @unchecked Sendable {
     }
 
     /// Set by the remediator after each tick (nil: the next tick probes).
+    /// The first quiet stretch is cut short at random, so that databases
+    /// opened together do not all probe in the same few seconds of every
+    /// `probeEvery` ticks from then on.
     func set(quietWith stamp: FileStamp?) {
         lock.withLock {
             self.stamp = stamp
-            answered = 0
+            answered = stamp != nil && !spread ? Int.random(in: 0..<Self.probeEvery) : 0
+            if stamp != nil { spread = true }
         }
     }
+    private var spread = false
 
     /// On the ticker's thread (blocking: two stats and a statvfs): true
     /// when this tick needs no probe.

@@ -267,11 +267,18 @@ public struct ReplicationService: Service {
         private var quiet = false
         private var answered = 0
 
-        /// Set by the loop (on its thread) at the end of each wake-up.
+        /// Whether the database was found quiet before.
+        private var spread = false
+
+        /// Set by the loop (on its thread) at the end of each wake-up. The
+        /// first quiet stretch is cut short at random, so that databases
+        /// opened together do not all look in the same few seconds of
+        /// every `loopEvery` ticks from then on.
         func set(quiet: Bool) {
             lock.withLock {
                 self.quiet = quiet
-                answered = 0
+                answered = quiet && !spread ? Int.random(in: 0..<Self.loopEvery) : 0
+                if quiet { spread = true }
             }
         }
 
@@ -314,6 +321,9 @@ public struct ReplicationService: Service {
                 served = served.filter { name in shippers.first { $0.config.name == name }?.assumeIsolated { $0.shipInline() } ?? false }
             }
             r.releaseWakeups(served: served)
+            // More commits than a pass's time explains: a burst, read from
+            // now on by the loop's passes back to back, without modify events.
+            if found.transactions > Self.burstThreshold, watcher.mute() { wake.yield(()) }
             // What this pass did reaches the status within `statusInterval`:
             // one wake-up of the loop from the shared ticker, however many
             // commits come meanwhile.
@@ -366,6 +376,8 @@ public struct ReplicationService: Service {
             }
             state.idle.set(quiet: false)
             var quiet = false
+            /// Transactions this wake-up's pass found.
+            var foundTransactions = 0
             do {
                 if !watcher.takeChange(), !r.mayTakeLong, !r.checkpointUnfinished {
                     try r.idleCheck()
@@ -386,6 +398,7 @@ public struct ReplicationService: Service {
                     // before a checkpoint delays them.
                     if found.files > 0, r.walBytes >= config.checkpointSize, !r.restartDue { await Task.yield() }
                     try r.checkpointIfNeeded()
+                    foundTransactions = found.transactions
                 }
                 state.failing = false
             } catch is Replicator.Replaced {
@@ -395,6 +408,17 @@ public struct ReplicationService: Service {
                 quiet = false
                 if !state.failing { logger.event(.internalError, level: .error, ["db": "\(config.path)", "error": "\(error)"]) }
                 state.failing = true
+            }
+            // Under a burst the passes follow each other without the WAL's
+            // modify events (each of the application's writes to its WAL
+            // paid for one, a tenth of its CPU): the loop wakes itself while
+            // each pass finds more commits. Once one does not (or fails),
+            // the events resume and one more pass reads what came before.
+            if foundTransactions > Self.burstThreshold, !state.failing, r.replaced == nil {
+                if watcher.mute() { wake.yield(()) }
+            } else if watcher.isMuted {
+                watcher.unmute()
+                wake.yield(())
             }
             // The shippers' own periodic work (compaction, retention) runs
             // when they are woken: the quick pass writes file replicas
@@ -416,6 +440,9 @@ public struct ReplicationService: Service {
         }
     }
 
+    /// A pass that finds more transactions than this is reading a burst
+    /// (at a millisecond or so per pass, thousands a second).
+    static let burstThreshold = 4
     static let statusInterval: Duration = .milliseconds(500)
     static let shipperWakeInterval: Duration = .seconds(1)
     /// The interval of a database's tick: `idleTick` while inotify reports

@@ -157,6 +157,126 @@ import Testing
         #expect(await child.wait() == 0)
     }
 
+    /// The masks of a process's inotify watches, from /proc/PID/fdinfo.
+    static func inotifyMasks(of pid: Int32) -> [UInt32] {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        var masks: [UInt32] = []
+        for fd in fds {
+            guard (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) == "anon_inode:inotify",
+                let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8)
+            else { continue }
+            for line in info.split(separator: "\n") where line.hasPrefix("inotify ") {
+                if let field = line.split(separator: " ").first(where: { $0.hasPrefix("mask:") }), let m = UInt32(field.dropFirst(5), radix: 16) {
+                    masks.append(m)
+                }
+            }
+        }
+        return masks
+    }
+
+    /// Commits back to back for `seconds` on a connection of its own; the rows committed.
+    static func burst(_ db: String, seconds: Int) async throws -> Int {
+        try await BlockingPool.shared.run { () throws -> Int in
+            let c = try SQLiteConnection(path: db, mode: .readWrite, busyTimeout: .seconds(10))
+            try c.execute("PRAGMA synchronous=NORMAL")
+            let end = ContinuousClock.now + .seconds(seconds)
+            var n = 0
+            while ContinuousClock.now < end {
+                try c.query("INSERT INTO t(v) VALUES (?)", [.text("burst")])
+                n += 1
+            }
+            return n
+        }
+    }
+
+    /// Each write of the application to its WAL made a modify event while
+    /// guardian watched the directory: a tenth of the application's CPU in
+    /// a write burst. Under a burst the directory's modify events stop (the
+    /// loop's passes follow each other) and resume when it ends: a lone
+    /// commit after the burst is replicated at once, and nothing is lost.
+    @Test func aBurstStopsModifyEventsUntilItEndsAndLosesNothing() async throws {
+        let dir = try TestSupport.makeTempDir("engine-mute")
+        defer { TestSupport.cleanup(dir) }
+        let db = dir + "/app.db"
+        try Self.makeDatabase(db)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", db, "file://\(dir)/replica"])
+        defer { child.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
+        let modify = UInt32(IN_MODIFY)
+        #expect(Self.inotifyMasks(of: child.pid).allSatisfy { $0 & modify != 0 })
+        async let rows = Self.burst(db, seconds: 3)
+        var sawMuted = false
+        let end = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < end, !sawMuted {
+            sawMuted = Self.inotifyMasks(of: child.pid).contains { $0 & modify == 0 }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let committed = try await rows
+        #expect(sawMuted, "the directory's modify events were never stopped during the burst")
+        #expect(await TestSupport.waitUntil(timeout: .seconds(5)) { Self.inotifyMasks(of: child.pid).allSatisfy { $0 & modify != 0 } }, "the modify events did not resume")
+        // A lone commit after the burst is found by its event.
+        let before = Self.newestTXID(dir + "/replica")
+        try await Task.sleep(for: .seconds(1))
+        let c = try SQLiteConnection(path: db, mode: .readWrite)
+        try c.execute("INSERT INTO t(v) VALUES ('after')")
+        let at = ContinuousClock.now
+        #expect(await TestSupport.waitUntil(timeout: .seconds(3)) { Self.newestTXID(dir + "/replica") > before }, "\(child.stderr)")
+        #expect(ContinuousClock.now - at < .seconds(2), "the commit after the burst waited for a tick")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+        let out = dir + "/restored.db"
+        let r = try await guardian(["restore", "--integrity-check", "none", "-o", out, "file://\(dir)/replica"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try await sqlite3(out, "SELECT count(*) FROM t") == "\(committed + 1)")
+    }
+
+    /// Two databases in one directory: a burst in one does not stop the
+    /// modify events the other's watch needs (when both are served by one
+    /// worker they share one watch, which keeps them; on two workers only
+    /// the bursting database's own watch may stop them), and the other's
+    /// lone commits during the burst are replicated promptly.
+    @Test func aBurstDoesNotStopTheEventsOfADirectoryItShares() async throws {
+        let dir = try TestSupport.makeTempDir("engine-mute-shared")
+        defer { TestSupport.cleanup(dir) }
+        try Self.makeDatabase(dir + "/a.db")
+        try Self.makeDatabase(dir + "/b.db")
+        try TestSupport.write("""
+            dbs:
+              - path: \(dir)/a.db
+                replicas:
+                  - url: file://\(dir)/replica-a
+              - path: \(dir)/b.db
+                replicas:
+                  - url: file://\(dir)/replica-b
+            """, to: dir + "/g.yml")
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", "--config", dir + "/g.yml", "--state-dir", dir + "/state"])
+        defer { child.signal(SIGKILL) }
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) {
+            Self.newestTXID(dir + "/replica-a") >= 1 && Self.newestTXID(dir + "/replica-b") >= 1
+        }, "\(child.stderr)")
+        let modify = UInt32(IN_MODIFY)
+        async let rows = Self.burst(dir + "/a.db", seconds: 3)
+        let c = try SQLiteConnection(path: dir + "/b.db", mode: .readWrite, busyTimeout: .seconds(5))
+        var slowest: Duration = .zero
+        var unwatched = false
+        for _ in 0..<5 {
+            try await Task.sleep(for: .milliseconds(400))
+            let before = Self.newestTXID(dir + "/replica-b")
+            try c.execute("INSERT INTO t(v) VALUES ('lone')")
+            let at = ContinuousClock.now
+            _ = await TestSupport.waitUntil(timeout: .seconds(10)) {
+                if !Self.inotifyMasks(of: child.pid).contains(where: { $0 & modify != 0 }) { unwatched = true }
+                return Self.newestTXID(dir + "/replica-b") > before
+            }
+            slowest = max(slowest, ContinuousClock.now - at)
+        }
+        _ = try await rows
+        #expect(!unwatched, "no watch of the shared directory kept its modify events")
+        #expect(slowest < .seconds(2), "a lone commit beside the burst took \(slowest)")
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+    }
+
     /// systemd starts services with a soft limit of 1,024 open files (its hard
     /// limit is far higher); at about a dozen descriptors per database guardian
     /// ran out near a hundred databases. It raises the soft limit to the hard one.

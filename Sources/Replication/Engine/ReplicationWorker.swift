@@ -64,6 +64,11 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     /// By watch descriptor (directory), then file name: an event in a
     /// directory of thousands of databases finds its watchers at once.
     private var handlers: [Int32: [String: [Int: Handler]]] = [:]
+    /// The watched directories by watch descriptor, and those whose
+    /// modify events are stopped for a burst (`setModifyEvents`).
+    private var directories: [Int32: String] = [:]
+    private var muted: Set<Int32> = []
+    private static let mask = UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE)
     private var nextID = 0
     private let name: String
     /// The kernel id of the worker's own thread (set once, as its loop starts).
@@ -147,11 +152,13 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
     /// watch the directory (the caller then has to poll).
     public func watch(directory: String, name: String, _ handler: @escaping Handler) -> Watch? {
         guard inotifyFD >= 0 else { return nil }
-        let mask = UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_CLOSE_WRITE)
         return lock.withLock {
-            // The same directory gives the same descriptor: one watch serves every database in it.
-            let wd = inotify_add_watch(inotifyFD, directory, mask)
+            // The same directory gives the same descriptor: one watch serves
+            // every database in it (with every event: a burst's stop is undone).
+            let wd = inotify_add_watch(inotifyFD, directory, Self.mask)
             guard wd >= 0 else { return nil }
+            directories[wd] = directory
+            muted.remove(wd)
             nextID += 1
             handlers[wd, default: [:]][name, default: [:]][nextID] = handler
             return Watch(wd: wd, name: name, id: nextID)
@@ -164,9 +171,46 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
             if handlers[watch.wd]?[watch.name]?.isEmpty == true { handlers[watch.wd]?[watch.name] = nil }
             if handlers[watch.wd]?.isEmpty == true {
                 handlers[watch.wd] = nil
+                directories[watch.wd] = nil
+                muted.remove(watch.wd)
                 inotify_rm_watch(inotifyFD, watch.wd)
+            } else if muted.contains(watch.wd) {
+                _ = changeMask(watch.wd, modify: true)
             }
         }
+    }
+
+    /// Stops or resumes the modify events of the directory of `watches`
+    /// (one database's). Every write of the application to its WAL goes
+    /// through the kernel's notification path while the directory is
+    /// watched for modifications, a tenth of the application's CPU in a
+    /// write burst; while a burst is read by passes back to back the events
+    /// are not needed. Stopped only when these are the directory's only
+    /// watchers (other databases there still need their events); creations,
+    /// renames and removals are reported throughout. True when the
+    /// directory's events are as asked.
+    public func setModifyEvents(_ on: Bool, for watches: [Watch]) -> Bool {
+        guard let wd = watches.first?.wd else { return false }
+        return lock.withLock {
+            guard let byName = handlers[wd] else { return false }
+            if on { return !muted.contains(wd) || changeMask(wd, modify: true) }
+            let mine = Set(watches.map(\.id))
+            guard byName.values.allSatisfy({ $0.keys.allSatisfy(mine.contains) }) else { return false }
+            return muted.contains(wd) || changeMask(wd, modify: false)
+        }
+    }
+
+    /// (Under the lock.) Replaces the directory's watch mask.
+    private func changeMask(_ wd: Int32, modify: Bool) -> Bool {
+        guard let directory = directories[wd] else { return false }
+        let now = inotify_add_watch(inotifyFD, directory, modify ? Self.mask : Self.mask & ~UInt32(IN_MODIFY))
+        guard now == wd else {
+            // The path is another directory now: not the watch's to change.
+            if now >= 0, handlers[now] == nil { inotify_rm_watch(inotifyFD, now) }
+            return false
+        }
+        if modify { muted.remove(wd) } else { muted.insert(wd) }
+        return true
     }
 
     /// How many directories this worker watches (for tests and status).
@@ -246,6 +290,8 @@ public final class ReplicationWorker: SerialExecutor, @unchecked Sendable {
                     // The directory is gone: its watchers fall back to polling.
                     for (_, byID) in byName { for (_, h) in byID { calls.append((h, true)) } }
                     handlers[wd] = nil
+                    directories[wd] = nil
+                    muted.remove(wd)
                     continue
                 }
                 let eventName = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)

@@ -68,15 +68,40 @@ final class WALWatcher: @unchecked Sendable {
     var isActive: Bool { lock.withLock { !lost } }
 
     /// True while inotify watches and no change waits to be taken.
-    var isQuiet: Bool { lock.withLock { !lost && !pending } }
+    var isQuiet: Bool { lock.withLock { !lost && !pending && !muted } }
 
     /// Whether a change was reported since the last call (always true while
-    /// inotify does not watch the file: then every tick has to look).
+    /// inotify does not watch the file, or its modifications are not
+    /// reported: then every wake-up has to look).
     func takeChange() -> Bool {
         lock.withLock {
             defer { pending = false }
-            return pending || lost
+            return pending || lost || muted
         }
+    }
+
+    /// The directory's modify events are stopped for a burst (`mute`).
+    private var muted = false
+    var isMuted: Bool { lock.withLock { muted } }
+
+    /// Stops the modify events while the loop reads a burst by passes back
+    /// to back (it wakes itself meanwhile); false, changing nothing, when
+    /// the directory has other databases' watchers.
+    func mute() -> Bool {
+        let ws = lock.withLock { lost ? [] : watches }
+        guard !ws.isEmpty, worker.setModifyEvents(false, for: ws) else { return false }
+        lock.withLock { muted = true }
+        return true
+    }
+
+    /// Resumes the modify events. The caller then looks once more: what was
+    /// written before they resumed made none.
+    func unmute() {
+        let ws = lock.withLock { () -> [ReplicationWorker.Watch] in
+            defer { muted = false }
+            return muted ? watches : []
+        }
+        if !ws.isEmpty { _ = worker.setModifyEvents(true, for: ws) }
     }
 
     /// Puts back a change taken by a pass that could not finish it.
@@ -87,7 +112,7 @@ final class WALWatcher: @unchecked Sendable {
     /// Drops the watch.
     func stop() {
         let ws = lock.withLock { () -> [ReplicationWorker.Watch] in
-            defer { watches = []; lost = true; pass = nil }
+            defer { watches = []; lost = true; pass = nil; muted = false }
             return watches
         }
         for w in ws { worker.unwatch(w) }
