@@ -84,17 +84,7 @@ import Testing
         #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
         // 4 seconds of one-row transactions back to back (about 16 MB of WAL
         // and more on this machine), the WAL's size sampled meanwhile.
-        let rows = try await BlockingPool.shared.run { () throws -> Int in
-            let c = try SQLiteConnection(path: db, mode: .readWrite, busyTimeout: .seconds(10))
-            try c.execute("PRAGMA synchronous=NORMAL")
-            let end = ContinuousClock.now + .seconds(4)
-            var n = 0
-            while ContinuousClock.now < end {
-                try c.query("INSERT INTO t(v) VALUES (?)", [.text(String(repeating: "x", count: 64))])
-                n += 1
-            }
-            return n
-        }
+        let rows = try await Self.burst(db, seconds: 4)
         var st = stat()
         let walSize = stat(db + "-wal", &st) == 0 ? Int64(st.st_size) : 0
         #expect(walSize <= 48_000_000, "the WAL grew to \(walSize) bytes in a burst of \(rows) transactions")
@@ -124,6 +114,17 @@ import Testing
         return total
     }
 
+    /// A new database in a new directory, replicated by `guardian replicate`
+    /// to a file replica beside it, once its first file is there.
+    static func replicateOne(_ tag: String) async throws -> (dir: String, db: String, child: ChildProcess) {
+        let dir = try TestSupport.makeTempDir(tag)
+        let db = dir + "/app.db"
+        try makeDatabase(db)
+        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", db, "file://\(dir)/replica"])
+        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
+        return (dir, db, child)
+    }
+
     /// A commit is read, encoded and written to a file replica by the pass
     /// the WAL's file event runs on the replication worker's own thread: no
     /// other thread wakes for it. The session loop woke the cooperative
@@ -132,13 +133,9 @@ import Testing
     /// of other threads per commit at 100 tx/s; now a few per second remain
     /// (status, heartbeat, the shippers' periodic work).
     @Test func aCommitIsReplicatedWithoutWakingAnyOtherThread() async throws {
-        let dir = try TestSupport.makeTempDir("engine-hops")
+        let (dir, db, child) = try await Self.replicateOne("engine-hops")
         defer { TestSupport.cleanup(dir) }
-        let db = dir + "/app.db"
-        try Self.makeDatabase(db)
-        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", db, "file://\(dir)/replica"])
         defer { child.signal(SIGKILL) }
-        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
         try await Task.sleep(for: .milliseconds(500))
         let commits = 200
         let before = Self.switchesOutsideTheWorkers(of: child.pid)
@@ -182,7 +179,7 @@ import Testing
             let end = ContinuousClock.now + .seconds(seconds)
             var n = 0
             while ContinuousClock.now < end {
-                try c.query("INSERT INTO t(v) VALUES (?)", [.text("burst")])
+                try c.query("INSERT INTO t(v) VALUES (?)", [.text(String(repeating: "x", count: 64))])
                 n += 1
             }
             return n
@@ -195,13 +192,9 @@ import Testing
     /// loop's passes follow each other) and resume when it ends: a lone
     /// commit after the burst is replicated at once, and nothing is lost.
     @Test func aBurstStopsModifyEventsUntilItEndsAndLosesNothing() async throws {
-        let dir = try TestSupport.makeTempDir("engine-mute")
+        let (dir, db, child) = try await Self.replicateOne("engine-mute")
         defer { TestSupport.cleanup(dir) }
-        let db = dir + "/app.db"
-        try Self.makeDatabase(db)
-        let child = try ChildProcess.start(TestSupport.guardianBinary, ["replicate", db, "file://\(dir)/replica"])
         defer { child.signal(SIGKILL) }
-        #expect(await TestSupport.waitUntil(timeout: .seconds(20)) { Self.newestTXID(dir + "/replica") >= 1 }, "\(child.stderr)")
         let modify = UInt32(IN_MODIFY)
         #expect(Self.inotifyMasks(of: child.pid).allSatisfy { $0 & modify != 0 })
         async let rows = Self.burst(db, seconds: 3)
