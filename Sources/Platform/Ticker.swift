@@ -184,3 +184,29 @@ public final class Ticker: @unchecked Sendable {
         return UInt64(s) * 1_000_000_000 + UInt64(max(0, a) / 1_000_000_000)
     }
 }
+
+/// The ticks of a quiet stretch that may be answered without the work they
+/// stand for: all but every `every`-th, counted from the stretch's start.
+/// The first stretch is cut short at random, so that the many gates started
+/// together (a thousand databases opened at once) do not all come due in the
+/// same few seconds of every cycle from then on. Not locked: its owner's lock
+/// guards it.
+public struct QuietTicks: Sendable {
+    public let every: Int
+    private var answered = 0
+    private var spread = false
+
+    public init(every: Int) { self.every = every }
+
+    /// A stretch begins (quiet) or is broken (not quiet).
+    public mutating func start(quiet: Bool) {
+        answered = quiet && !spread ? Int.random(in: 0..<every) : 0
+        if quiet { spread = true }
+    }
+
+    /// Whether the next tick may be answered (the stretch has room left).
+    public var mayAnswer: Bool { answered < every - 1 }
+
+    /// Counts a tick answered.
+    public mutating func answer() { answered += 1 }
+}

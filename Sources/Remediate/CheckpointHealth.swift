@@ -118,7 +118,7 @@ public final class HealthGate: @unchecked Sendable {
     private let directory: String
     private let lock = NSLock()
     private var stamp: FileStamp?
-    private var answered = 0
+    private var ticks = QuietTicks(every: probeEvery)
     private var answeredTotal = 0
 
     init(path: String) {
@@ -128,23 +128,18 @@ public final class HealthGate: @unchecked Sendable {
     }
 
     /// Set by the remediator after each tick (nil: the next tick probes).
-    /// The first quiet stretch is cut short at random, so that databases
-    /// opened together do not all probe in the same few seconds of every
-    /// `probeEvery` ticks from then on.
     func set(quietWith stamp: FileStamp?) {
         lock.withLock {
             self.stamp = stamp
-            answered = stamp != nil && !spread ? Int.random(in: 0..<Self.probeEvery) : 0
-            if stamp != nil { spread = true }
+            ticks.start(quiet: stamp != nil)
         }
     }
-    private var spread = false
 
     /// On the ticker's thread (blocking: two stats and a statvfs): true
     /// when this tick needs no probe.
     public func mayAnswer() -> Bool {
         let known = lock.withLock { () -> FileStamp? in
-            answered < Self.probeEvery - 1 ? stamp : nil
+            ticks.mayAnswer ? stamp : nil
         }
         guard let known, FileStamp.of(db: path, wal: walPath) == known,
             let free = Self.freeSpace.bytes(in: directory),
@@ -153,7 +148,7 @@ public final class HealthGate: @unchecked Sendable {
         return lock.withLock {
             // (Cleared meanwhile: an incident, a suspicion.)
             guard stamp == known else { return false }
-            answered += 1
+            ticks.answer()
             answeredTotal += 1
             return true
         }

@@ -265,28 +265,21 @@ public struct ReplicationService: Service {
         static let loopEvery = 24
         private let lock = NSLock()
         private var quiet = false
-        private var answered = 0
+        private var ticks = QuietTicks(every: loopEvery)
 
-        /// Whether the database was found quiet before.
-        private var spread = false
-
-        /// Set by the loop (on its thread) at the end of each wake-up. The
-        /// first quiet stretch is cut short at random, so that databases
-        /// opened together do not all look in the same few seconds of
-        /// every `loopEvery` ticks from then on.
+        /// Set by the loop (on its thread) at the end of each wake-up.
         func set(quiet: Bool) {
             lock.withLock {
                 self.quiet = quiet
-                answered = quiet && !spread ? Int.random(in: 0..<Self.loopEvery) : 0
-                if quiet { spread = true }
+                ticks.start(quiet: quiet)
             }
         }
 
         /// On the ticker's thread: true when this tick needs no loop.
         func mayBeatOnTicker(_ watcher: WALWatcher) -> Bool {
             lock.withLock {
-                guard quiet, answered < Self.loopEvery - 1, watcher.isQuiet else { return false }
-                answered += 1
+                guard quiet, ticks.mayAnswer, watcher.isQuiet else { return false }
+                ticks.answer()
                 return true
             }
         }
@@ -414,7 +407,7 @@ public struct ReplicationService: Service {
             // paid for one, a tenth of its CPU): the loop wakes itself while
             // each pass finds more commits. Once one does not (or fails),
             // the events resume and one more pass reads what came before.
-            if foundTransactions > Self.burstThreshold, !state.failing, r.replaced == nil {
+            if foundTransactions > Self.burstThreshold {
                 if watcher.mute() { wake.yield(()) }
             } else if watcher.isMuted {
                 watcher.unmute()

@@ -89,12 +89,7 @@ import Testing
         let walSize = stat(db + "-wal", &st) == 0 ? Int64(st.st_size) : 0
         #expect(walSize <= 48_000_000, "the WAL grew to \(walSize) bytes in a burst of \(rows) transactions")
         // Nothing was lost on the way.
-        child.signal(SIGTERM)
-        #expect(await child.wait() == 0)
-        let out = dir + "/restored.db"
-        let r = try await guardian(["restore", "--integrity-check", "none", "-o", out, "file://\(dir)/replica"])
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(try await sqlite3(out, "SELECT count(*) FROM t") == "\(rows)")
+        #expect(try await Self.stopAndCountRestoredRows(child, dir) == "\(rows)")
     }
 
     /// Context switches of the process's threads other than the replication
@@ -152,6 +147,17 @@ import Testing
         #expect(switches < commits, "\(switches) context switches outside the replication workers for \(commits) commits")
         child.signal(SIGTERM)
         #expect(await child.wait() == 0)
+    }
+
+    /// Stops `guardian replicate` (SIGTERM: a final sync, exit 0), restores
+    /// `dir`'s file replica and counts the rows of table t.
+    static func stopAndCountRestoredRows(_ child: ChildProcess, _ dir: String) async throws -> String {
+        child.signal(SIGTERM)
+        #expect(await child.wait() == 0)
+        let out = dir + "/restored.db"
+        let r = try await guardian(["restore", "--integrity-check", "none", "-o", out, "file://\(dir)/replica"])
+        #expect(r.status == 0, "\(r.stderr)")
+        return try await sqlite3(out, "SELECT count(*) FROM t")
     }
 
     /// The masks of a process's inotify watches, from /proc/PID/fdinfo.
@@ -215,12 +221,7 @@ import Testing
         let at = ContinuousClock.now
         #expect(await TestSupport.waitUntil(timeout: .seconds(3)) { Self.newestTXID(dir + "/replica") > before }, "\(child.stderr)")
         #expect(ContinuousClock.now - at < .seconds(2), "the commit after the burst waited for a tick")
-        child.signal(SIGTERM)
-        #expect(await child.wait() == 0)
-        let out = dir + "/restored.db"
-        let r = try await guardian(["restore", "--integrity-check", "none", "-o", out, "file://\(dir)/replica"])
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(try await sqlite3(out, "SELECT count(*) FROM t") == "\(committed + 1)")
+        #expect(try await Self.stopAndCountRestoredRows(child, dir) == "\(committed + 1)")
     }
 
     /// Two databases in one directory: a burst in one does not stop the
